@@ -1,0 +1,1 @@
+"""Code shared by the Tandem Lambda functions: settings, AWS clients, domain models, ledger, archive."""

@@ -1,0 +1,34 @@
+"""The one place that builds AWS clients.
+
+Standard configuration only (AWS_REGION, AWS_ENDPOINT_URL, credentials chain), so the same code talks to
+real AWS and to the local emulator. Clients are cached per (service, region, endpoint) because building
+one costs milliseconds and Lambda reuses the process across invocations.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from tandem_core.settings import AwsSettings
+
+# Fail fast: a dead region must not stall an invocation for minutes (DESIGN §4 rule 1).
+_CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 3, "mode": "standard"})
+
+
+@functools.cache
+def _session() -> boto3.session.Session:
+    return boto3.session.Session()
+
+
+@functools.cache
+def client(service: str, region: str, endpoint_url: str | None = None) -> Any:
+    """A cached boto3 client for ``service`` in ``region`` (``endpoint_url`` None = AWS's own)."""
+    return _session().client(service, region_name=region, endpoint_url=endpoint_url, config=_CONFIG)
+
+
+def client_for(service: str, aws: AwsSettings) -> Any:
+    return client(service, aws.region, aws.endpoint_url)

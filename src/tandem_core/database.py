@@ -1,0 +1,126 @@
+"""Connections to the ledger database: credentials the AWS way, TLS, reuse across invocations.
+
+Credentials come from the Aurora-managed Secrets Manager secret (``auth=secret``) or an IAM auth token
+(``auth=iam``); nothing is ever read from code or template. The connection is kept for the next
+invocation and dropped on any connection-level error so the next call re-opens it (after a failover the
+writer endpoint points at a new instance).
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from typing import Any, Protocol
+
+import pg8000.native
+
+from tandem_core.settings import LedgerDbSettings
+
+#: Errors after which the connection must be thrown away.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (pg8000.native.InterfaceError, OSError, ssl.SSLError)
+
+
+class CredentialSource(Protocol):
+    def credentials(self, *, refresh: bool = False) -> tuple[str, str]:
+        """(user, password); ``refresh`` after an authentication failure (rotated secret)."""
+        ...
+
+
+class SecretCredentials:
+    """The Aurora-managed master user secret: JSON with ``username`` and ``password``."""
+
+    def __init__(self, secrets_client: Any, secret_arn: str) -> None:
+        self._client = secrets_client
+        self._arn = secret_arn
+        self._cached: tuple[str, str] | None = None
+
+    def credentials(self, *, refresh: bool = False) -> tuple[str, str]:
+        if self._cached is None or refresh:
+            value = self._client.get_secret_value(SecretId=self._arn)["SecretString"]
+            data = json.loads(value)
+            self._cached = (str(data["username"]), str(data["password"]))
+        return self._cached
+
+
+class IamTokenCredentials:
+    """A fresh 15-minute IAM auth token per connection (signed locally, no API call)."""
+
+    def __init__(self, rds_client: Any, settings: LedgerDbSettings, region: str) -> None:
+        self._client = rds_client
+        self._settings = settings
+        self._region = region
+
+    def credentials(self, *, refresh: bool = False) -> tuple[str, str]:  # noqa: ARG002 - always fresh
+        user = self._settings.user or ""
+        token = self._client.generate_db_auth_token(
+            DBHostname=self._settings.host, Port=self._settings.port, DBUsername=user, Region=self._region
+        )
+        return user, str(token)
+
+
+def ssl_context(settings: LedgerDbSettings) -> ssl.SSLContext | None:
+    """TLS as the settings ask: ``require`` encrypts, ``verify-full`` also checks the server's name."""
+    if settings.sslmode == "disable":
+        return None
+    if settings.sslmode == "verify-full":
+        return ssl.create_default_context(cafile=settings.sslrootcert)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # "require": encrypted, server identity not verified (libpq's meaning)
+    return context
+
+
+class LedgerConnector:
+    """Owns at most one open connection and hands it out; re-opens after a failure."""
+
+    def __init__(self, settings: LedgerDbSettings, credentials: CredentialSource) -> None:
+        self._settings = settings
+        self._credentials = credentials
+        self._connection: pg8000.native.Connection | None = None
+        self._tls = ssl_context(settings)
+
+    def connection(self) -> pg8000.native.Connection:
+        if self._connection is None:
+            self._connection = self._open()
+        return self._connection
+
+    def discard(self) -> None:
+        """Forget the current connection (after an error left it in an unknown state)."""
+        conn, self._connection = self._connection, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: S110 - it is already broken; closing is a courtesy
+                pass
+
+    def _open(self) -> pg8000.native.Connection:
+        user, password = self._credentials.credentials()
+        try:
+            return self._connect(user, password)
+        except pg8000.native.DatabaseError as exc:
+            # 28P01 invalid_password / 28000 invalid_authorization: the secret may have rotated.
+            if sqlstate(exc) not in {"28P01", "28000"}:
+                raise
+            user, password = self._credentials.credentials(refresh=True)
+            return self._connect(user, password)
+
+    def _connect(self, user: str, password: str) -> pg8000.native.Connection:
+        return pg8000.native.Connection(
+            user=user,
+            password=password,
+            host=self._settings.host,
+            port=self._settings.port,
+            database=self._settings.name,
+            ssl_context=self._tls,
+            timeout=self._settings.timeout,
+            application_name="tandem",
+            tcp_keepalive=True,
+        )
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    detail = exc.args[0] if exc.args else None
+    if isinstance(detail, dict):
+        code = detail.get("C")
+        return str(code) if code is not None else None
+    return None

@@ -1,0 +1,1 @@
+"""Versioned SQL migrations of the ledger schema (applied by tandem_core.schema)."""

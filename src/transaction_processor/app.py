@@ -1,0 +1,104 @@
+"""Lambda entry point: SQS batch in, partial batch response out.
+
+Thin by design: build the processor once per execution environment (settings, clients, DB connection
+are reused across invocations), hand it the batch, and turn its per-message results into Powertools'
+partial batch response, logs and metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tandem_core.archive import Journal
+from tandem_core.clients import client_for
+from tandem_core.database import IamTokenCredentials, LedgerConnector, SecretCredentials
+from tandem_core.ledger import Ledger
+from tandem_core.settings import AwsSettings, LedgerDbSettings, ProcessorSettings
+from tandem_core.status import StatusStore
+from transaction_processor.processing import BatchResult, Message, Processor
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+
+class RecordFailed(Exception):
+    """Raised for a message that must go back to the queue (and to the DLQ after maxReceiveCount)."""
+
+
+@functools.cache
+def build_processor() -> Processor:
+    """Everything the processor needs, built once per execution environment from the environment."""
+    aws = AwsSettings.from_env()
+    settings = ProcessorSettings.from_env()
+    db = LedgerDbSettings.from_env()
+    if db.auth == "iam":
+        credentials: SecretCredentials | IamTokenCredentials = IamTokenCredentials(
+            client_for("rds", aws), db, aws.region
+        )
+    else:
+        credentials = SecretCredentials(client_for("secretsmanager", aws), db.secret_arn or "")
+    return Processor(
+        ledger=Ledger(LedgerConnector(db, credentials), auto_migrate=db.auto_migrate),
+        journal=Journal(client_for("s3", aws), settings.archive_bucket),
+        status=StatusStore(client_for("dynamodb", aws), settings.ledger_table),
+        region=aws.region,
+    )
+
+
+def _record_handler(result: BatchResult) -> Any:
+    def handle(record: SQSRecord) -> str:
+        outcome = result.results[record.message_id]
+        if outcome.failed:
+            logger.set_correlation_id(record.message_id)
+            logger.warning(
+                "message rejected",
+                extra={"reason": outcome.reason, "outcome": outcome.outcome, "transaction_id": outcome.transaction_id},
+            )
+            raise RecordFailed(outcome.reason)
+        return outcome.outcome
+
+    return handle
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    started = time.perf_counter()
+    records = event.get("Records")
+    if not isinstance(records, list):
+        raise ValueError("not an SQS event: 'Records' must be a list")
+    messages = [Message(str(r["messageId"]), str(r.get("body", ""))) for r in records]
+    result = build_processor().process(messages)
+
+    batch = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    response = process_partial_response(
+        event=event, record_handler=_record_handler(result), processor=batch, context=context
+    )
+    metrics.add_metric(name="TransactionsCommitted", unit=MetricUnit.Count, value=result.count("committed"))
+    metrics.add_metric(name="TransactionsDuplicate", unit=MetricUnit.Count, value=result.count("duplicate"))
+    metrics.add_metric(name="TransactionsRejected", unit=MetricUnit.Count, value=len(result.failures))
+    metrics.add_metric(
+        name="BatchLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000
+    )
+    logger.set_correlation_id(None)
+    logger.info(
+        "batch processed",
+        extra={
+            "records": len(messages),
+            "committed": result.count("committed"),
+            "duplicates": result.count("duplicate"),
+            "rejected": len(result.failures),
+            "archive_key": result.archive_key,
+        },
+    )
+    return dict(response)

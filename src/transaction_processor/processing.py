@@ -1,0 +1,110 @@
+"""The processor's logic, free of Lambda and Powertools: a batch in, an outcome per message out.
+
+Order matters for "never lose, never apply twice": (1) parse every record, (2) journal the valid ones to
+S3, (3) apply them to the ledger in one round trip, (4) record their status in DynamoDB. Any failure in
+(2)-(4) raises, so the whole batch is redelivered and replays are no-ops in the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from tandem_core.ledger import Entry, Outcome
+from tandem_core.models import InvalidMessage, parse_transaction
+from tandem_core.status import StatusConflict, StatusWrite
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    body: str
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """What happened to one message. ``reason`` is set exactly when the message failed."""
+
+    outcome: str  # committed | duplicate | invalid | conflict
+    reason: str | None = None
+    transaction_id: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.reason is not None
+
+
+@dataclass
+class BatchResult:
+    results: dict[str, RecordResult] = field(default_factory=dict)
+    archive_key: str | None = None
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for r in self.results.values() if r.outcome == outcome)
+
+    @property
+    def failures(self) -> list[str]:
+        return [mid for mid, r in self.results.items() if r.failed]
+
+
+class LedgerPort(Protocol):
+    def apply(self, entries: Sequence[Entry]) -> dict[str, Outcome]: ...
+
+
+class JournalPort(Protocol):
+    def append(self, entries: Sequence[Entry], region: str, at: datetime) -> str | None: ...
+
+
+class StatusPort(Protocol):
+    def record(self, writes: Sequence[StatusWrite]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Processor:
+    ledger: LedgerPort
+    journal: JournalPort
+    status: StatusPort
+    region: str
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    def process(self, messages: Sequence[Message]) -> BatchResult:
+        result = BatchResult()
+        entries: list[Entry] = []
+        for msg in messages:
+            try:
+                txn = parse_transaction(msg.body)
+            except InvalidMessage as exc:
+                result.results[msg.message_id] = RecordResult("invalid", reason=f"invalid: {exc.reason}")
+                continue
+            entries.append(Entry(txn, msg.message_id))
+        if not entries:
+            return result
+
+        now = self.clock()
+        result.archive_key = self.journal.append(entries, self.region, now)
+        outcomes = self.ledger.apply(entries)
+
+        writes: list[StatusWrite] = []
+        written: set[str] = set()
+        for entry in entries:
+            txn_id = entry.transaction.transaction_id
+            outcome = outcomes[entry.message_id]
+            if outcome is Outcome.CONFLICT:
+                reason = f"conflict: transaction {txn_id} was already applied with a different payload"
+                result.results[entry.message_id] = RecordResult("conflict", reason=reason, transaction_id=txn_id)
+                continue
+            result.results[entry.message_id] = RecordResult(outcome.value, transaction_id=txn_id)
+            if txn_id not in written:  # one status write per transaction (a batch may repeat an id)
+                written.add(txn_id)
+                writes.append(StatusWrite(entry, "COMMITTED", self.region, now))
+        try:
+            self.status.record(writes)
+        except StatusConflict as exc:
+            clashing = set(exc.transaction_ids)
+            for mid, res in result.results.items():
+                if res.transaction_id in clashing and not res.failed:
+                    reason = f"conflict: status table holds a different payload for {res.transaction_id}"
+                    result.results[mid] = RecordResult("conflict", reason=reason, transaction_id=res.transaction_id)
+        return result
