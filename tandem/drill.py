@@ -138,7 +138,9 @@ def drain(local: LocalRegion, handler: Any, bodies: list[str], max_seconds: floa
 
 
 def dlq_bodies(local: LocalRegion) -> list[str]:
-    sqs, bodies, seen = local.client("sqs"), [], set()
+    sqs = local.client("sqs")
+    bodies: list[str] = []
+    seen: set[str] = set()
     while True:
         msgs = sqs.receive_message(
             QueueUrl=local.resources.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=300, WaitTimeSeconds=0
@@ -196,15 +198,14 @@ def audit(local: LocalRegion, wl: Workload, committed_metric: int, dlq: list[str
     lost = sorted(valid_ids - in_ledger)
     status_items = _count_status(local)
     journaled = _journal_ids(local)
-    nonzero = lambda d: {k: v for k, v in d.items() if v != 0}  # noqa: E731
     invariants = {
         "committed_equals_valid": committed == len(valid_ids) and len(in_ledger) == len(valid_ids),
         "no_duplicates_applied": committed_metric - len(in_ledger) == 0,
         "rejected_equals_poison": sorted(dlq) == sorted(wl.poison),
         "nothing_lost": not lost,
-        "balances_equal_applied_transfers": nonzero(balances) == nonzero(from_rows),
+        "balances_equal_applied_transfers": _nonzero(balances) == _nonzero(from_rows),
         "currency_sums_zero": all(v == 0 for v in currency_sums.values()),
-        "balances_match_workload": nonzero(balances) == nonzero(wl.expected_balances()),
+        "balances_match_workload": _nonzero(balances) == _nonzero(wl.expected_balances()),
         "status_recorded_for_every_commit": status_items == in_ledger,
         "journal_holds_every_commit": in_ledger <= journaled,
     }
@@ -222,6 +223,10 @@ def audit(local: LocalRegion, wl: Workload, committed_metric: int, dlq: list[str
         },
         "invariants": invariants,
     }
+
+
+def _nonzero(balances: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    return {k: v for k, v in balances.items() if v != 0}
 
 
 def _count_status(local: LocalRegion) -> set[str]:

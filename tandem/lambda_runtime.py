@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -35,8 +36,19 @@ class LambdaContext:
 
 
 def load_handler(function: str) -> Callable[[dict[str, Any], Any], Any]:
+    """Import the handler as a new execution environment would (a cold start).
+
+    Lambda imports the module in a fresh process with the function's environment already set; here the
+    module is (re)imported after the caller has set the environment, and the cached AWS clients are
+    dropped, so module-level state (Logger, Metrics, cached settings) reflects this environment.
+    """
     if function not in HANDLERS:
         raise KeyError(f"unknown function {function!r}; known: {', '.join(sorted(HANDLERS))}")
-    module, _, attr = HANDLERS[function].rpartition(".")
-    handler: Callable[[dict[str, Any], Any], Any] = getattr(importlib.import_module(module), attr)
+    module_name, _, attr = HANDLERS[function].rpartition(".")
+    from tandem_core.clients import client
+
+    client.cache_clear()
+    module = sys.modules.get(module_name)
+    module = importlib.reload(module) if module is not None else importlib.import_module(module_name)
+    handler: Callable[[dict[str, Any], Any], Any] = getattr(module, attr)
     return handler

@@ -25,7 +25,11 @@ from tandem import moto_ext
 from tandem.localpg import LocalPostgres, free_port
 from tandem.template import Template
 
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
 
 # The DynamoDB global table's key schema. It lives in infra_global/ once that template exists (issue 4);
 # until then this is its single definition, used by every local run.
@@ -150,7 +154,7 @@ def local_region(region: str = "us-east-1", role: str = "primary") -> Iterator[L
     server.start()
     try:
         # moto keeps its state per process, not per server: start every local region from a clean slate.
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/reset", data=b"", timeout=10).close()  # noqa: S310
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/reset", data=b"", timeout=10).close()
         pg.start()
         endpoint = f"http://127.0.0.1:{port}"
         secrets = boto3.client(

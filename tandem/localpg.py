@@ -81,7 +81,7 @@ class LocalPostgres:
         if self.base_dir is None:
             self.base_dir = Path(tempfile.mkdtemp(prefix="tandem-pg-"))
             self._owned_dir = True
-        os.chmod(self.base_dir, 0o755)
+        os.chmod(self.base_dir, 0o755)  # noqa: S103 - the server user must reach its data dir
         if os.geteuid() == 0:
             shutil.chown(self.base_dir, SERVER_USER, SERVER_USER)
         pwfile = self.base_dir / "pwfile"

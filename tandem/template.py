@@ -113,7 +113,7 @@ class Template:
             return value
         if len(value) != 1:
             return {k: self.resolve(v) for k, v in value.items()}
-        (key, arg), = value.items()
+        ((key, arg),) = value.items()
         match key:
             case "Ref":
                 return self._ref(str(arg))

@@ -8,6 +8,7 @@ writer endpoint points at a new instance).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 from typing import Any, Protocol
@@ -88,10 +89,8 @@ class LedgerConnector:
         """Forget the current connection (after an error left it in an unknown state)."""
         conn, self._connection = self._connection, None
         if conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # it is already broken; closing is a courtesy
                 conn.close()
-            except Exception:  # noqa: S110 - it is already broken; closing is a courtesy
-                pass
 
     def _open(self) -> pg8000.native.Connection:
         user, password = self._credentials.credentials()

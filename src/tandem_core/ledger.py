@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import pg8000.native
 
-from tandem_core.database import CONNECTION_ERRORS, LedgerConnector, sqlstate as _sqlstate
-from tandem_core.schema import SqlRunner, migrate
+from tandem_core.database import CONNECTION_ERRORS, LedgerConnector
+from tandem_core.database import sqlstate as _sqlstate
 from tandem_core.models import Transaction
+from tandem_core.schema import SqlRunner, migrate
 
 
 class Outcome(enum.StrEnum):
@@ -69,8 +70,10 @@ LEFT JOIN inserted n ON n.transaction_id = i.transaction_id
 LEFT JOIN ledger_transaction e ON e.transaction_id = i.transaction_id
 """
 
-_EXISTING = "SELECT CAST(transaction_id AS text), CAST(payload_hash AS text) FROM ledger_transaction" \
+_EXISTING = (
+    "SELECT CAST(transaction_id AS text), CAST(payload_hash AS text) FROM ledger_transaction"
     " WHERE transaction_id = ANY(CAST(:ids AS uuid[]))"
+)
 
 
 def apply_batch(db: SqlRunner, entries: Sequence[Entry]) -> dict[str, Outcome]:
@@ -86,17 +89,20 @@ def apply_batch(db: SqlRunner, entries: Sequence[Entry]) -> dict[str, Outcome]:
     for entry in entries:
         first.setdefault(entry.transaction.transaction_id, entry)
     unique = list(first.values())
-    rows = db.run(
-        _APPLY,
-        ids=[e.transaction.transaction_id for e in unique],
-        accounts=[e.transaction.account_id for e in unique],
-        counterparties=[e.transaction.counterparty_id for e in unique],
-        amounts=[e.transaction.amount_minor for e in unique],
-        currencies=[e.transaction.currency for e in unique],
-        created=[e.transaction.created_at_utc.isoformat() for e in unique],
-        hashes=[e.transaction.payload_hash for e in unique],
-        messages=[e.message_id for e in unique],
-    ) or []
+    rows = (
+        db.run(
+            _APPLY,
+            ids=[e.transaction.transaction_id for e in unique],
+            accounts=[e.transaction.account_id for e in unique],
+            counterparties=[e.transaction.counterparty_id for e in unique],
+            amounts=[e.transaction.amount_minor for e in unique],
+            currencies=[e.transaction.currency for e in unique],
+            created=[e.transaction.created_at_utc.isoformat() for e in unique],
+            hashes=[e.transaction.payload_hash for e in unique],
+            messages=[e.message_id for e in unique],
+        )
+        or []
+    )
     stored: dict[str, str] = {}  # transaction id -> payload hash the ledger holds
     inserted_now: set[str] = set()
     unresolved: list[str] = []

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from tandem_core.ledger import Entry
 
+_CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,9 @@ class StatusStore:
                 ConditionExpression="attribute_not_exists(pk) OR payload_hash = :h",
                 ExpressionAttributeValues={":h": {"S": t.payload_hash}},
             )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            return exc
         except Exception as exc:
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == _CONDITION_FAILED:
+                return False
             return exc
         return True
 

@@ -61,7 +61,11 @@ def _record_handler(result: BatchResult) -> Any:
             logger.set_correlation_id(record.message_id)
             logger.warning(
                 "message rejected",
-                extra={"reason": outcome.reason, "outcome": outcome.outcome, "transaction_id": outcome.transaction_id},
+                extra={
+                    "reason": outcome.reason,
+                    "outcome": outcome.outcome,
+                    "transaction_id": outcome.transaction_id,
+                },
             )
             raise RecordFailed(outcome.reason)
         return outcome.outcome
@@ -87,9 +91,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="TransactionsCommitted", unit=MetricUnit.Count, value=result.count("committed"))
     metrics.add_metric(name="TransactionsDuplicate", unit=MetricUnit.Count, value=result.count("duplicate"))
     metrics.add_metric(name="TransactionsRejected", unit=MetricUnit.Count, value=len(result.failures))
-    metrics.add_metric(
-        name="BatchLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000
-    )
+    metrics.add_metric(name="BatchLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000)
     logger.set_correlation_id(None)
     logger.info(
         "batch processed",

@@ -1,0 +1,69 @@
+"""`tandem invoke` (behind `make invoke`): any event file in, the handler's JSON response as the last line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, event_files
+
+
+def tandem(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    for key in [k for k in env if k.startswith(("AWS_", "LEDGER_", "POWERTOOLS_"))]:
+        del env[key]
+    return subprocess.run(
+        [sys.executable, "-m", "tandem.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("event", event_files(), ids=lambda p: p.name)
+def test_every_sample_event_gets_a_response(event: Path) -> None:
+    proc = tandem("invoke", "transaction_processor", str(event))
+    assert proc.returncode == 0, proc.stderr
+    response = json.loads(proc.stdout.strip().splitlines()[-1])
+    records = json.loads(event.read_text())["Records"]
+    assert set(response) == {"batchItemFailures"}
+    assert {f["itemIdentifier"] for f in response["batchItemFailures"]} <= {r["messageId"] for r in records}
+
+
+def test_an_event_of_another_shape_gets_lambdas_error_response(tmp_path: Path) -> None:
+    event = tmp_path / "apigw.json"
+    event.write_text(json.dumps({"httpMethod": "GET", "path": "/"}))
+    proc = tandem("invoke", "transaction_processor", str(event))
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
+        "errorMessage": "not an SQS event: 'Records' must be a list",
+        "errorType": "ValueError",
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["invoke", "transaction_processor", "/no/such/file.json"], "cannot read event file"),
+        (["invoke", "nope", "events/sqs_valid_batch.json"], "invalid choice"),
+        (["drill", "--transactions", "-1"], "must be >= 0"),
+        (["drill", "--transactions", "0", "--duplicates", "3"], "nothing to redeliver"),
+    ],
+)
+def test_bad_arguments_get_one_clear_line(args: list[str], message: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    proc = tandem(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = tandem("invoke", "transaction_processor", str(bad))
+    assert proc.returncode == 2
+    assert "must hold a JSON object" in proc.stderr

@@ -1,0 +1,220 @@
+"""The ledger on a real PostgreSQL: exactly-once, conflicts, batching, migrations, reconnects."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pg8000.native
+import pytest
+from moto import mock_aws
+
+from tandem.localpg import LocalPostgres
+from tandem_core.database import LedgerConnector, SecretCredentials
+from tandem_core.ledger import Entry, Ledger, Outcome, apply_batch
+from tandem_core.models import parse_transaction
+from tandem_core.schema import Migration, MigrationError, load_migrations, migrate
+from tandem_core.settings import LedgerDbSettings
+from tests.integration.conftest import connect
+
+
+def txn(n: int, amount: str = "10.00", a: str = "acc-1", b: str = "acc-2", currency: str = "USD") -> Any:
+    return parse_transaction(
+        json.dumps(
+            {
+                "transaction_id": str(uuid.UUID(int=n)),
+                "account_id": a,
+                "counterparty_id": b,
+                "amount": amount,
+                "currency": currency,
+                "created_at": "2026-11-28T10:15:00Z",
+            }
+        )
+    )
+
+
+def balances(db: pg8000.native.Connection) -> dict[tuple[str, str], int]:
+    rows = db.run("SELECT account_id, currency, balance_minor FROM account_balance") or []
+    return {(str(a), str(c)): int(v) for a, c, v in rows}
+
+
+@pytest.fixture
+def ledger_db(db: pg8000.native.Connection) -> pg8000.native.Connection:
+    migrate(db)
+    return db
+
+
+class CountingRunner:
+    """Counts statements sent to the server, to prove one round trip per batch."""
+
+    def __init__(self, conn: pg8000.native.Connection) -> None:
+        self.conn = conn
+        self.statements = 0
+
+    def run(self, sql: str, **params: object) -> Any:
+        self.statements += 1
+        return self.conn.run(sql, **params)
+
+
+def test_a_batch_is_applied_in_one_round_trip(ledger_db: pg8000.native.Connection) -> None:
+    runner = CountingRunner(ledger_db)
+    entries = [Entry(txn(i, f"{i}.00"), f"m{i}") for i in range(1, 11)]
+    outcomes = apply_batch(runner, entries)
+    assert runner.statements == 1
+    assert set(outcomes.values()) == {Outcome.COMMITTED}
+    assert balances(ledger_db) == {("acc-1", "USD"): -5500, ("acc-2", "USD"): 5500}
+
+
+def test_a_replay_is_a_no_op(ledger_db: pg8000.native.Connection) -> None:
+    entries = [Entry(txn(1), "m1"), Entry(txn(2, "1", currency="JPY"), "m2")]
+    apply_batch(ledger_db, entries)
+    before = balances(ledger_db)
+    again = apply_batch(ledger_db, [Entry(txn(1), "m1-redelivered"), Entry(txn(2, "1", currency="JPY"), "m2b")])
+    assert set(again.values()) == {Outcome.DUPLICATE}
+    assert balances(ledger_db) == before
+    assert ledger_db.run("SELECT count(*) FROM ledger_transaction") == [[2]]
+
+
+def test_same_id_different_payload_is_a_conflict_and_the_first_stays(
+    ledger_db: pg8000.native.Connection,
+) -> None:
+    apply_batch(ledger_db, [Entry(txn(1, "10.00"), "m1")])
+    out = apply_batch(ledger_db, [Entry(txn(1, "99.00"), "m2")])
+    assert out == {"m2": Outcome.CONFLICT}
+    assert balances(ledger_db)[("acc-1", "USD")] == -1000
+
+
+def test_repeats_inside_one_batch_apply_once(ledger_db: pg8000.native.Connection) -> None:
+    out = apply_batch(
+        ledger_db,
+        [Entry(txn(1), "a"), Entry(txn(1), "b"), Entry(txn(1, "5.00"), "c"), Entry(txn(2, "1.00"), "d")],
+    )
+    assert out == {
+        "a": Outcome.COMMITTED,
+        "b": Outcome.DUPLICATE,
+        "c": Outcome.CONFLICT,
+        "d": Outcome.COMMITTED,
+    }
+    assert balances(ledger_db)[("acc-2", "USD")] == 1100
+
+
+def test_concurrent_writers_of_the_same_transactions_apply_each_once(
+    pg_server: LocalPostgres, database: str, ledger_db: pg8000.native.Connection
+) -> None:
+    entries = [Entry(txn(i, "1.00", a=f"acc-{i % 3}", b=f"acc-{i % 3 + 3}"), f"m{i}") for i in range(1, 41)]
+    results: list[dict[str, Outcome]] = []
+    errors: list[BaseException] = []
+
+    def worker(order: int) -> None:
+        conn = connect(pg_server, database)
+        try:
+            batch = entries if order == 0 else list(reversed(entries))
+            for i in range(0, len(batch), 10):
+                results.append(apply_batch(conn, batch[i : i + 10]))
+        except BaseException as exc:  # deadlocks would surface here
+            errors.append(exc)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=worker, args=(n % 2,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    committed = sum(1 for r in results for o in r.values() if o is Outcome.COMMITTED)
+    assert committed == 40
+    assert ledger_db.run("SELECT count(*), sum(amount_minor) FROM ledger_transaction") == [[40, 4000]]
+    assert sum(balances(ledger_db).values()) == 0
+
+
+def test_migrations_apply_once_and_refuse_an_edited_file(db: pg8000.native.Connection) -> None:
+    migrations = load_migrations()
+    assert migrate(db) == [m.version for m in migrations]
+    assert migrate(db) == []
+    edited = [Migration(m.version, m.name, m.sql + "\n-- edited") for m in migrations]
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        migrate(db, edited)
+
+
+def test_a_failing_migration_leaves_nothing_half_applied(db: pg8000.native.Connection) -> None:
+    migrate(db)
+    broken = [*load_migrations(), Migration(9999, "broken", "CREATE TABLE half (x int); SELECT 1/0;")]
+    with pytest.raises(pg8000.native.DatabaseError):
+        migrate(db, broken)
+    assert db.run("SELECT to_regclass('half') IS NULL") == [[True]]
+    assert db.run("SELECT max(version) FROM schema_migration") == [[1]]
+
+
+@pytest.fixture
+def app_role(pg_server: LocalPostgres, database: str, ledger_db: pg8000.native.Connection) -> Iterator[dict[str, Any]]:
+    """A login role with its password in (moto's) Secrets Manager, as Aurora's managed secret holds it."""
+    role, password = f"app_{database}", uuid.uuid4().hex
+    ledger_db.run(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    ledger_db.run(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+    with mock_aws():
+        sm = boto3.client("secretsmanager", region_name="us-east-1")
+        arn = sm.create_secret(Name=role, SecretString=json.dumps({"username": role, "password": password}))["ARN"]
+        settings = LedgerDbSettings.from_env(
+            {
+                "LEDGER_DB_HOST": "127.0.0.1",
+                "LEDGER_DB_PORT": str(pg_server.port),
+                "LEDGER_DB_NAME": database,
+                "LEDGER_DB_SECRET_ARN": arn,
+                "LEDGER_DB_SSLMODE": "require",
+            }
+        )
+        yield {"role": role, "sm": sm, "arn": arn, "settings": settings}
+    ledger_db.run(f"REASSIGN OWNED BY {role} TO CURRENT_USER")
+    ledger_db.run(f"DROP OWNED BY {role}")
+    ledger_db.run(f"DROP ROLE {role}")
+
+
+def test_connector_uses_tls_and_the_secret(app_role: dict[str, Any]) -> None:
+    connector = LedgerConnector(app_role["settings"], SecretCredentials(app_role["sm"], app_role["arn"]))
+    conn = connector.connection()
+    assert conn.run("SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == [
+        [app_role["role"], True]
+    ]
+    assert connector.connection() is conn  # reused across invocations
+    connector.discard()
+
+
+def test_ledger_reconnects_after_the_connection_is_killed(
+    app_role: dict[str, Any], ledger_db: pg8000.native.Connection
+) -> None:
+    connector = LedgerConnector(app_role["settings"], SecretCredentials(app_role["sm"], app_role["arn"]))
+    ledger = Ledger(connector, auto_migrate=True)
+    assert ledger.apply([Entry(txn(1), "m1")]) == {"m1": Outcome.COMMITTED}
+    ledger_db.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r", r=app_role["role"])
+    assert ledger.apply([Entry(txn(2), "m2"), Entry(txn(1), "m1")]) == {
+        "m2": Outcome.COMMITTED,
+        "m1": Outcome.DUPLICATE,
+    }
+
+
+def test_a_rotated_secret_is_fetched_again(app_role: dict[str, Any], ledger_db: pg8000.native.Connection) -> None:
+    credentials = SecretCredentials(app_role["sm"], app_role["arn"])
+    connector = LedgerConnector(app_role["settings"], credentials)
+    connector.connection()
+    connector.discard()
+    new_password = uuid.uuid4().hex
+    ledger_db.run(f"ALTER ROLE {app_role['role']} PASSWORD '{new_password}'")
+    app_role["sm"].put_secret_value(
+        SecretId=app_role["arn"],
+        SecretString=json.dumps({"username": app_role["role"], "password": new_password}),
+    )
+    conn = connector.connection()  # the cached password fails (28P01); the secret is read again
+    assert conn.run("SELECT current_user") == [[app_role["role"]]]
+    connector.discard()
+
+
+def test_a_database_that_is_down_fails_the_batch_loudly(app_role: dict[str, Any]) -> None:
+    settings = app_role["settings"].model_copy(update={"port": 1, "timeout": 1.0})
+    ledger = Ledger(LedgerConnector(settings, SecretCredentials(app_role["sm"], app_role["arn"])), auto_migrate=True)
+    with pytest.raises((OSError, pg8000.native.InterfaceError)):
+        ledger.apply([Entry(txn(1), "m1")])

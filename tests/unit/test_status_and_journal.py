@@ -1,0 +1,98 @@
+"""Status items and the journal, against moto in-process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tandem.local import LEDGER_TABLE_KEYS
+from tandem_core.archive import Journal, journal_key
+from tandem_core.ledger import Entry
+from tandem_core.models import parse_transaction
+from tandem_core.status import StatusConflict, StatusStore, StatusWrite
+from tests.conftest import load_event
+
+NOW = datetime(2026, 11, 28, 10, 15, tzinfo=UTC)
+
+
+def entries(name: str) -> list[Entry]:
+    out = []
+    for record in load_event(name)["Records"]:
+        out.append(Entry(parse_transaction(record["body"]), record["messageId"]))
+    return out
+
+
+@pytest.fixture
+def aws(aws_env: None) -> Iterator[dict[str, Any]]:
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="us-east-1")
+        ddb.create_table(TableName="ledger", BillingMode="PAY_PER_REQUEST", **LEDGER_TABLE_KEYS)
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="archive")
+        yield {"dynamodb": ddb, "s3": s3}
+
+
+def test_status_is_written_once_per_transaction_and_replays_are_idempotent(aws: dict[str, Any]) -> None:
+    store = StatusStore(aws["dynamodb"], "ledger")
+    writes = [StatusWrite(e, "COMMITTED", "us-east-1", NOW) for e in entries("sqs_valid_batch.json")]
+    store.record(writes)
+    store.record(writes)  # a replay after a crash between ledger commit and status write
+    items = aws["dynamodb"].scan(TableName="ledger")["Items"]
+    assert len(items) == 4
+    first = store.get(writes[0].entry.transaction.transaction_id)
+    assert first is not None
+    assert first["amount_minor"] == {"N": "12550"}
+    assert first["status"] == {"S": "COMMITTED"}
+
+
+def test_a_different_payload_under_a_known_id_is_a_conflict(aws: dict[str, Any]) -> None:
+    store = StatusStore(aws["dynamodb"], "ledger")
+    dup = entries("sqs_duplicates_and_conflict.json")
+    store.record([StatusWrite(dup[0], "COMMITTED", "us-east-1", NOW)])
+    with pytest.raises(StatusConflict) as err:
+        store.record([StatusWrite(dup[3], "COMMITTED", "us-east-1", NOW), StatusWrite(dup[4], "COMMITTED", "x", NOW)])
+    assert err.value.transaction_ids == [dup[3].transaction.transaction_id]
+    assert store.get(dup[4].transaction.transaction_id) is not None  # the other write still landed
+    kept = store.get(dup[0].transaction.transaction_id)
+    assert kept is not None
+    assert kept["payload_hash"] == {"S": dup[0].transaction.payload_hash}
+
+
+def test_other_dynamodb_errors_propagate(aws: dict[str, Any]) -> None:
+    store = StatusStore(aws["dynamodb"], "no-such-table")
+    with pytest.raises(Exception, match=r"ResourceNotFound|not found"):
+        store.record([StatusWrite(entries("sqs_valid_batch.json")[0], "COMMITTED", "r", NOW)])
+
+
+def test_journal_keeps_the_batch_as_json_lines_under_date_and_hour(aws: dict[str, Any]) -> None:
+    journal = Journal(aws["s3"], "archive")
+    batch = entries("sqs_valid_batch.json")
+    key = journal.append(batch, "us-east-1", NOW)
+    assert key is not None
+    assert key.startswith("archive/2026/11/28/10/")
+    assert key.endswith(".jsonl")
+    lines = journal.read(key)
+    assert [line["message_id"] for line in lines] == [e.message_id for e in batch]
+    replayed = parse_transaction(json.dumps(lines[0]["transaction"]))
+    assert replayed.payload_hash == batch[0].transaction.payload_hash == lines[0]["payload_hash"]
+
+
+def test_a_retried_batch_overwrites_its_own_journal_object(aws: dict[str, Any]) -> None:
+    batch = entries("sqs_valid_batch.json")
+    assert journal_key(batch, NOW) == journal_key(list(reversed(batch)), NOW)
+    assert journal_key(batch, NOW) != journal_key(batch[:2], NOW)
+    journal = Journal(aws["s3"], "archive")
+    journal.append(batch, "us-east-1", NOW)
+    journal.append(batch, "us-east-1", NOW)
+    assert aws["s3"].list_objects_v2(Bucket="archive")["KeyCount"] == 1
+
+
+def test_an_empty_batch_writes_nothing(aws: dict[str, Any]) -> None:
+    assert Journal(aws["s3"], "archive").append([], "us-east-1", NOW) is None
+    assert aws["s3"].list_objects_v2(Bucket="archive")["KeyCount"] == 0
