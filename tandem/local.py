@@ -23,7 +23,7 @@ from moto.server import ThreadedMotoServer
 
 from tandem import moto_ext
 from tandem.localpg import LocalPostgres, free_port
-from tandem.template import Template
+from tandem.template import ROOT, Template
 
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -88,6 +88,10 @@ class LocalRegion:
             AWS_DEFAULT_REGION=self.region,
             AWS_ENDPOINT_URL=self.endpoint,
             AWS_LAMBDA_FUNCTION_NAME=f"tandem-{function}",
+            AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
+            AWS_EXECUTION_ENV="AWS_Lambda_python3.12",
+            LAMBDA_TASK_ROOT=str(ROOT / "src"),
+            LAMBDA_RUNTIME_DIR="/var/runtime",
             AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(self.template.properties(logical_id).get("MemorySize", 512)),
             POWERTOOLS_TRACE_DISABLED="true",
             POWERTOOLS_DEV="false",

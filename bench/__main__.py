@@ -1,0 +1,121 @@
+"""`make bench` / ``python -m bench``: run the benchmarks against one local region and print their ratios.
+
+Each benchmark compares Tandem with a baseline measured in the same run on the same machine, so the
+ratio means something on any host. A missed target is reported, not an error: the exit status is 0
+unless a benchmark itself broke. The last lines are ``name=value``, one per benchmark, for machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tandem.local import LocalRegion
+
+BENCHES = ("ledger", "cold")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--seconds", type=_positive_int, default=10, help="measured seconds per throughput side")
+    p.add_argument("--warmup", type=float, default=2.0, help="handler warm-up seconds before measuring")
+    p.add_argument("--runs", type=_positive_int, default=7, help="fresh interpreters per cold-start kind")
+    p.add_argument("--accounts", type=_positive_int, default=100, help="account pool of the generated transfers")
+    p.add_argument(
+        "--breakdown", action="store_true", help="also time the processor's stages (S3, PG, DynamoDB, Powertools)"
+    )
+    p.add_argument(
+        "--bytecode",
+        choices=("cached", "inherit"),
+        default="cached",
+        help="cold start: load modules from a private warmed .pyc cache (default) or as the environment does",
+    )
+    p.add_argument("--only", choices=BENCHES, action="append", help="run only this benchmark (repeatable)")
+    return p
+
+
+def _ledger_vs_pgbench(args: argparse.Namespace, local: LocalRegion, workdir: Path) -> tuple[float, list[str]]:
+    from bench import ledger
+    from bench.stats import verdict
+
+    handler = ledger.handler_throughput(
+        local, seconds=args.seconds, warmup=args.warmup, accounts=args.accounts, breakdown=args.breakdown,
+        workdir=workdir,
+    )  # fmt: skip
+    pgbench = ledger.pgbench_tps(local, seconds=args.seconds)
+    ratio = handler.tps / pgbench.tps
+    lines = ledger.report(handler, pgbench)
+    lines.append(f"  ratio   : {verdict(ratio, ledger.TARGET, higher_is_better=True)}")
+    return ratio, lines
+
+
+def _cold_start_vs_boto3(args: argparse.Namespace, local: LocalRegion, workdir: Path) -> tuple[float, list[str]]:
+    from bench import coldstart
+    from bench.stats import verdict
+
+    measured = coldstart.measure(local, runs=args.runs, bytecode=args.bytecode, workdir=workdir)
+    lines = coldstart.report(measured)
+    lines.append(f"  ratio     : {verdict(measured.ratio, coldstart.TARGET, higher_is_better=False)}")
+    return measured.ratio, lines
+
+
+Bench = Callable[[argparse.Namespace, "LocalRegion", Path], tuple[float, list[str]]]
+BENCHMARKS: dict[str, tuple[str, Bench]] = {
+    "ledger": ("ledger_vs_pgbench", _ledger_vs_pgbench),
+    "cold": ("cold_start_vs_boto3", _cold_start_vs_boto3),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    selected = args.only or list(BENCHMARKS)
+    from tandem.local import local_region  # imports boto3 and moto: after argparse, so --help stays fast
+
+    results: dict[str, float] = {}
+    broken: list[str] = []
+    print("starting the local region (moto server + PostgreSQL) ...", flush=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp, local_region() as local:
+            for key in BENCHES:
+                if key not in selected:
+                    continue
+                name, bench = BENCHMARKS[key]
+                print(f"\n{name}", flush=True)
+                try:
+                    ratio, lines = bench(args, local, Path(tmp))
+                except Exception as exc:  # a broken benchmark must not hide the other's result
+                    broken.append(name)
+                    traceback.print_exc()
+                    print(f"  BROKEN: {type(exc).__name__}: {exc}", flush=True)
+                    continue
+                results[name] = ratio
+                print("\n".join(lines), flush=True)
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the local region itself did not come up (or down)
+        traceback.print_exc()
+        print(f"bench: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+    print()
+    for name, ratio in results.items():
+        print(f"{name}={ratio:.2f}")
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""cold_start_vs_boto3: a Lambda cold start (import + first 10-message invoke) against "import boto3 + one client".
+
+Each sample is a fresh interpreter, timed from the parent's spawn to the child's stamp at the end of its
+work (interpreter teardown excluded: Lambda does not wait for it). Kinds alternate in ABBA order so slow
+drift (page cache, CPU frequency, moto's growing state) lands on both. One discarded run of each kind
+first warms the page cache, the bytecode cache and the schema (a deployed region's ledger is migrated).
+
+Bytecode: by default both kinds load every module from a private ``PYTHONPYCACHEPREFIX`` in the run's
+temp dir, filled by the warm-up pair, so the result does not depend on whether this machine's venv
+happens to hold .pyc files (``uv pip install`` writes none, and PYTHONDONTWRITEBYTECODE may be set).
+``--bytecode inherit`` keeps the environment as it is; with no .pyc in the venv that is what a
+SAM-built function does: its package ships no .pyc and /var/task is read-only, so each cold start
+compiles every dependency from source.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.spawn import BenchError, ChildRun, child_env, run_child
+from bench.stats import median
+from bench.workload import Transfers, event_transaction_ids
+from tandem.local import LocalRegion
+from tandem.localpg import LocalPostgres
+
+TARGET = 1.5
+SEED_BASE = 1_000_000  # cold children's seeds (distinct transaction ids); the throughput child uses seed 1
+BYTECODE_MODES = ("cached", "inherit")
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    cold: list[ChildRun]
+    boto3: list[ChildRun]
+    bytecode: str
+
+    @property
+    def cold_ms(self) -> float:
+        return median([r.since_spawn_ms("done_ns") for r in self.cold])
+
+    @property
+    def boto3_ms(self) -> float:
+        return median([r.since_spawn_ms("done_ns") for r in self.boto3])
+
+    @property
+    def ratio(self) -> float:
+        return self.cold_ms / self.boto3_ms
+
+
+def _check_committed(pg: LocalPostgres, expected: list[str]) -> None:
+    """Every cold child's batch must be in the ledger: a child that did nothing would look fast."""
+    import pg8000.native
+
+    conn = pg8000.native.Connection(
+        user=pg.user, password=pg.password, host="127.0.0.1", port=pg.port, database=pg.database
+    )
+    try:
+        rows = conn.run(
+            "SELECT count(*) FROM ledger_transaction WHERE transaction_id = ANY(CAST(:ids AS uuid[]))", ids=expected
+        ) or [[0]]
+    finally:
+        conn.close()
+    found = int(str(rows[0][0]))
+    if found != len(expected):
+        raise BenchError(f"cold-start children committed {found} of {len(expected)} transactions")
+
+
+def measure(local: LocalRegion, *, runs: int, bytecode: str, workdir: Path) -> ColdStart:
+    env = child_env(local.function_env("transaction_processor"))
+    if bytecode == "cached":
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+    expected: list[str] = []
+
+    def cold() -> ChildRun:
+        seed = SEED_BASE + len(expected)
+        event = Transfers(seed, region=local.region).event()
+        expected.extend(event_transaction_ids(event))
+        path = workdir / f"event-{seed}.json"
+        path.write_text(json.dumps(event), encoding="utf-8")
+        run = run_child("cold", [str(path)], env, workdir, timeout=120)
+        if run.result["failures"]:
+            raise BenchError(f"cold-start child (seed {seed}) had {run.result['failures']} failed records")
+        return run
+
+    def boto3() -> ChildRun:
+        return run_child("boto3", [], env, workdir, timeout=120)
+
+    boto3()
+    cold()  # warm-up pair, discarded
+    result = ColdStart(cold=[], boto3=[], bytecode=bytecode)
+    for i in range(runs):
+        first_boto3 = i % 4 in (0, 3)  # ABBA ABBA ...
+        for kind in ("boto3", "cold") if first_boto3 else ("cold", "boto3"):
+            if kind == "cold":
+                result.cold.append(cold())
+            else:
+                result.boto3.append(boto3())
+    _check_committed(local.postgres, expected)
+    return result
+
+
+def report(r: ColdStart) -> list[str]:
+    def spread(values: list[float]) -> str:
+        return f"min {min(values):.0f}, max {max(values):.0f}"
+
+    def med(runs: list[ChildRun], start: str, end: str | None = None) -> str:
+        values = [c.since_spawn_ms(start) if end is None else c.between_ms(start, end) for c in runs]
+        return f"{median(values):.0f} ms"
+
+    cold = [c.since_spawn_ms("done_ns") for c in r.cold]
+    base = [b.since_spawn_ms("done_ns") for b in r.boto3]
+    return [
+        f"  bytecode  : {r.bytecode}",
+        f"  cold start: median {r.cold_ms:6.0f} ms  ({len(cold)} runs, {spread(cold)}; to process exit"
+        f" {median([c.wall_ms for c in r.cold]):.0f} ms)",
+        f"              interpreter start {med(r.cold, 'started_ns')},"
+        f" read event {med(r.cold, 'started_ns', 'prepared_ns')},"
+        f" import handler (init) {med(r.cold, 'prepared_ns', 'imported_ns')},"
+        f" first invoke {med(r.cold, 'imported_ns', 'done_ns')}",
+        f"  boto3     : median {r.boto3_ms:6.0f} ms  ({len(base)} runs, {spread(base)}; to process exit"
+        f" {median([b.wall_ms for b in r.boto3]):.0f} ms)",
+        f"              interpreter start {med(r.boto3, 'started_ns')},"
+        f" import boto3 {med(r.boto3, 'started_ns', 'imported_ns')},"
+        f" client('s3') {med(r.boto3, 'imported_ns', 'done_ns')}",
+    ]
