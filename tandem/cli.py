@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from tandem.lambda_runtime import HANDLERS
 
@@ -36,7 +38,72 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("function", choices=sorted(HANDLERS))
     invoke.add_argument("event", type=Path)
     invoke.add_argument("--region", default="us-east-1")
+
+    twin = sub.add_parser("twin", help="the local twin: two AWS regions on this machine")
+    twin.add_argument("--state-dir", type=Path, default=None, help="default .tandem/twin (or $TANDEM_TWIN_DIR)")
+    tsub = twin.add_subparsers(dest="twin_command", required=True)
+    up = tsub.add_parser("up", help="start and provision both regions")
+    up.add_argument("--detach", action="store_true", help="return once ready (else run until Ctrl-C)")
+    up.add_argument("--scale", type=_positive_float, default=1.0, help="clock compression (60: a minute per second)")
+    up.add_argument("--primary", default="us-east-1")
+    up.add_argument("--dr", default="us-west-2")
+    st = tsub.add_parser("status", help="regions, endpoints, databases, replication")
+    st.add_argument("--json", action="store_true")
+    for name, text in (("outage", "take a region down (API and database)"), ("restore", "bring a region back")):
+        cmd = tsub.add_parser(name, help=text)
+        cmd.add_argument("region")
+    tsub.add_parser("down", help="stop the twin and remove everything it created")
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
+
+
+def _twin(args: argparse.Namespace) -> int:
+    from tandem.twin import launcher
+    from tandem.twin.control import call, default_state_dir
+
+    state_dir = args.state_dir or default_state_dir()
+    match args.twin_command:
+        case "up":
+            status = launcher.start(state_dir, scale=args.scale, primary=args.primary, dr=args.dr)
+            print(_describe(status))
+            if args.detach:
+                return 0
+            print("running; Ctrl-C stops it")
+            try:
+                while launcher.is_running(state_dir):
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                launcher.stop(state_dir)
+            return 0
+        case "status":
+            status = call(state_dir, "GET", "/status")
+            print(json.dumps(status, indent=2) if args.json else _describe(status))
+            return 0
+        case "outage" | "restore":
+            print(_describe(call(state_dir, "POST", f"/{args.twin_command}/{args.region}")))
+            return 0
+        case "down":
+            launcher.stop(state_dir)
+            print("twin stopped")
+            return 0
+    return 2
+
+
+def _describe(status: dict[str, Any]) -> str:
+    lines = [f"twin ({status.get('startup_seconds', '?')} s to start, clock x{status['clock']['scale']:g})"]
+    for region, info in status["regions"].items():
+        state = "up" if info["up"] else "DOWN"
+        lines.append(f"  {region:<12} {info['role']:<8} {state:<5} api {info['endpoint']}  db {info['database']}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(summary(report, path))
             return 0 if report["passed"] else 1
+        if args.command == "twin":
+            return _twin(args)
         if args.command == "invoke":
             from tandem.invoke import invoke
 
@@ -62,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tandem: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:  # TwinNotRunning is a RuntimeError
         print(f"tandem {args.command}: {exc}", file=sys.stderr)
         return 2
     return 2  # pragma: no cover - argparse enforces a command

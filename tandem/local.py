@@ -147,6 +147,28 @@ def provision(region: LocalRegion) -> None:
     ]
 
 
+def provision_region(region: str, endpoint: str, pg: LocalPostgres, role: str) -> LocalRegion:
+    """Create one region's resources behind ``endpoint`` for a ledger served by ``pg``."""
+    secrets = boto3.client(
+        "secretsmanager", region_name=region, endpoint_url=endpoint,
+        aws_access_key_id="testing", aws_secret_access_key="testing",  # noqa: S106 - emulator credentials
+    )  # fmt: skip
+    secret_arn = secrets.create_secret(
+        Name="tandem/ledger/master",
+        SecretString=json.dumps({"username": pg.user, "password": pg.password}),
+    )["ARN"]
+    template = Template.from_file(parameters=_parameters(region, pg, secret_arn, role), region=region)
+    resources = RegionResources(
+        table=template.parameter("LedgerTableName"),
+        bucket=template.parameter("ArchiveBucketName"),
+        queue_url="", queue_arn="", dlq_url="", secret_arn=secret_arn,
+        max_receive_count=0, visibility_timeout=0,
+    )  # fmt: skip
+    local = LocalRegion(region, endpoint, pg, template, resources)
+    provision(local)
+    return local
+
+
 @contextmanager
 def local_region(region: str = "us-east-1", role: str = "primary") -> Iterator[LocalRegion]:
     """Start PostgreSQL and a moto server, provision, yield; stop both on the way out, whatever happens."""
@@ -160,24 +182,7 @@ def local_region(region: str = "us-east-1", role: str = "primary") -> Iterator[L
         # moto keeps its state per process, not per server: start every local region from a clean slate.
         urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/reset", data=b"", timeout=10).close()
         pg.start()
-        endpoint = f"http://127.0.0.1:{port}"
-        secrets = boto3.client(
-            "secretsmanager", region_name=region, endpoint_url=endpoint,
-            aws_access_key_id="testing", aws_secret_access_key="testing",  # noqa: S106 - emulator credentials
-        )  # fmt: skip
-        secret_arn = secrets.create_secret(
-            Name="tandem/ledger/master",
-            SecretString=json.dumps({"username": pg.user, "password": pg.password}),
-        )["ARN"]
-        template = Template.from_file(parameters=_parameters(region, pg, secret_arn, role), region=region)
-        resources = RegionResources(
-            table=template.parameter("LedgerTableName"),
-            bucket=template.parameter("ArchiveBucketName"),
-            queue_url="", queue_arn="", dlq_url="", secret_arn=secret_arn,
-            max_receive_count=0, visibility_timeout=0,
-        )  # fmt: skip
-        local = LocalRegion(region, endpoint, pg, template, resources)
-        provision(local)
+        local = provision_region(region, f"http://127.0.0.1:{port}", pg, role)
         yield local
     finally:
         pg.stop()

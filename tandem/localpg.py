@@ -78,13 +78,9 @@ class LocalPostgres:
         self.stop()
 
     def start(self) -> None:
-        if self.base_dir is None:
-            self.base_dir = Path(tempfile.mkdtemp(prefix="tandem-pg-"))
-            self._owned_dir = True
-        os.chmod(self.base_dir, 0o755)  # noqa: S103 - the server user must reach its data dir
-        if os.geteuid() == 0:
-            shutil.chown(self.base_dir, SERVER_USER, SERVER_USER)
-        pwfile = self.base_dir / "pwfile"
+        """Create the cluster, start it and create the database."""
+        base = self._prepare_dir()
+        pwfile = base / "pwfile"
         self._run_as_owner_write(pwfile, self.password + "\n")
         try:
             self._server(
@@ -108,11 +104,8 @@ class LocalPostgres:
             conf += ["ssl = on", "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'"]
         else:
             self.tls = False
-        with open(self.data_dir / "postgresql.conf", "a", encoding="utf-8") as f:
-            f.write("\n# tandem local server\n" + "\n".join(conf) + "\n")
-        self._server(pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.base_dir / "server.log"),
-                     "-w", "-t", "30", "start")  # fmt: skip
-        self._wait_ready()
+        self._append_conf(conf)
+        self.launch()
         self._server(
             pg_bin("psql") if os.path.exists(pg_bin("psql")) else "psql",
             "-h", str(self.base_dir), "-p", str(self.port), "-U", self.user, "-d", "postgres", "-q",
@@ -121,14 +114,71 @@ class LocalPostgres:
         )  # fmt: skip
 
     def stop(self) -> None:
+        """Stop the server (immediately) and remove its directory if we created it."""
         if self.base_dir is None:
             return
-        if (self.data_dir / "postmaster.pid").exists():
-            with contextlib.suppress(PostgresError):
-                self._server(pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop")
+        self.halt("immediate")
         if self._owned_dir:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = None
+
+    @property
+    def running(self) -> bool:
+        return self.base_dir is not None and (self.data_dir / "postmaster.pid").exists()
+
+    def launch(self) -> None:
+        """Start the server on an existing data directory and wait until it accepts connections."""
+        assert self.base_dir is not None
+        self._server(pg_bin("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.base_dir / "server.log"),
+                     "-w", "-t", "30", "start")  # fmt: skip
+        self._wait_ready()
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server, keeping its data: ``fast`` is a clean shutdown, ``immediate`` a crash."""
+        if self.running:
+            with contextlib.suppress(PostgresError):
+                self._server(pg_bin("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "-t", "30", "stop")
+
+    def promote(self) -> None:
+        """End recovery on a standby: it becomes a writable primary on a new timeline."""
+        self._server(pg_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "30", "promote")
+
+    def standby_of(self, primary: LocalPostgres) -> None:
+        """Make this (not yet started) server a streaming standby of ``primary`` and start it."""
+        self.user, self.password, self.database, self.tls = (
+            primary.user,
+            primary.password,
+            primary.database,
+            primary.tls,
+        )
+        self._prepare_dir()
+        if self.data_dir.exists():
+            shutil.rmtree(self.data_dir)
+        self._server(
+            pg_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port), "-U", primary.user,
+            "-D", str(self.data_dir), "-R", "-X", "stream", "--no-sync", "-c", "fast",
+            env={"PGPASSWORD": primary.password, "PGSSLMODE": "prefer"},
+        )  # fmt: skip
+        self._append_conf([
+            f"port = {self.port}",
+            f"unix_socket_directories = '{self.base_dir}'",
+            "hot_standby = on",
+        ])  # fmt: skip
+        self.launch()
+
+    def _prepare_dir(self) -> Path:
+        if self.base_dir is None:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="tandem-pg-"))
+            self._owned_dir = True
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.base_dir, 0o755)  # noqa: S103 - the server user must reach its data dir
+        if os.geteuid() == 0:
+            shutil.chown(self.base_dir, SERVER_USER, SERVER_USER)
+        return self.base_dir
+
+    def _append_conf(self, lines: list[str]) -> None:
+        with open(self.data_dir / "postgresql.conf", "a", encoding="utf-8") as f:
+            f.write("\n# tandem local server\n" + "\n".join(lines) + "\n")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 15

@@ -1,0 +1,172 @@
+"""The Aurora global database as two real PostgreSQL servers: a writer and a streaming standby.
+
+Replication is PostgreSQL's own (``pg_basebackup -R``), so lag and data loss are real: an unplanned
+failover promotes the standby with whatever it has replayed; a planned switchover first shuts the writer
+down cleanly (PostgreSQL then ships every WAL record to the standby), waits until the standby has replayed
+up to the writer's last checkpoint, and only then promotes - no loss. The old writer comes back as a
+standby of the new one (rebuilt from a base backup, as Aurora re-creates a secondary).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pg8000.native
+
+from tandem.localpg import LocalPostgres, pg_bin
+
+
+class AuroraError(RuntimeError):
+    pass
+
+
+@dataclass
+class AuroraGlobal:
+    base_dir: Path
+    primary_region: str
+    secondary_region: str
+    nodes: dict[str, LocalPostgres] = field(default_factory=dict)
+    writer: str = ""
+    down: set[str] = field(default_factory=set)
+    stale: set[str] = field(default_factory=set)  # regions whose data diverged: rebuild before serving
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def regions(self) -> tuple[str, str]:
+        return (self.primary_region, self.secondary_region)
+
+    def start(self) -> None:
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.base_dir.chmod(0o755)  # the postgres OS user must traverse it (see tandem.localpg)
+        with self._lock:
+            primary = LocalPostgres(base_dir=self.base_dir / self.primary_region)
+            primary.start()
+            self.nodes[self.primary_region] = primary
+            standby = LocalPostgres(base_dir=self.base_dir / self.secondary_region)
+            standby.standby_of(primary)
+            self.nodes[self.secondary_region] = standby
+            self.writer = self.primary_region
+
+    def stop(self) -> None:
+        with self._lock:
+            for node in self.nodes.values():
+                node.halt("immediate")
+
+    def uri(self, region: str) -> str:
+        return self.nodes[region].uri
+
+    def is_up(self, region: str) -> bool:
+        return region not in self.down
+
+    def role(self, region: str) -> str:
+        return "writer" if region == self.writer else "reader"
+
+    # ------------------------------------------------------------------ outages
+    def outage(self, region: str) -> None:
+        """The region's database dies with it (a crash, not a clean shutdown)."""
+        with self._lock:
+            self.nodes[region].halt("immediate")
+            self.down.add(region)
+
+    def restore(self, region: str) -> None:
+        """The region comes back: as the writer if it still is, else as a standby of the writer."""
+        with self._lock:
+            self.down.discard(region)
+            node = self.nodes[region]
+            if region == self.writer:
+                node.launch()
+            elif region in self.stale or not (node.data_dir / "standby.signal").exists():
+                self._rebuild_standby(region)
+            else:
+                node.launch()
+
+    # ------------------------------------------------------------------ role changes
+    def failover(self, to_region: str) -> None:
+        """Unplanned: promote ``to_region`` now, with what it has replayed (AllowDataLoss)."""
+        with self._lock:
+            self._check_target(to_region)
+            old = self.writer
+            if old not in self.down:
+                self.nodes[old].halt("immediate")  # fence: the old writer must not take more writes
+            self.nodes[to_region].promote()
+            self.writer = to_region
+            self.stale.add(old)
+            if old not in self.down:
+                self._rebuild_standby(old)
+
+    def switchover(self, to_region: str, timeout: float = 30.0) -> None:
+        """Planned: no committed transaction may be lost, so both regions must be up."""
+        with self._lock:
+            self._check_target(to_region)
+            old = self.writer
+            if old in self.down:
+                raise AuroraError(f"switchover needs the writer region {old} to be up; use failover")
+            self.nodes[old].halt("fast")  # clean shutdown: every WAL record reaches the standby first
+            target_lsn = self._checkpoint_lsn(self.nodes[old])
+            self._wait_replayed(self.nodes[to_region], target_lsn, timeout)
+            self.nodes[to_region].promote()
+            self.writer = to_region
+            self._rebuild_standby(old)
+
+    def replay_lag_bytes(self) -> int | None:
+        """WAL bytes the standby has not replayed yet (None when either side is down)."""
+        reader = next(r for r in self.regions if r != self.writer)
+        if self.writer in self.down or reader in self.down:
+            return None
+        try:
+            w = self._query(self.nodes[self.writer], "SELECT CAST(pg_current_wal_lsn() AS text)")
+            lag = self._query(self.nodes[reader], f"SELECT pg_wal_lsn_diff('{w}', pg_last_wal_replay_lsn())")
+        except (pg8000.native.InterfaceError, pg8000.native.DatabaseError, OSError):
+            return None
+        return int(float(str(lag)))
+
+    # ------------------------------------------------------------------ helpers
+    def _check_target(self, to_region: str) -> None:
+        if to_region not in self.nodes:
+            raise AuroraError(f"unknown region {to_region}")
+        if to_region == self.writer:
+            raise AuroraError(f"{to_region} is already the writer")
+        if to_region in self.down:
+            raise AuroraError(f"{to_region} is down")
+
+    def _rebuild_standby(self, region: str) -> None:
+        node = self.nodes[region]
+        node.halt("immediate")
+        node.standby_of(self.nodes[self.writer])
+        self.stale.discard(region)
+
+    @staticmethod
+    def _checkpoint_lsn(node: LocalPostgres) -> str:
+        out = subprocess.run(
+            [pg_bin("pg_controldata"), str(node.data_dir)], capture_output=True, text=True, check=True
+        ).stdout
+        match = re.search(r"Latest checkpoint location:\s+([0-9A-F]+/[0-9A-F]+)", out)
+        if not match:
+            raise AuroraError("cannot read the writer's last checkpoint location")
+        return match.group(1)
+
+    def _wait_replayed(self, node: LocalPostgres, lsn: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = self._query(node, f"SELECT pg_last_wal_replay_lsn() >= CAST('{lsn}' AS pg_lsn)")
+            if done is True:
+                return
+            time.sleep(0.02)
+        raise AuroraError(f"standby did not replay up to {lsn} within {timeout} s")
+
+    @staticmethod
+    def _query(node: LocalPostgres, sql: str) -> object:
+        conn = pg8000.native.Connection(
+            user=node.user, password=node.password, host="127.0.0.1", port=node.port, database=node.database,
+            timeout=5,
+        )  # fmt: skip
+        try:
+            rows = conn.run(sql) or [[None]]
+            return rows[0][0]
+        finally:
+            conn.close()

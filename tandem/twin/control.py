@@ -1,0 +1,82 @@
+"""How the CLI finds and talks to a running twin: a state file plus a small HTTP control API on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tandem.localpg import pg_bin
+from tandem.template import ROOT
+
+STATE_FILE = "twin.json"
+
+
+class TwinNotRunning(RuntimeError):
+    def __init__(self, detail: str = "") -> None:
+        hint = "start it with `tandem twin up --detach`"
+        super().__init__(f"the twin is not running{f' ({detail})' if detail else ''}: {hint}")
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("TANDEM_TWIN_DIR", ROOT / ".tandem" / "twin"))
+
+
+def read_state(state_dir: Path) -> dict[str, Any]:
+    path = state_dir / STATE_FILE
+    try:
+        state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TwinNotRunning() from None
+    except json.JSONDecodeError:
+        raise TwinNotRunning(f"{path} is unreadable") from None
+    return state
+
+
+def call(state_dir: Path, method: str, path: str, timeout: float = 120) -> dict[str, Any]:
+    """One control request; TwinNotRunning when there is no twin to answer."""
+    state = read_state(state_dir)
+    url = f"http://127.0.0.1:{state['control_port']}{path}"
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - loopback control API
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
+    except urllib.error.HTTPError as exc:
+        detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
+        raise RuntimeError(str(detail)) from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        raise TwinNotRunning(f"no answer on its control port: {exc}") from None
+
+
+def cleanup_after_crash(state_dir: Path) -> list[str]:
+    """Stop what a dead twin left behind (PostgreSQL servers, data dirs, state file); returns what was done."""
+    done: list[str] = []
+    try:
+        state = read_state(state_dir)
+    except TwinNotRunning:
+        return done
+    pid = state.get("pid")
+    if isinstance(pid, int):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, 9)
+            done.append(f"killed twin process {pid}")
+    pg_root = state.get("postgres_dir")
+    if pg_root and Path(pg_root).exists():
+        for data in Path(pg_root).glob("*/data"):
+            if (data / "postmaster.pid").exists():
+                cmd = [pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
+                if os.geteuid() == 0:
+                    cmd = ["runuser", "-u", "postgres", "--", *cmd]
+                subprocess.run(cmd, capture_output=True, check=False)
+                done.append(f"stopped PostgreSQL in {data}")
+        shutil.rmtree(pg_root, ignore_errors=True)
+        done.append(f"removed {pg_root}")
+    (state_dir / STATE_FILE).unlink(missing_ok=True)
+    return done

@@ -1,0 +1,133 @@
+"""The twin's contract: status, outages that refuse connections, restore, and a clean `down`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pg8000.native
+import pytest
+from botocore.exceptions import EndpointConnectionError
+
+from tandem.twin import launcher
+from tandem.twin.control import call
+from tests.conftest import ROOT
+from tests.twin.conftest import aws, pg
+
+PRIMARY, DR = "us-east-1", "us-west-2"
+
+
+def test_status_lists_both_regions_with_endpoints_and_databases(twin: dict[str, Any]) -> None:
+    regions = twin["regions"]
+    assert set(regions) == {PRIMARY, DR}
+    assert regions[PRIMARY]["role"] == "primary"
+    assert regions[DR]["role"] == "dr"
+    for info in regions.values():
+        assert info["up"] is True
+        assert info["endpoint"].startswith("http://127.0.0.1:")
+        assert info["postgres"].startswith("postgresql://")
+    assert twin["writer_region"] == PRIMARY
+
+
+def test_the_global_cluster_is_visible_from_both_regions(twin: dict[str, Any]) -> None:
+    for region in (PRIMARY, DR):
+        clusters = aws(twin, region, "rds").describe_global_clusters()["GlobalClusters"]
+        assert [c["GlobalClusterIdentifier"] for c in clusters] == [twin["global_cluster"]]
+
+
+def test_the_dr_database_is_a_read_only_streaming_replica(twin: dict[str, Any]) -> None:
+    writer = pg(twin, PRIMARY)
+    writer.run("CREATE TABLE IF NOT EXISTS twin_probe (id int PRIMARY KEY)")
+    writer.run("INSERT INTO twin_probe VALUES (1) ON CONFLICT DO NOTHING")
+    reader = pg(twin, DR)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and reader.run("SELECT to_regclass('twin_probe') IS NULL")[0][0]:
+        time.sleep(0.05)
+    while time.monotonic() < deadline and not reader.run("SELECT count(*) FROM twin_probe WHERE id = 1")[0][0]:
+        time.sleep(0.05)
+    assert reader.run("SELECT count(*) FROM twin_probe WHERE id = 1") == [[1]]
+    with pytest.raises(pg8000.native.DatabaseError, match="read-only"):
+        reader.run("INSERT INTO twin_probe VALUES (2)")
+    writer.close()
+    reader.close()
+
+
+def test_an_outage_refuses_the_regions_api_and_database_while_the_other_serves(
+    twin: dict[str, Any], twin_dir: Path
+) -> None:
+    queues = aws(twin, DR, "sqs")
+    call(twin_dir, "POST", f"/outage/{DR}")
+    try:
+        with pytest.raises(EndpointConnectionError):
+            queues.list_queues()
+        with pytest.raises((pg8000.native.InterfaceError, OSError)):
+            pg(twin, DR, timeout=2)
+        assert aws(twin, PRIMARY, "sqs").list_queues()["QueueUrls"]
+        pg(twin, PRIMARY).close()
+        status = call(twin_dir, "GET", "/status")
+        assert status["regions"][DR]["up"] is False
+    finally:
+        call(twin_dir, "POST", f"/restore/{DR}")
+    assert queues.list_queues()["QueueUrls"]
+    reader = pg(twin, DR)
+    assert reader.run("SELECT pg_is_in_recovery()") == [[True]]
+    reader.close()
+
+
+def test_the_primary_function_runs_and_the_dr_one_cannot_write(twin: dict[str, Any], twin_dir: Path) -> None:
+    event = (ROOT / "events" / "sqs_valid_batch.json").read_bytes()
+    state = json.loads((twin_dir / "twin.json").read_text())
+    import urllib.request
+
+    def invoke(region: str) -> dict[str, Any]:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{state['control_port']}/invoke/{region}/transaction_processor", data=event
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
+
+    assert invoke(PRIMARY) == {"ok": True, "response": {"batchItemFailures": []}}
+    refused = invoke(DR)
+    assert refused["ok"] is False
+    assert "read-only" in refused["errorMessage"]
+
+
+def _cli(*args: str, env_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TANDEM_TWIN_DIR": str(env_dir), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    return subprocess.run(
+        [sys.executable, "-m", "tandem.cli", "twin", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_cli_without_a_twin_says_so_and_down_leaves_nothing_behind() -> None:
+    with tempfile.TemporaryDirectory(prefix="tandem-twin-cli-") as d:
+        state_dir = Path(d)
+        for args in (["status", "--json"], ["outage", PRIMARY], ["down"]):
+            proc = _cli(*args, env_dir=state_dir)
+            assert proc.returncode == 2
+            assert "the twin is not running" in proc.stderr
+            assert "Traceback" not in proc.stderr
+        up = _cli("up", "--detach", env_dir=state_dir)
+        assert up.returncode == 0, up.stderr
+        status = json.loads(_cli("status", "--json", env_dir=state_dir).stdout)
+        pg_dir = Path(json.loads((state_dir / "twin.json").read_text())["postgres_dir"])
+        assert pg_dir.exists()
+        bad = _cli("outage", "mars-north-1", env_dir=state_dir)
+        assert bad.returncode == 2
+        assert "unknown region" in bad.stderr
+        assert _cli("down", env_dir=state_dir).returncode == 0
+        assert not pg_dir.exists()
+        assert not (state_dir / "twin.json").exists()
+        assert not launcher.is_running(state_dir)
+        for info in status["regions"].values():
+            port = int(info["endpoint"].rsplit(":", 1)[1])
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=1)
