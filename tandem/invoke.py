@@ -1,7 +1,7 @@
 """`make invoke` / `tandem invoke`: one function, one event file, Docker-free (`sam local invoke`'s job).
 
-Starts a local region (moto server + PostgreSQL), runs the unmodified handler with the template's
-environment, prints the handler's JSON response as the last line of stdout, and stops what it started.
+The event goes to the function's worker in the twin (the unmodified handler with that region's
+environment from the template); the handler's logs go to the worker's log in the twin's state directory.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tandem.lambda_runtime import HANDLERS, LambdaContext, load_handler
-from tandem.local import function_environment, local_region
+from tandem.lambda_runtime import HANDLERS
+from tandem.twin import launcher
+from tandem.twin.control import call, default_state_dir
 
 
 class InvokeError(ValueError):
@@ -32,14 +33,20 @@ def read_event(path: Path) -> dict[str, Any]:
     return event
 
 
-def invoke(function: str, event_path: Path, region: str = "us-east-1") -> tuple[Any, bool]:
-    """Returns (response, ok). A handler exception becomes Lambda's error shape, as sam local invoke shows."""
+def invoke(
+    function: str, event_path: Path, region: str = "us-east-1", state_dir: Path | None = None
+) -> tuple[Any, bool]:
+    """Run ``function`` in ``region`` of the twin; returns (response, ok).
+
+    Uses the running twin, or starts one for this call and stops it afterwards. A handler exception comes
+    back in Lambda's error shape, as ``sam local invoke`` shows it.
+    """
     if function not in HANDLERS:
         raise InvokeError(f"unknown function {function!r}; known: {', '.join(sorted(HANDLERS))}")
     event = read_event(event_path)
-    with local_region(region) as local, function_environment(local.function_env(function)):
-        handler = load_handler(function)
-        try:
-            return handler(event, LambdaContext(function_name=f"tandem-{function}", region=region)), True
-        except Exception as exc:
-            return {"errorMessage": str(exc), "errorType": type(exc).__name__}, False
+    state_dir = state_dir or default_state_dir()
+    with launcher.ensure_running(state_dir):
+        reply = call(state_dir, "POST", f"/invoke/{region}/{function}", body=event)
+    if reply.get("ok"):
+        return reply["response"], True
+    return {"errorMessage": reply.get("errorMessage"), "errorType": reply.get("errorType")}, False

@@ -39,15 +39,18 @@ def read_state(state_dir: Path) -> dict[str, Any]:
     return state
 
 
-def call(state_dir: Path, method: str, path: str, timeout: float = 120) -> dict[str, Any]:
+def call(
+    state_dir: Path, method: str, path: str, timeout: float = 120, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """One control request; TwinNotRunning when there is no twin to answer."""
     state = read_state(state_dir)
     url = f"http://127.0.0.1:{state['control_port']}{path}"
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+    request = urllib.request.Request(url, method=method, data=data)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310 - loopback control API
-            body: dict[str, Any] = json.loads(resp.read())
-            return body
+            reply: dict[str, Any] = json.loads(resp.read())
+            return reply
     except urllib.error.HTTPError as exc:
         detail = json.loads(exc.read() or b"{}").get("error", exc.reason)
         raise RuntimeError(str(detail)) from None

@@ -6,16 +6,46 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tandem.twin import launcher
 from tests.conftest import ROOT, event_files
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _private_twin() -> Iterator[Path]:
+    """Never touch a twin the developer may have running: these calls share one of their own."""
+    with tempfile.TemporaryDirectory(prefix="tandem-invoke-test-") as d:
+        os.environ["TANDEM_TWIN_DIR"] = d
+        launcher.start(Path(d))
+        try:
+            yield Path(d)
+        finally:
+            launcher.stop(Path(d))
+            del os.environ["TANDEM_TWIN_DIR"]
+
+
+def test_without_a_running_twin_invoke_starts_one_and_stops_it(tmp_path: Path) -> None:
+    own = tmp_path / "twin"
+    env_before = os.environ["TANDEM_TWIN_DIR"]
+    os.environ["TANDEM_TWIN_DIR"] = str(own)
+    try:
+        proc = tandem("invoke", "transaction_processor", str(ROOT / "events" / "sqs_valid_batch.json"))
+    finally:
+        os.environ["TANDEM_TWIN_DIR"] = env_before
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"batchItemFailures": []}
+    assert not launcher.is_running(own)
+    assert not (own / "twin.json").exists()
 
 
 def tandem(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
-    for key in [k for k in env if k.startswith(("AWS_", "LEDGER_", "POWERTOOLS_"))]:
+    for key in [k for k in env if k.startswith(("AWS_", "LEDGER_", "POWERTOOLS_", "LAMBDA_"))]:
         del env[key]
     return subprocess.run(
         [sys.executable, "-m", "tandem.cli", *args],
