@@ -145,6 +145,32 @@ def provision(region: LocalRegion) -> None:
     res.queue_arn = sqs.get_queue_attributes(QueueUrl=res.queue_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
+    tpl.physical["TransactionQueue"] = {"Ref": res.queue_url, "Arn": res.queue_arn, "QueueName": "tandem-transactions"}
+    tpl.physical["TransactionDLQ"] = {"Ref": res.dlq_url, "Arn": dlq_arn, "QueueName": "tandem-transactions-dlq"}
+    function_name = str(tpl.resolve(tpl.properties("TransactionProcessorFunction")["FunctionName"]))
+    tpl.physical["TransactionProcessorFunction"] = {
+        "Ref": function_name,
+        "Arn": f"arn:aws:lambda:{region.region}:{tpl.account}:function:{function_name}",
+    }
+    provision_alarms(region)
+
+
+def provision_alarms(region: LocalRegion) -> None:
+    """The template's SNS topic and CloudWatch alarms, with their properties as written there."""
+    tpl = region.template
+    sns, cloudwatch = region.client("sns"), region.client("cloudwatch")
+    for logical in tpl.resources_of_type("AWS::SNS::Topic"):
+        arn = sns.create_topic(Name=f"{tpl.parameter('RegionRole')}-{logical}")["TopicArn"]
+        tpl.physical[logical] = {"Ref": arn, "TopicArn": arn}
+    keys = (
+        "AlarmName", "AlarmDescription", "Namespace", "MetricName", "Dimensions", "Statistic", "ExtendedStatistic",
+        "Period", "EvaluationPeriods", "DatapointsToAlarm", "Threshold", "ComparisonOperator", "TreatMissingData",
+        "AlarmActions", "OKActions", "InsufficientDataActions", "ActionsEnabled", "Unit", "Metrics",
+    )  # fmt: skip
+    for logical, resource in tpl.resources_of_type("AWS::CloudWatch::Alarm").items():
+        props = {k: tpl.resolve(v) for k, v in resource.get("Properties", {}).items() if k in keys}
+        cloudwatch.put_metric_alarm(**props)
+        tpl.physical[logical] = {"Ref": str(props["AlarmName"])}
 
 
 def provision_region(region: str, endpoint: str, pg: LocalPostgres, role: str) -> LocalRegion:

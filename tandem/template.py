@@ -66,6 +66,11 @@ class Template:
     parameters: dict[str, str] = field(default_factory=dict)
     region: str = "us-east-1"
     account: str = "123456789012"
+    #: what provisioning created: logical id -> {"Ref": physical id, "<Attribute>": value, ...}
+    physical: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def resources_of_type(self, cfn_type: str) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.doc["Resources"].items() if v.get("Type") == cfn_type}
 
     @classmethod
     def from_file(cls, path: Path = APP_TEMPLATE, **kwargs: Any) -> Template:
@@ -136,6 +141,12 @@ class Template:
             case "Fn::Join":
                 sep, parts = arg
                 return str(sep).join(str(self.resolve(p)) for p in self.resolve(parts))
+            case "Fn::GetAtt":
+                logical, attribute = arg if isinstance(arg, list) else str(arg).split(".", 1)
+                try:
+                    return self.physical[logical][attribute]
+                except KeyError:
+                    raise TemplateError(f"cannot resolve Fn::GetAtt locally: {logical}.{attribute}") from None
             case "Fn::Select":
                 index, items = arg
                 return self.resolve(items)[int(self.resolve(index))]
@@ -150,6 +161,10 @@ class Template:
         }  # fmt: skip
         if name in pseudo:
             return pseudo[name]
+        if name in self.physical:
+            return self.physical[name]["Ref"]
+        if name in self.doc.get("Resources", {}):
+            raise TemplateError(f"cannot resolve Ref {name} locally: resource not provisioned")
         return self.parameter(name)
 
     def _sub(self, arg: Any) -> str:
