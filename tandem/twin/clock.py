@@ -27,6 +27,10 @@ class TwinClock:
         """Emulated epoch seconds: starts at the real time and runs ``scale`` times faster."""
         return self._origin_real + (time.monotonic() - self._origin_mono) * self.scale
 
+    def to_emulated(self, real_epoch: float) -> float:
+        """The emulated time of a real wall-clock instant (e.g. a timestamp moto stamped itself)."""
+        return self._origin_real + (real_epoch - self._origin_real) * self.scale
+
     def real_seconds(self, emulated: float) -> float:
         """How long ``emulated`` seconds take in real time."""
         return emulated / self.scale

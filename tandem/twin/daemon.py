@@ -34,6 +34,7 @@ from tandem.twin.clock import TwinClock
 from tandem.twin.control import STATE_FILE
 from tandem.twin.extensions import Ticking
 from tandem.twin.regions import RegionEndpoint
+from tandem.twin.service_metrics import ServiceMetrics
 
 log = logging.getLogger("tandem.twin")
 GLOBAL_CLUSTER = "tandem-ledger"
@@ -104,6 +105,7 @@ class Twin:
     workers: dict[tuple[str, str], Worker] = field(default_factory=dict)
     tickers: list[Ticking] = field(default_factory=list)
     aurora: AuroraGlobal | None = None
+    metrics: ServiceMetrics = field(init=False)
     pg_root: Path | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _ticker_thread: threading.Thread | None = None
@@ -132,6 +134,10 @@ class Twin:
         for region, local in self.locals.items():
             for function in FUNCTIONS:
                 self.workers[(region, function)] = Worker(function, local, cfg.state_dir / f"{function}-{region}.log")
+        self.metrics = ServiceMetrics(
+            self.clock, list(cfg.regions), lambda r: self.locals[r].client("cloudwatch"), lambda r: self.endpoints[r].up
+        )
+        self.tickers.append(self.metrics)
         self._install_extensions()
         self._ticker_thread = threading.Thread(target=self._tick_loop, name="twin-ticks", daemon=True)
         self._ticker_thread.start()
@@ -174,7 +180,10 @@ class Twin:
         worker = self.workers.get((region, function))
         if worker is None:
             raise ValueError(f"unknown function {function!r}")
-        return worker.invoke(event)
+        reply = worker.invoke(event)
+        function_name = self.locals[region].template.physical[FUNCTIONS[function]]["Ref"]
+        self.metrics.record_invocation(region, function_name, bool(reply.get("ok")), self.clock.now())
+        return reply
 
     def status(self) -> dict[str, Any]:
         assert self.aurora is not None
