@@ -31,7 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--poison", type=_non_negative, default=5, help="extra invalid messages")
     drill.add_argument("--duplicates", type=_non_negative, default=20, help="redeliveries of sent valid messages")
     drill.add_argument("--seed", type=int, default=1)
-    drill.add_argument("--region", default="us-east-1")
     drill.add_argument("--report", type=Path, help="where to write the JSON report (default reports/drill-*.json)")
 
     invoke = sub.add_parser("invoke", help="run one function with an event file, Docker-free")
@@ -114,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.duplicates and not args.transactions:
                 raise ValueError("--duplicates needs --transactions > 0 (there is nothing to redeliver)")
-            report, path = run(
-                DrillOptions(args.transactions, args.poison, args.duplicates, args.seed, args.region, args.report)
-            )
+            report, path = run(DrillOptions(args.transactions, args.poison, args.duplicates, args.seed, args.report))
             print(summary(report, path))
             return 0 if report["passed"] else 1
         if args.command == "twin":

@@ -1,9 +1,11 @@
-"""The drill: a seeded workload through SQS to the real handler, drained as Lambda would, then audited.
+"""The drill: a seeded workload through the twin's primary region, consumed as Lambda would, then audited.
 
-Single-region for now (the twin and failover extend it). The event source mapping is emulated the way
-Lambda runs it: receive up to 10 messages, invoke, delete what succeeded; failed records (and every
-record of a failed invocation) become visible again - at once, since the drill compresses the
-visibility timeout - and SQS moves a message to the DLQ after maxReceiveCount receives.
+The twin's event source mapping (its SQS poller) hands batches to the unmodified handler; SQS's redrive
+moves poison to the DLQ after maxReceiveCount receives. The drill only produces, waits until the queue is
+empty, and audits through the same endpoints and database URI that `tandem twin status --json` prints.
+It starts the twin (on a compressed clock, so retries after the visibility timeout take a fraction of a
+second) when none is running, and stops what it started. On a twin that is already running, the audit
+compares before/after snapshots, so earlier work in the twin does not count.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import boto3
 import pg8000.native
 
-from tandem.lambda_runtime import LambdaContext, load_handler
-from tandem.local import LocalRegion, function_environment, local_region
+from tandem.twin import launcher
+from tandem.twin.control import call, default_state_dir
 from tandem.workload import Workload, generate
 
 FUNCTION = "transaction_processor"
-SEND_PER_POLL = 10
+DRILL_SCALE = 600.0  # ten emulated minutes per real second: a 190 s visibility timeout passes in 0.3 s
+MAX_IN_FLIGHT = 50  # producer back-pressure: keep the queue short, as a consumer that keeps up does
 
 
 @dataclass(frozen=True)
@@ -33,149 +38,138 @@ class DrillOptions:
     poison: int = 5
     duplicates: int = 20
     seed: int = 1
-    region: str = "us-east-1"
     report: Path | None = None
+    state_dir: Path | None = None
+    timeout: float = 600.0
 
 
-def sqs_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
-    """The event Lambda's SQS poller delivers for these received messages."""
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": m.get("MessageAttributes", {}),
-                "md5OfBody": m["MD5OfBody"],
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn,
-                "awsRegion": region,
-            }
-            for m in messages
-        ]
-    }
+@dataclass
+class Target:
+    """One region of the twin, reached the way any client would: API endpoint and database URI."""
+
+    region: str
+    endpoint: str
+    postgres: str
+    queue_url: str
+    dlq_url: str
+    table: str
+    bucket: str
+    function_log: Path
+
+    @classmethod
+    def primary_of(cls, status: dict[str, Any], state_dir: Path) -> Target:
+        region, info = next((r, i) for r, i in status["regions"].items() if i["role"] == "primary")
+        res = info["resources"]
+        return cls(
+            region, info["endpoint"], info["postgres"], res["queue_url"], res["dlq_url"], res["ledger_table"],
+            res["archive_bucket"], state_dir / f"{FUNCTION}-{region}.log",
+        )  # fmt: skip
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service, region_name=self.region, endpoint_url=self.endpoint,
+            aws_access_key_id="testing", aws_secret_access_key="testing",  # noqa: S106 - emulator credentials
+        )  # fmt: skip
+
+    def ledger(self) -> pg8000.native.Connection:
+        uri = urlsplit(self.postgres)
+        return pg8000.native.Connection(
+            user=uri.username or "", password=uri.password, host=uri.hostname or "127.0.0.1",
+            port=uri.port or 5432, database=uri.path.lstrip("/"), timeout=30,
+        )  # fmt: skip
 
 
-def send(local: LocalRegion, bodies: list[str]) -> None:
-    sqs = local.client("sqs")
+@dataclass(frozen=True)
+class Snapshot:
+    """What the ledger and the function had done before the drill, so a reused twin audits cleanly."""
+
+    ledger_ids: frozenset[str]
+    balances: dict[tuple[str, str], int]
+    log_offset: int
+
+
+def snapshot(target: Target) -> Snapshot:
+    conn = target.ledger()
+    try:
+        ids = frozenset(_ledger_ids(conn))
+        balances = _balances(conn)
+    finally:
+        conn.close()
+    offset = target.function_log.stat().st_size if target.function_log.exists() else 0
+    return Snapshot(ids, balances, offset)
+
+
+def produce(target: Target, bodies: list[str], deadline: float) -> None:
+    """Send every body in batches of 10, never letting more than MAX_IN_FLIGHT wait in the queue."""
+    sqs = target.client("sqs")
     for i in range(0, len(bodies), 10):
-        chunk = bodies[i : i + 10]
+        while _in_queue(sqs, target.queue_url) > MAX_IN_FLIGHT:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the twin is not consuming the queue (is the event source mapping enabled?)")
+            time.sleep(0.02)
         resp = sqs.send_message_batch(
-            QueueUrl=local.resources.queue_url,
-            Entries=[{"Id": str(n), "MessageBody": b} for n, b in enumerate(chunk)],
+            QueueUrl=target.queue_url,
+            Entries=[{"Id": str(n), "MessageBody": b} for n, b in enumerate(bodies[i : i + 10])],
         )
         if resp.get("Failed"):
             raise RuntimeError(f"SQS refused messages: {resp['Failed']}")
 
 
-@dataclass
-class DrainStats:
-    invocations: int = 0
-    failed_invocations: int = 0
-    record_failures: int = 0
-
-
-def drain(local: LocalRegion, handler: Any, bodies: list[str], max_seconds: float = 600) -> DrainStats:
-    """Produce and consume together until everything is sent and the queue is empty.
-
-    The producer sends ``SEND_PER_POLL`` messages per poll, a steady stream the consumer keeps up with
-    (as in production, and it keeps moto's per-receive queue scan short). The consumer polls like
-    Lambda's event source mapping; DLQ moves after maxReceiveCount are SQS's own.
-    """
-    sqs, res = local.client("sqs"), local.resources
-    stats = DrainStats()
-    deadline = time.monotonic() + max_seconds
-    idle = 0
-    unsent = list(bodies)
+def wait_drained(target: Target, deadline: float) -> None:
+    sqs, empty_checks = target.client("sqs"), 0
     while time.monotonic() < deadline:
-        if unsent:
-            send(local, unsent[:SEND_PER_POLL])
-            del unsent[:SEND_PER_POLL]
-        msgs = sqs.receive_message(
-            QueueUrl=res.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"],
-            MessageAttributeNames=["All"], WaitTimeSeconds=0,
-        ).get("Messages", [])  # fmt: skip
-        if not msgs:
-            attrs = sqs.get_queue_attributes(
-                QueueUrl=res.queue_url,
-                AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-            )["Attributes"]
-            in_queue = int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
-            if in_queue == 0 and not unsent:
-                idle += 1
-                if idle >= 2:
-                    return stats
-            time.sleep(0.05)
-            continue
-        idle = 0
-        stats.invocations += 1
-        event = sqs_event(msgs, res.queue_arn, local.region)
-        context = LambdaContext(function_name=f"tandem-{FUNCTION}", region=local.region)
-        try:
-            response = handler(event, context)
-            failed = {f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])}
-        except Exception:
-            stats.failed_invocations += 1
-            failed = {m["MessageId"] for m in msgs}
-        stats.record_failures += len(failed)
-        done = [m for m in msgs if m["MessageId"] not in failed]
-        retry = [m for m in msgs if m["MessageId"] in failed]
-        if done:
-            sqs.delete_message_batch(
-                QueueUrl=res.queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
-            )
-        if retry:  # compressed clock: the visibility timeout elapses now
-            sqs.change_message_visibility_batch(
-                QueueUrl=res.queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-                    for i, m in enumerate(retry)
-                ],
-            )
-    raise TimeoutError(f"queue not drained within {max_seconds} s")
+        empty_checks = empty_checks + 1 if _in_queue(sqs, target.queue_url, in_flight=True) == 0 else 0
+        if empty_checks >= 3:
+            return
+        time.sleep(0.05)
+    raise TimeoutError("the queue was not drained in time")
 
 
-def dlq_bodies(local: LocalRegion) -> list[str]:
-    sqs = local.client("sqs")
+def _in_queue(sqs: Any, url: str, in_flight: bool = False) -> int:
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
+    return int(attrs[names[0]]) + (int(attrs[names[1]]) if in_flight else 0)
+
+
+def take_dlq(target: Target) -> list[str]:
+    """Receive and delete everything in the DLQ (what a drill leaves there is its own poison)."""
+    sqs = target.client("sqs")
     bodies: list[str] = []
-    seen: set[str] = set()
     while True:
-        msgs = sqs.receive_message(
-            QueueUrl=local.resources.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=300, WaitTimeSeconds=0
-        ).get("Messages", [])
-        fresh = [m for m in msgs if m["MessageId"] not in seen]
-        if not fresh:
+        msgs = sqs.receive_message(QueueUrl=target.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
+        if not msgs:
             return bodies
-        for m in fresh:
-            seen.add(m["MessageId"])
-            bodies.append(m["Body"])
+        bodies += [m["Body"] for m in msgs]
+        sqs.delete_message_batch(
+            QueueUrl=target.dlq_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
+        )
 
 
-def committed_reported(function_log: Path) -> int:
-    """Sum of the TransactionsCommitted metric the function emitted (EMF lines in its output)."""
-    total = 0.0
-    for line in function_log.read_text(encoding="utf-8", errors="replace").splitlines():
-        if '"_aws"' not in line:
-            continue
-        with contextlib.suppress(json.JSONDecodeError):
-            total += sum(json.loads(line).get("TransactionsCommitted", [0]))
-    return int(total)
+def function_reports(target: Target, offset: int) -> dict[str, int]:
+    """Sums of the metrics the function emitted (EMF lines in its log) since ``offset``."""
+    totals = {"TransactionsCommitted": 0.0, "invocations": 0.0}
+    if not target.function_log.exists():
+        return {k: 0 for k in totals}
+    with open(target.function_log, encoding="utf-8", errors="replace") as f:
+        f.seek(offset)
+        for line in f:
+            if '"_aws"' not in line:
+                continue
+            with contextlib.suppress(json.JSONDecodeError):
+                doc = json.loads(line)
+                totals["TransactionsCommitted"] += sum(doc.get("TransactionsCommitted", [0]))
+                totals["invocations"] += 1
+    return {k: int(v) for k, v in totals.items()}
 
 
-def audit(local: LocalRegion, wl: Workload, committed_metric: int, dlq: list[str]) -> dict[str, Any]:
-    pg = local.postgres
-    conn = pg8000.native.Connection(
-        user=pg.user, password=pg.password, host="127.0.0.1", port=pg.port, database=pg.database
-    )
+def audit(target: Target, wl: Workload, before: Snapshot, committed_metric: int, dlq: list[str]) -> dict[str, Any]:
+    conn = target.ledger()
     try:
-        rows = conn.run("SELECT CAST(transaction_id AS text) FROM ledger_transaction") or []
-        in_ledger = {str(r[0]) for r in rows}
-        balances = {
-            (str(a), str(c).strip()): int(b)
-            for a, c, b in conn.run("SELECT account_id, currency, balance_minor FROM account_balance") or []
-        }
+        ledger_ids = _ledger_ids(conn)
+        balances = _balances(conn)
         from_rows = {
             (str(a), str(c).strip()): int(b)
             for a, c, b in conn.run(
@@ -194,29 +188,31 @@ def audit(local: LocalRegion, wl: Workload, committed_metric: int, dlq: list[str
         conn.close()
 
     valid_ids = set(wl.valid)
-    committed = len(valid_ids & in_ledger)
-    lost = sorted(valid_ids - in_ledger)
-    status_items = _count_status(local)
-    journaled = _journal_ids(local)
+    new_ids = ledger_ids - before.ledger_ids
+    committed = len(valid_ids & ledger_ids)
+    lost = sorted(valid_ids - ledger_ids)
+    delta = {k: balances.get(k, 0) - before.balances.get(k, 0) for k in balances.keys() | before.balances.keys()}
+    status_items = _status_ids(target, valid_ids)
+    journaled = _journal_ids(target, valid_ids)
     invariants = {
-        "committed_equals_valid": committed == len(valid_ids) and len(in_ledger) == len(valid_ids),
-        "no_duplicates_applied": committed_metric - len(in_ledger) == 0,
+        "committed_equals_valid": committed == len(valid_ids) and new_ids == valid_ids,
+        "no_duplicates_applied": committed_metric == len(new_ids),
         "rejected_equals_poison": sorted(dlq) == sorted(wl.poison),
         "nothing_lost": not lost,
         "balances_equal_applied_transfers": _nonzero(balances) == _nonzero(from_rows),
         "currency_sums_zero": all(v == 0 for v in currency_sums.values()),
-        "balances_match_workload": _nonzero(balances) == _nonzero(wl.expected_balances()),
-        "status_recorded_for_every_commit": status_items == in_ledger,
-        "journal_holds_every_commit": in_ledger <= journaled,
+        "balances_match_workload": _nonzero(delta) == _nonzero(wl.expected_balances()),
+        "status_recorded_for_every_commit": status_items == valid_ids & ledger_ids,
+        "journal_holds_every_commit": valid_ids & ledger_ids <= journaled,
     }
     return {
         "result": {
             "committed": committed,
-            "duplicates_applied": max(0, committed_metric - len(in_ledger)),
+            "duplicates_applied": max(0, committed_metric - len(new_ids)),
             "rejected": len(dlq),
             "lost": len(lost),
             "lost_ids": lost[:20],
-            "ledger_rows": len(in_ledger),
+            "ledger_rows_added": len(new_ids),
             "status_items": len(status_items),
             "journaled": len(journaled),
             "accounts": len(balances),
@@ -225,27 +221,42 @@ def audit(local: LocalRegion, wl: Workload, committed_metric: int, dlq: list[str
     }
 
 
+def _ledger_ids(conn: pg8000.native.Connection) -> set[str]:
+    if not (conn.run("SELECT to_regclass('ledger_transaction') IS NOT NULL") or [[False]])[0][0]:
+        return set()
+    return {str(r[0]) for r in conn.run("SELECT CAST(transaction_id AS text) FROM ledger_transaction") or []}
+
+
+def _balances(conn: pg8000.native.Connection) -> dict[tuple[str, str], int]:
+    if not (conn.run("SELECT to_regclass('account_balance') IS NOT NULL") or [[False]])[0][0]:
+        return {}
+    rows = conn.run("SELECT account_id, currency, balance_minor FROM account_balance") or []
+    return {(str(a), str(c).strip()): int(b) for a, c, b in rows}
+
+
 def _nonzero(balances: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
     return {k: v for k, v in balances.items() if v != 0}
 
 
-def _count_status(local: LocalRegion) -> set[str]:
-    ids: set[str] = set()
-    for page in local.client("dynamodb").get_paginator("scan").paginate(TableName=local.resources.table):
-        for item in page["Items"]:
-            pk = item["pk"]["S"]
-            if pk.startswith("TXN#") and item["sk"]["S"] == "STATUS":
-                ids.add(pk[4:])
-    return ids
+def _status_ids(target: Target, ids: set[str]) -> set[str]:
+    ddb, found, wanted = target.client("dynamodb"), set(), sorted(ids)
+    for i in range(0, len(wanted), 100):
+        keys = [{"pk": {"S": f"TXN#{t}"}, "sk": {"S": "STATUS"}} for t in wanted[i : i + 100]]
+        request: dict[str, Any] = {target.table: {"Keys": keys, "ConsistentRead": True}}
+        while request:
+            resp = ddb.batch_get_item(RequestItems=request)
+            found |= {item["pk"]["S"][4:] for item in resp["Responses"].get(target.table, [])}
+            request = resp.get("UnprocessedKeys") or {}
+    return found
 
 
-def _journal_ids(local: LocalRegion) -> set[str]:
-    s3, ids = local.client("s3"), set()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=local.resources.bucket, Prefix="archive/"):
+def _journal_ids(target: Target, ids: set[str]) -> set[str]:
+    s3, found = target.client("s3"), set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=target.bucket, Prefix="archive/"):
         for obj in page.get("Contents", []):
-            body = s3.get_object(Bucket=local.resources.bucket, Key=obj["Key"])["Body"].read().decode()
-            ids |= {json.loads(line)["transaction"]["transaction_id"] for line in body.splitlines() if line}
-    return ids
+            body = s3.get_object(Bucket=target.bucket, Key=obj["Key"])["Body"].read().decode()
+            found |= {json.loads(line)["transaction"]["transaction_id"] for line in body.splitlines() if line}
+    return found & ids
 
 
 def run(options: DrillOptions) -> tuple[dict[str, Any], Path]:
@@ -254,37 +265,36 @@ def run(options: DrillOptions) -> tuple[dict[str, Any], Path]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_path = options.report or Path("reports") / f"drill-{stamp}.json"
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    function_log = report_path.with_suffix(".function.log")
-    with (
-        local_region(options.region) as local,
-        function_environment(local.function_env(FUNCTION)),
-        open(function_log, "w", encoding="utf-8") as log,
-        contextlib.redirect_stdout(log),
-    ):
-        handler = load_handler(FUNCTION)
+    state_dir = options.state_dir or default_state_dir()
+    with launcher.ensure_running(state_dir, scale=DRILL_SCALE) as started_twin:
+        status = call(state_dir, "GET", "/status")
+        target = Target.primary_of(status, state_dir)
+        leftover_dlq = take_dlq(target)
+        before = snapshot(target)
+        deadline = time.monotonic() + options.timeout
         bodies = wl.messages(random.Random(options.seed + 1))
-        stats = drain(local, handler, bodies)
-        dlq = dlq_bodies(local)
-        log.flush()
-        outcome = audit(local, wl, committed_reported(function_log), dlq)
+        produce(target, bodies, deadline)
+        wait_drained(target, deadline)
+        dlq = take_dlq(target)
+        reports = function_reports(target, before.log_offset)
+        outcome = audit(target, wl, before, reports["TransactionsCommitted"], dlq)
     report = {
-        "drill": "single-region",
+        "drill": "twin, primary region",
         "options": {
             "transactions": options.transactions, "poison": options.poison, "duplicates": options.duplicates,
-            "seed": options.seed, "region": options.region,
+            "seed": options.seed,
         },
         "workload": {
             "sent": len(bodies), "valid": len(wl.valid), "poison": len(wl.poison), "duplicates": len(wl.duplicates),
         },
         **outcome,
-        "processing": {
-            "invocations": stats.invocations,
-            "failed_invocations": stats.failed_invocations,
-            "record_failures": stats.record_failures,
-            "max_receive_count": local.resources.max_receive_count,
+        "processing": {"invocations": reports["invocations"], "dlq_left_from_earlier": len(leftover_dlq)},
+        "twin": {
+            "region": target.region, "started_by_drill": started_twin, "clock_scale": status["clock"]["scale"],
+            "state_dir": str(state_dir),
         },
         "wall_seconds": round(time.monotonic() - started, 3),
-        "function_log": str(function_log),
+        "function_log": str(target.function_log),
     }  # fmt: skip
     report["passed"] = all(outcome["invariants"].values())
     report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -292,9 +302,11 @@ def run(options: DrillOptions) -> tuple[dict[str, Any], Path]:
 
 
 def summary(report: dict[str, Any], path: Path) -> str:
-    w, r = report["workload"], report["result"]
+    w, r, twin = report["workload"], report["result"], report["twin"]
     lines = [
         f"drill report: {path}",
+        f"twin region {twin['region']} (clock x{twin['clock_scale']:g},"
+        f" {'started by the drill' if twin['started_by_drill'] else 'already running'})",
         f"sent {w['sent']} messages: {w['valid']} valid, {w['poison']} poison, {w['duplicates']} duplicates",
         f"committed {r['committed']}, duplicates applied {r['duplicates_applied']}, rejected to DLQ {r['rejected']},"
         f" lost {r['lost']}  ({report['processing']['invocations']} invocations, {report['wall_seconds']} s)",

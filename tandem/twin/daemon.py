@@ -232,21 +232,146 @@ class Twin:
             )
 
     def _install_extensions(self) -> None:
-        """Install the moto extensions that exist (each is optional until it lands)."""
+        """moto extensions (see tandem.twin.extensions), all driven by the twin clock."""
+        from tandem.twin.extensions import (
+            cloudwatch_alarms,
+            dynamodb_replication,
+            event_routing,
+            rds_global,
+            route53_health,
+            s3_replication,
+        )
+
         assert self.aurora is not None
-        aurora = self.aurora
-        with contextlib.suppress(ImportError):
-            from tandem.twin.extensions import rds_global  # type: ignore[attr-defined,unused-ignore]
+        aurora, clock, up = self.aurora, self.clock, (lambda r: self.endpoints[r].up)
 
-            rds_global.install()
+        def promote(request: rds_global.PromotionRequest) -> None:
+            if request.mode == "switchover":
+                aurora.switchover(request.to_region)
+            else:
+                aurora.failover(request.to_region)
 
-            def promote(request: Any) -> None:
-                if request.mode == "switchover":
-                    aurora.switchover(request.to_region)
-                else:
-                    aurora.failover(request.to_region)
+        rds_global.install()
+        rds_global.set_promotion_handler(promote)
+        self.dynamo = dynamodb_replication.DynamoReplicator(lag_seconds=0.5, clock=clock)
+        dynamodb_replication.install(self.dynamo)
+        self.s3 = s3_replication.S3Replicator(delay_seconds=2.0, clock=clock)
+        s3_replication.install(self.s3)
+        self.alarms = cloudwatch_alarms.AlarmEvaluator(clock, is_region_up=up)
+        self.router = event_routing.EventRouter(self._deliver, clock, is_region_up=up)
+        self.alarms.add_listener(self.router.on_alarm_state_change)
+        self.poller = event_routing.SqsPoller(self._invoke_arn, clock, is_region_up=up)
+        self.health = route53_health.HealthChecker(clock, endpoint_probe=self._probe)
+        route53_health.install()
+        self._provision_replication()
+        self._provision_functions()
+        self.tickers += [self.dynamo, self.s3, self.alarms, self.router, self.poller, self.health]
 
-            rds_global.set_promotion_handler(promote)
+    def _invoke_arn(self, region: str, function_arn: str, event: dict[str, Any]) -> Any:
+        """The SQS poller's invoker: run the function behind ``function_arn``; raise on a function error."""
+        reply = self.invoke(region, self._function_of(region, function_arn), event)
+        if not reply.get("ok"):
+            raise RuntimeError(f"{reply.get('errorType')}: {reply.get('errorMessage')}")
+        return reply.get("response")
+
+    def _deliver(self, region: str, target_arn: str, payload: Any) -> None:
+        """EventBridge rule targets: our functions (asynchronous invocation: errors are logged) and queues."""
+        if ":function:" in target_arn:
+            reply = self.invoke(region, self._function_of(region, target_arn), payload)
+            if not reply.get("ok"):
+                log.warning("event target %s failed: %s", target_arn, reply)
+        elif target_arn.startswith("arn:aws:sqs:"):
+            _, _, _, queue_region, account, name = target_arn.split(":", 5)
+            sqs = self.locals[queue_region].client("sqs")
+            url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+            sqs.send_message(QueueUrl=url, MessageBody=payload if isinstance(payload, str) else json.dumps(payload))
+        else:
+            log.warning("event target %s is not a kind the twin delivers to", target_arn)
+
+    def _function_of(self, region: str, function_arn: str) -> str:
+        name = function_arn.split(":function:", 1)[-1].split(":", 1)[0]
+        template = self.locals[region].template
+        for function, logical in FUNCTIONS.items():
+            if template.physical.get(logical, {}).get("Ref") == name:
+                return function
+        raise ValueError(f"no twin function behind {function_arn}")
+
+    def _probe(self, config: dict[str, Any]) -> bool:
+        """Route53 endpoint checks: the ingress of a region answers while that region is up."""
+        target = str(config.get("FullyQualifiedDomainName") or config.get("IPAddress") or "")
+        for region, endpoint in self.endpoints.items():
+            if region in target:
+                return endpoint.up
+        return True
+
+    def _provision_replication(self) -> None:
+        """The global table's replica in the DR region and S3 replication both ways (as infra_global does)."""
+        cfg = self.config
+        primary = self.locals[cfg.primary]
+        table = primary.resources.table
+        primary.client("dynamodb").update_table(TableName=table, ReplicaUpdates=[{"Create": {"RegionName": cfg.dr}}])
+        iam = primary.client("iam")
+        role = iam.create_role(
+            RoleName="tandem-s3-replication",
+            AssumeRolePolicyDocument=json.dumps(
+                {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                 "Principal": {"Service": "s3.amazonaws.com"}}]}
+            ),
+        )["Role"]["Arn"]  # fmt: skip
+        for source, dest in ((cfg.primary, cfg.dr), (cfg.dr, cfg.primary)):
+            self.locals[source].client("s3").put_bucket_replication(
+                Bucket=self.locals[source].resources.bucket,
+                ReplicationConfiguration={
+                    "Role": role,
+                    "Rules": [
+                        {
+                            "ID": f"to-{dest}",
+                            "Priority": 1,
+                            "Status": "Enabled",
+                            "Filter": {"Prefix": "archive/"},
+                            "DeleteMarkerReplication": {"Status": "Disabled"},
+                            "Destination": {"Bucket": f"arn:aws:s3:::{self.locals[dest].resources.bucket}"},
+                        }
+                    ],
+                },
+            )
+
+    def _provision_functions(self) -> None:
+        """Each function and its SQS event source mapping in moto's Lambda, as the template declares them.
+
+        moto never runs the code (the poller hands batches to our workers); the mapping's state is what the
+        failover handler flips through the real API.
+        """
+        role = (
+            self.locals[self.config.primary]
+            .client("iam")
+            .create_role(
+                RoleName="tandem-function",
+                AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
+            )["Role"]["Arn"]
+        )
+        code = _placeholder_zip()
+        for _region, local in self.locals.items():
+            tpl = local.template
+            lam = local.client("lambda")
+            for logical in FUNCTIONS.values():
+                props = tpl.properties(logical)
+                name = tpl.physical[logical]["Ref"]
+                lam.create_function(
+                    FunctionName=name, Runtime="python3.12", Role=role, Handler=str(props["Handler"]),
+                    Code={"ZipFile": code}, Architectures=["arm64"],
+                )  # fmt: skip
+                for event in props.get("Events", {}).values():
+                    if event.get("Type") != "SQS":
+                        continue
+                    ev = event["Properties"]
+                    lam.create_event_source_mapping(
+                        EventSourceArn=local.resources.queue_arn,
+                        FunctionName=name,
+                        BatchSize=int(tpl.resolve(ev.get("BatchSize", 10))),
+                        Enabled=bool(tpl.resolve(ev.get("Enabled", True))),
+                        FunctionResponseTypes=list(ev.get("FunctionResponseTypes", [])),
+                    )
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.config.tick_seconds):
@@ -256,6 +381,17 @@ class Twin:
                     ticker.tick(now)
                 except Exception:
                     log.exception("twin extension tick failed: %s", type(ticker).__name__)
+
+
+def _placeholder_zip() -> bytes:
+    """A deployment package for moto's bookkeeping only: the twin's workers run the real code from src/."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("README.txt", "Tandem twin: the code runs in the twin's function workers, from src/.\n")
+    return buf.getvalue()
 
 
 class _ControlHandler(BaseHTTPRequestHandler):

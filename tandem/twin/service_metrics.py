@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.sqs.models import sqs_backends
 
 from tandem.twin.clock import TwinClock
@@ -61,7 +61,11 @@ class ServiceMetrics:
         data = []
         for name, queue in sqs_backends[DEFAULT_ACCOUNT_ID][region].queues.items():
             messages = list(queue._messages)
-            oldest = min((m.sent_timestamp for m in messages if m.sent_timestamp), default=None)
+            sent: list[float] = []
+            for message in messages:
+                if message.sent_timestamp is not None:
+                    sent.append(float(message.sent_timestamp))
+            oldest = min(sent) if sent else None
             age = max(0.0, now - self._clock.to_emulated(oldest / 1000)) if oldest else 0.0
             dims = [{"Name": "QueueName", "Value": name}]
             data += [

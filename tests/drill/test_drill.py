@@ -1,24 +1,29 @@
-"""The drill end to end: workload through SQS to the handler, Lambda's retry/DLQ semantics, audit."""
+"""The drill end to end on the twin: workload through SQS to the handler, Lambda's retry/DLQ, audit."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tandem.drill import DrillOptions, run
+from tandem.drill import DrillOptions, Target, audit, produce, run, snapshot, take_dlq, wait_drained
+from tandem.twin import launcher
+from tandem.twin.control import call
 from tandem.workload import generate
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.drill
 
 
-def test_drill_report_holds_every_invariant(tmp_path: Path) -> None:
-    report, path = run(DrillOptions(transactions=120, poison=10, duplicates=25, seed=3, report=tmp_path / "r.json"))
+def test_drill_report_holds_every_invariant(twin_dir: Path, tmp_path: Path) -> None:
+    options = DrillOptions(transactions=120, poison=10, duplicates=25, seed=3, report=tmp_path / "r.json")
+    report, path = run(DrillOptions(**{**options.__dict__, "state_dir": twin_dir}))
     assert path.exists()
     assert json.loads(path.read_text()) == report
     assert report["workload"] == {"sent": 155, "valid": 120, "poison": 10, "duplicates": 25}
@@ -27,8 +32,14 @@ def test_drill_report_holds_every_invariant(tmp_path: Path) -> None:
     assert report["invariants"]
     assert all(report["invariants"].values())
     assert report["passed"] is True
-    # poison is retried maxReceiveCount times before SQS dead-letters it
-    assert report["processing"]["record_failures"] >= 10 * report["processing"]["max_receive_count"]
+    assert report["twin"]["started_by_drill"] is False
+
+
+def test_a_second_drill_on_the_same_twin_audits_only_its_own_work(twin_dir: Path, tmp_path: Path) -> None:
+    report, _ = run(DrillOptions(transactions=40, poison=2, duplicates=5, seed=4, report=tmp_path / "a.json",
+                                 state_dir=twin_dir))  # fmt: skip
+    assert report["passed"] is True
+    assert report["result"]["ledger_rows_added"] == 40
 
 
 def test_workload_is_reproducible_from_its_seed() -> None:
@@ -39,9 +50,44 @@ def test_workload_is_reproducible_from_its_seed() -> None:
     assert set(a.duplicates) <= set(a.valid.values())
 
 
-def test_make_drill_command_line_prints_the_report_path_and_exits_zero(tmp_path: Path) -> None:
-    report = tmp_path / "cli.json"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+def test_the_audit_catches_a_double_application_and_a_lost_write(twin_dir: Path) -> None:
+    """The invariants are not decoration: tamper with the ledger the way a bug would, and they fail."""
+    target = Target.primary_of(call(twin_dir, "GET", "/status"), twin_dir)
+    wl = generate(30, 2, 5, seed=5)
+    take_dlq(target)
+    before = snapshot(target)
+    deadline = time.monotonic() + 120
+    produce(target, wl.messages(random.Random(1)), deadline)
+    wait_drained(target, deadline)
+    dlq = take_dlq(target)
+    clean = audit(target, wl, before, committed_metric=30, dlq=dlq)
+    assert all(clean["invariants"].values())
+
+    conn = target.ledger()
+    victim = next(iter(wl.valid))
+    conn.run(  # a second application of one transfer's effect, as a missing idempotency check would do
+        "UPDATE account_balance b SET balance_minor = balance_minor + CASE WHEN b.account_id = t.counterparty_id"
+        " THEN t.amount_minor ELSE -t.amount_minor END FROM ledger_transaction t"
+        " WHERE t.transaction_id = CAST(:id AS uuid) AND b.currency = t.currency"
+        " AND b.account_id IN (t.account_id, t.counterparty_id)",
+        id=victim,
+    )
+    doubled = audit(target, wl, before, committed_metric=31, dlq=dlq)
+    assert doubled["result"]["duplicates_applied"] == 1
+    assert not doubled["invariants"]["no_duplicates_applied"]
+    assert not doubled["invariants"]["balances_equal_applied_transfers"]
+    assert not doubled["invariants"]["balances_match_workload"]
+
+    conn.run("DELETE FROM ledger_transaction WHERE transaction_id = CAST(:id AS uuid)", id=victim)
+    lost = audit(target, wl, before, committed_metric=30, dlq=dlq)
+    assert lost["result"]["lost"] == 1
+    assert not lost["invariants"]["nothing_lost"]
+    conn.close()
+
+
+def test_make_drill_command_line_starts_its_own_twin_and_stops_it(tmp_path: Path) -> None:
+    report, state_dir = tmp_path / "cli.json", tmp_path / "twin"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "TANDEM_TWIN_DIR": str(state_dir)}
     proc = subprocess.run(
         [sys.executable, "-m", "tandem.cli", "drill", "--transactions", "30", "--poison", "2", "--duplicates", "5",
          "--seed", "11", "--report", str(report)],
@@ -50,46 +96,6 @@ def test_make_drill_command_line_prints_the_report_path_and_exits_zero(tmp_path:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"drill report: {report}" in proc.stdout
     assert "PASSED" in proc.stdout
-    assert json.loads(report.read_text())["passed"] is True
-
-
-def test_the_audit_catches_a_double_application_and_a_lost_write(tmp_path: Path) -> None:
-    """The invariants are not decoration: tamper with the ledger the way a bug would, and they fail."""
-    import random
-
-    import pg8000.native
-
-    from tandem.drill import FUNCTION, audit, dlq_bodies, drain
-    from tandem.lambda_runtime import load_handler
-    from tandem.local import function_environment, local_region
-
-    wl = generate(30, 2, 5, seed=5)
-    with local_region() as local, function_environment(local.function_env(FUNCTION)):
-        drain(local, load_handler(FUNCTION), wl.messages(random.Random(1)))
-        dlq = dlq_bodies(local)
-        clean = audit(local, wl, committed_metric=30, dlq=dlq)
-        assert all(clean["invariants"].values())
-
-        pg = local.postgres
-        conn = pg8000.native.Connection(
-            user=pg.user, password=pg.password, host="127.0.0.1", port=pg.port, database=pg.database
-        )
-        victim = next(iter(wl.valid))
-        conn.run(  # a second application of one transfer's effect, as a missing idempotency check would do
-            "UPDATE account_balance b SET balance_minor = balance_minor + CASE WHEN b.account_id = t.counterparty_id"
-            " THEN t.amount_minor ELSE -t.amount_minor END FROM ledger_transaction t"
-            " WHERE t.transaction_id = CAST(:id AS uuid) AND b.currency = t.currency"
-            " AND b.account_id IN (t.account_id, t.counterparty_id)",
-            id=victim,
-        )
-        doubled = audit(local, wl, committed_metric=31, dlq=dlq)
-        assert doubled["result"]["duplicates_applied"] == 1
-        assert not doubled["invariants"]["no_duplicates_applied"]
-        assert not doubled["invariants"]["balances_equal_applied_transfers"]
-        assert not doubled["invariants"]["balances_match_workload"]
-
-        conn.run("DELETE FROM ledger_transaction WHERE transaction_id = CAST(:id AS uuid)", id=victim)
-        lost = audit(local, wl, committed_metric=30, dlq=dlq)
-        assert lost["result"]["lost"] == 1
-        assert not lost["invariants"]["nothing_lost"]
-        conn.close()
+    assert json.loads(report.read_text())["twin"]["started_by_drill"] is True
+    assert not launcher.is_running(state_dir)
+    assert not (state_dir / "twin.json").exists()

@@ -22,7 +22,7 @@ def twin_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def twin(twin_dir: Path) -> Iterator[dict[str, Any]]:
-    status = launcher.start(twin_dir, scale=60.0)
+    status = launcher.start(twin_dir, scale=600.0)
     try:
         yield status
     finally:

@@ -32,9 +32,9 @@ Evaluation semantics, and where they differ from AWS:
   ``ignore`` keeps the state (AWS's table). AWS's extra look-back for older datapoints is not modelled.
   ``AWS/DynamoDB`` metrics always ``ignore``, as in AWS.
 - Datapoints put without ``Timestamp`` are stamped by moto with *real* UTC time; the twin's store holds
-  *emulated* time. So every datapoint moto stamped itself is re-stamped with the emulated ``now`` of the first
-  tick that sees it (received-time semantics, late by at most one tick). Put ``Timestamp=clock.now()`` for
-  exact times.
+  *emulated* time. So the first tick that sees such a datapoint re-stamps it with the emulated time of the
+  instant moto stamped (``clock.to_emulated``), never later than that tick's ``now``; until then
+  GetMetricStatistics shows moto's stamp.
 - Timestamps written by the evaluator are emulated time; those written by API calls (``SetAlarmState``,
   ``PutMetricAlarm``) are moto's real time. They coincide at clock scale 1.
 
@@ -648,10 +648,6 @@ class _Window:
     values: list[float] = field(default_factory=list)
     sets: list[MetricAggregatedDatum] = field(default_factory=list)
 
-    @property
-    def empty(self) -> bool:
-        return not self.values and not self.sets
-
     def statistic(self, alarm: Alarm) -> float | None:
         """The alarm's statistic over this window; None when it cannot be computed (missing datapoint)."""
         count = len(self.values) + sum(s.sample_count for s in self.sets)
@@ -899,10 +895,9 @@ class AlarmEvaluator:
         data = backend.metric_data
         seen_list, seen = self._data_read.get((account, region), (data, 0))
         start = seen if seen_list is data else 0
-        stamp = _dt(now)
         for datum in data[start:]:
             if getattr(datum, _IMPLICIT_TS_ATTR, False):
-                datum.timestamp = stamp
+                datum.timestamp = _dt(min(now, self.clock.to_emulated(_epoch(datum.timestamp))))
                 setattr(datum, _IMPLICIT_TS_ATTR, False)
         self._data_read[(account, region)] = (data, len(data))
 

@@ -193,9 +193,15 @@ class DynamoReplicator:
                     if target != write.region:
                         self._queue.append(
                             Change(
-                                now, write.account_id, write.region, target, write.table,
-                                write.hash_key, write.range_key, write.image,
-                            )  # fmt: skip
+                                now,
+                                write.account_id,
+                                write.region,
+                                target,
+                                write.table,
+                                write.hash_key,
+                                write.range_key,
+                                write.image,
+                            )
                         )
 
     # ------------------------------------------------------------------ applying
@@ -255,9 +261,7 @@ def _capture(table: Table, hash_key: Any, range_key: Any, image: dict[str, Any] 
     replicator = _active
     if replicator is None or _thread.replaying or not _replicated(table):
         return
-    write = _Write(
-        table.account_id, table.region_name, table.name, replica_regions(table), hash_key, range_key, image
-    )
+    write = _Write(table.account_id, table.region_name, table.name, replica_regions(table), hash_key, range_key, image)
     if _thread.transaction is not None:
         _thread.transaction.append(write)
     else:
@@ -392,13 +396,17 @@ def _wrap_handler_update_table(original: Callable[[DynamoHandler], Any]) -> Call
 @functools.cache
 def _patch() -> None:
     moto_ext.apply()
-    Table.put_item = _wrap_table_put_item(Table.put_item)
-    Table.delete_item = _wrap_table_delete_item(Table.delete_item)
-    Table.describe = _wrap_table_describe(Table.describe)
-    DynamoDBBackend.update_item = _wrap_backend_update_item(DynamoDBBackend.update_item)
-    DynamoDBBackend.transact_write_items = _wrap_transact_write_items(DynamoDBBackend.transact_write_items)
-    DynamoDBBackend.delete_table = _wrap_backend_delete_table(DynamoDBBackend.delete_table)
-    DynamoHandler.update_table = _wrap_handler_update_table(DynamoHandler.update_table)
+    patches: list[tuple[type, str, Callable[[Any], Any]]] = [
+        (Table, "put_item", _wrap_table_put_item),
+        (Table, "delete_item", _wrap_table_delete_item),
+        (Table, "describe", _wrap_table_describe),
+        (DynamoDBBackend, "update_item", _wrap_backend_update_item),
+        (DynamoDBBackend, "transact_write_items", _wrap_transact_write_items),
+        (DynamoDBBackend, "delete_table", _wrap_backend_delete_table),
+        (DynamoHandler, "update_table", _wrap_handler_update_table),
+    ]
+    for cls, name, wrap in patches:
+        setattr(cls, name, wrap(getattr(cls, name)))
 
 
 # ---------------------------------------------------------------------------------------------- replicas
@@ -447,7 +455,7 @@ def create_replica(table: Table, region: str) -> Table:
             global_indexes=[copy.deepcopy(index.describe()) for index in table.global_indexes] or None,
             indexes=[copy.deepcopy(index.describe()) for index in table.indexes] or None,
             streams=copy.deepcopy(stream) if stream.get("StreamEnabled") else None,
-            billing_mode=table.billing_mode,
+            billing_mode=table.billing_mode or "PROVISIONED",
             sse_specification=copy.deepcopy(table.sse_specification),
             tags=[],
             deletion_protection_enabled=False,
@@ -462,7 +470,7 @@ def create_replica(table: Table, region: str) -> Table:
                 replica.put_item(_image(item), overwrite=True)
         finally:
             _thread.replaying = False
-    return replica  # type: ignore[no-any-return]
+    return replica
 
 
 def delete_replica(table: Table, region: str) -> None:

@@ -80,6 +80,8 @@ _handler: PromotionHandler | None = None
 # Guards the check-and-mark of a global cluster's status, so two concurrent requests cannot both start.
 _state_lock = threading.Lock()
 
+# moto serialises GlobalCluster.FailoverState from this attribute, which moto itself never sets.
+FAILOVER_STATE_ATTR = "failover_state"
 _IN_PROGRESS: dict[Mode, str] = {"switchover": "switching-over", "failover": "failing-over"}
 
 
@@ -93,10 +95,18 @@ def set_promotion_handler(handler: PromotionHandler | None) -> None:
 def install() -> None:
     """Patch moto's RDS response and backend classes (once per process)."""
     moto_ext.apply()
-    RDSResponse.failover_global_cluster = _failover_global_cluster_response
-    RDSResponse.switchover_global_cluster = _switchover_global_cluster_response
-    RDSResponse.describe_global_clusters = _describe_global_clusters_response(RDSResponse.describe_global_clusters)
-    RDSBackend.create_global_cluster = _create_global_cluster(RDSBackend.create_global_cluster)
+    patches: list[tuple[type, str, Callable[..., Any]]] = [
+        (RDSResponse, "failover_global_cluster", _failover_global_cluster_response),
+        (RDSResponse, "switchover_global_cluster", _switchover_global_cluster_response),
+        (
+            RDSResponse,
+            "describe_global_clusters",
+            _describe_global_clusters_response(RDSResponse.describe_global_clusters),
+        ),
+        (RDSBackend, "create_global_cluster", _create_global_cluster(RDSBackend.create_global_cluster)),
+    ]
+    for cls, name, function in patches:
+        setattr(cls, name, function)
 
 
 # ---------------------------------------------------------------------------------------------- responses
@@ -162,7 +172,7 @@ def find_global_cluster(account_id: str, identifier: str) -> GlobalCluster:
     for backend in _account_backends(account_id):
         cluster = backend.global_clusters.get(wanted)
         if cluster is not None:
-            return cluster  # type: ignore[no-any-return]
+            return cluster
     raise GlobalClusterNotFoundFault(identifier)
 
 
@@ -248,7 +258,7 @@ def promote(account_id: str, global_cluster_id: str, target: str, mode: Mode = "
                 "not available."
             )
         global_cluster.status = _IN_PROGRESS[mode]
-        global_cluster.failover_state = {**failover_state, "Status": _IN_PROGRESS[mode]}
+        setattr(global_cluster, FAILOVER_STATE_ATTR, {**failover_state, "Status": _IN_PROGRESS[mode]})
     try:
         handler = _handler
         if handler is not None:
@@ -272,5 +282,5 @@ def promote(account_id: str, global_cluster_id: str, target: str, mode: Mode = "
     finally:
         with _state_lock:
             global_cluster.status = "available"
-            global_cluster.failover_state = None
+            setattr(global_cluster, FAILOVER_STATE_ATTR, None)
     return _GlobalClusterView(global_cluster, _IN_PROGRESS[mode], failover_state)

@@ -1,0 +1,309 @@
+"""S3 replication (CRR/SRR) for moto 5.2.5, following each bucket's replication configuration.
+
+moto stores ``PutBucketReplication`` configurations (and refuses them on unversioned buckets, as AWS does)
+but copies nothing, and its objects have no replication status. This module:
+
+- hooks ``S3Backend.put_object``, the funnel of PutObject, POST uploads, CopyObject and
+  CompleteMultipartUpload: a new object version in a versioned bucket whose configuration has an enabled
+  rule for its key becomes ``PENDING`` and is queued on the active :class:`S3Replicator`, stamped with the
+  twin clock;
+- copies it in :meth:`S3Replicator.tick` once ``delay_seconds`` (emulated) have passed: same key, version id,
+  body, content type, metadata, tags and last-modified, into each destination bucket (moto keeps all of an
+  account's buckets, whatever their region, in one backend per partition); the copy is ``REPLICA``, the
+  source ``COMPLETED`` (``FAILED`` when the destination is missing or unversioned);
+- adds ``x-amz-replication-status`` to the object's response headers (``FakeKey.response_dict``), so
+  HeadObject/GetObject report ``ReplicationStatus``.
+
+A replica is never replicated again (AWS only does so with ReplicaModifications/two-way setups; we keep it
+simple). Deletes and delete markers are not replicated (the V2 default, DeleteMarkerReplication Disabled).
+Rules are matched on Prefix (rule-level V1 ``Prefix``, ``Filter.Prefix``, ``Filter.And.Prefix``) and tags
+(``Filter.Tag``, ``Filter.And.Tag``); tags are only known once the PutObject request finishes, so an object is
+queued on its prefix and the full filter is checked when it is copied (a tag mismatch then drops it and
+clears its status). Among rules with the same destination, the highest ``Priority`` wins, as in AWS.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from moto.s3.models import FakeKey, S3Backend, s3_backends
+
+from tandem import moto_ext
+from tandem.twin.clock import TwinClock
+
+log = logging.getLogger(__name__)
+
+STATUS_ATTR = "tandem_replication_status"  # set on moto FakeKey objects: PENDING/COMPLETED/FAILED/REPLICA
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class PendingObject:
+    """An object version waiting to be copied; ``key`` is moto's FakeKey, read when the copy happens."""
+
+    timestamp: float
+    bucket: str
+    key_name: str
+    version_id: str
+    key: Any
+
+
+class _ThreadState(threading.local):
+    def __init__(self) -> None:
+        self.replicating = False  # writing a replica: not a new object to replicate
+
+
+_thread = _ThreadState()
+# The replicator the hook reports to. Module-level because moto's classes (and so the hook) are global to the
+# process; the twin daemon activates exactly one. ``None``: nothing is queued or copied.
+_active: S3Replicator | None = None
+
+
+@dataclass(frozen=True)
+class _Rule:
+    priority: int
+    prefix: str
+    tags: dict[str, str]
+    destination: str  # bucket name
+    storage_class: str | None
+
+    def matches(self, key: str, tags: dict[str, str] | None) -> bool:
+        """Prefix always; tags only when known (``None``: not yet)."""
+        if not key.startswith(self.prefix):
+            return False
+        return tags is None or all(tags.get(k) == v for k, v in self.tags.items())
+
+
+def _tag_dict(raw: Any) -> dict[str, str]:
+    tags = raw if isinstance(raw, list) else [raw] if raw else []
+    return {tag["Key"]: tag.get("Value") or "" for tag in tags}
+
+
+def _rules(bucket: Any) -> list[_Rule]:
+    """The enabled rules of ``bucket``'s replication configuration, as moto stored the XML."""
+    config = getattr(bucket, "replication", None)
+    if not config:
+        return []
+    raw_rules = config.get("Rule") or []
+    rules = []
+    for raw in raw_rules if isinstance(raw_rules, list) else [raw_rules]:
+        if raw.get("Status") != "Enabled":
+            continue
+        if "Filter" in raw:  # V2 configuration
+            filt = raw.get("Filter") or {}
+            scope = (filt.get("And") or {}) if "And" in filt else filt
+            prefix, tags = scope.get("Prefix") or "", _tag_dict(scope.get("Tag"))
+        else:  # V1: rule-level Prefix
+            prefix, tags = raw.get("Prefix") or "", {}
+        destination = raw.get("Destination") or {}
+        rules.append(
+            _Rule(
+                priority=int(raw.get("Priority") or 0),
+                prefix=prefix,
+                tags=tags,
+                destination=str(destination.get("Bucket", "")).split(":")[-1],
+                storage_class=destination.get("StorageClass"),
+            )
+        )
+    return rules
+
+
+def _destinations(bucket: Any, key: str, tags: dict[str, str] | None) -> list[_Rule]:
+    """For each destination bucket, the highest-priority enabled rule matching ``key``."""
+    chosen: dict[str, _Rule] = {}
+    for rule in _rules(bucket):
+        if rule.matches(key, tags) and (
+            rule.destination not in chosen or rule.priority > chosen[rule.destination].priority
+        ):
+            chosen[rule.destination] = rule
+    return list(chosen.values())
+
+
+def replication_status(key: Any) -> str | None:
+    """The replication status of a moto FakeKey (None: not subject to replication)."""
+    status = getattr(key, STATUS_ATTR, None)
+    return str(status) if status is not None else None
+
+
+class S3Replicator:
+    """Copies new objects to their replication destinations ``delay_seconds`` (emulated) after the put."""
+
+    def __init__(self, delay_seconds: float = 2.0, clock: Clock | None = None) -> None:
+        if delay_seconds < 0:
+            raise ValueError("delay_seconds must be >= 0")
+        self.delay_seconds = delay_seconds
+        self._clock: Clock = clock if clock is not None else TwinClock()
+        self._queue: deque[PendingObject] = deque()
+        self._buckets: set[str] = set()
+        self._paused = False
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ control
+    def pause(self) -> None:
+        """Stop copying (new objects keep being queued), e.g. to simulate a replication backlog."""
+        with self._lock:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+
+    def clear(self) -> None:
+        """Forget queued objects (after the emulator's state was reset)."""
+        with self._lock:
+            self._queue.clear()
+            self._buckets.clear()
+
+    # ------------------------------------------------------------------ monitoring
+    def pending(self, bucket: str | None = None) -> int:
+        """Object versions queued but not yet copied (from one source bucket, or all)."""
+        with self._lock:
+            return sum(1 for item in self._queue if bucket is None or item.bucket == bucket)
+
+    def lag(self, bucket: str, now: float | None = None) -> float:
+        """Age in emulated seconds of the oldest object of ``bucket`` not yet copied (0.0 when caught up)."""
+        return self.lags(now).get(bucket, 0.0)
+
+    def lags(self, now: float | None = None) -> dict[str, float]:
+        """:meth:`lag` for every source bucket that has had an object to replicate."""
+        at = self._clock.now() if now is None else now
+        with self._lock:
+            result = dict.fromkeys(self._buckets, 0.0)
+            for item in self._queue:
+                result[item.bucket] = max(result[item.bucket], at - item.timestamp)
+        return result
+
+    # ------------------------------------------------------------------ recording (called by the hook)
+    def record(self, bucket: str, key: Any) -> None:
+        with self._lock:
+            setattr(key, STATUS_ATTR, "PENDING")
+            self._buckets.add(bucket)
+            self._queue.append(PendingObject(self._clock.now(), bucket, key.name, key.version_id, key))
+
+    # ------------------------------------------------------------------ copying
+    def tick(self, now: float) -> None:
+        """Copy every queued object at least ``delay_seconds`` old, oldest first (nothing while paused)."""
+        with self._lock:
+            if self._paused:
+                return
+            while self._queue and self._queue[0].timestamp + self.delay_seconds <= now:
+                item = self._queue.popleft()
+                try:
+                    self._replicate(item)
+                except Exception:
+                    log.exception("could not replicate s3://%s/%s", item.bucket, item.key_name)
+                    setattr(item.key, STATUS_ATTR, "FAILED")
+
+    def _replicate(self, item: PendingObject) -> None:
+        src: Any = item.key
+        if src.disposed:
+            return  # the version was deleted before it could be copied
+        backend = s3_backends[src.account_id][src.partition]
+        bucket = backend.get_bucket(item.bucket)
+        tags = backend.tagger.get_tag_dict_for_resource(src.arn)
+        rules = _destinations(bucket, item.key_name, tags)
+        if not rules:
+            setattr(src, STATUS_ATTR, None)  # a tag filter excluded it after all
+            return
+        ok = all(self._copy(backend, src, rule, tags) for rule in rules)
+        setattr(src, STATUS_ATTR, "COMPLETED" if ok else "FAILED")
+
+    def _copy(self, backend: Any, src: Any, rule: _Rule, tags: dict[str, str]) -> bool:
+        try:
+            dest_bucket = backend.get_bucket(rule.destination)
+        except Exception:
+            log.warning("replication destination bucket %s does not exist", rule.destination)
+            return False
+        if not dest_bucket.is_versioned:
+            log.warning("replication destination bucket %s is not versioned", rule.destination)
+            return False
+        dest_backend = s3_backends[dest_bucket.account_id][dest_bucket.partition]
+        _thread.replicating = True
+        try:
+            replica = dest_backend.put_object(
+                dest_bucket.name,
+                src.name,
+                src.value,
+                storage=rule.storage_class or src.storage_class,
+                encryption=src.encryption,
+                kms_key_id=src.kms_key_id,
+                bucket_key_enabled=src.bucket_key_enabled,
+            )
+        finally:
+            _thread.replicating = False
+        replica._version_id = src.version_id  # S3 replication keeps the version id
+        replica.last_modified = src.last_modified
+        replica.set_metadata(dict(src.metadata))
+        replica.website_redirect_location = src.website_redirect_location
+        if tags:
+            dest_backend.tagger.tag_resource(replica.arn, [{"Key": k, "Value": v} for k, v in tags.items()])
+        setattr(replica, STATUS_ATTR, "REPLICA")
+        return True
+
+
+def set_active(replicator: S3Replicator | None) -> None:
+    """Make ``replicator`` the one the put_object hook reports to (``None``: stop replicating)."""
+    global _active
+    _active = replicator
+
+
+def active() -> S3Replicator | None:
+    return _active
+
+
+def install(replicator: S3Replicator | None = None) -> None:
+    """Patch moto (once per process); if ``replicator`` is given, make it the active one."""
+    _patch()
+    if replicator is not None:
+        set_active(replicator)
+
+
+# ---------------------------------------------------------------------------------------------- hooks
+
+
+def _wrap_put_object(original: Callable[..., Any]) -> Callable[..., Any]:
+    def put_object(self: S3Backend, bucket_name: str, key_name: str, *args: Any, **kwargs: Any) -> Any:
+        key = original(self, bucket_name, key_name, *args, **kwargs)
+        replicator = _active
+        if replicator is None or _thread.replicating:
+            return key
+        bucket = self.get_bucket(bucket_name)
+        if bucket.is_versioned and _destinations(bucket, key_name, None):
+            replicator.record(bucket.name, key)
+        return key
+
+    return put_object
+
+
+def _wrap_response_dict(original: property) -> property:
+    fget = original.fget
+    assert fget is not None
+
+    def response_dict(self: FakeKey) -> dict[str, Any]:
+        headers: dict[str, Any] = fget(self)
+        status = replication_status(self)
+        if status is not None:
+            headers["x-amz-replication-status"] = status
+        return headers
+
+    return property(response_dict)
+
+
+@functools.cache
+def _patch() -> None:
+    moto_ext.apply()
+    patches: list[tuple[type, str, Callable[[Any], Any]]] = [
+        (S3Backend, "put_object", _wrap_put_object),
+        (FakeKey, "response_dict", _wrap_response_dict),
+    ]
+    for cls, name, wrap in patches:
+        setattr(cls, name, wrap(cls.__dict__[name]))  # the raw attribute: response_dict is a property

@@ -1,0 +1,185 @@
+"""S3 replication on moto (tandem.twin.extensions.s3_replication)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from tandem.twin.extensions import s3_replication
+from tandem.twin.extensions.s3_replication import S3Replicator
+
+EAST, WEST = "us-east-1", "us-west-2"
+A, B = "tandem-archive-us-east-1", "tandem-archive-us-west-2"
+ROLE = "arn:aws:iam::123456789012:role/replication"
+
+
+@dataclass
+class FakeClock:
+    t: float = 1000.0
+
+    def now(self) -> float:
+        return self.t
+
+
+@dataclass
+class World:
+    clock: FakeClock
+    replicator: S3Replicator
+    s3: dict[str, Any]
+
+    def tick(self, at: float) -> None:
+        self.clock.t = at
+        self.replicator.tick(at)
+
+    def exists(self, bucket: str, key: str) -> bool:
+        try:
+            self.s3[EAST].head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] in ("404", "NoSuchKey"):
+                return False
+            raise
+        return True
+
+
+def replicate(client: Any, source: str, destination: str, **filt: Any) -> None:
+    rule: dict[str, Any] = {
+        "ID": f"to-{destination}",
+        "Priority": 1,
+        "Status": "Enabled",
+        "Filter": filt or {"Prefix": ""},
+        "DeleteMarkerReplication": {"Status": "Disabled"},
+        "Destination": {"Bucket": f"arn:aws:s3:::{destination}"},
+    }
+    client.put_bucket_replication(Bucket=source, ReplicationConfiguration={"Role": ROLE, "Rules": [rule]})
+
+
+@pytest.fixture
+def world(aws_env: None) -> Iterator[World]:
+    clock = FakeClock()
+    replicator = S3Replicator(delay_seconds=5.0, clock=clock)
+    s3_replication.install(replicator)
+    try:
+        with mock_aws():
+            s3 = {region: boto3.client("s3", region_name=region) for region in (EAST, WEST)}
+            s3[EAST].create_bucket(Bucket=A)
+            s3[WEST].create_bucket(Bucket=B, CreateBucketConfiguration={"LocationConstraint": WEST})
+            for bucket in (A, B):
+                s3[EAST].put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+            yield World(clock, replicator, s3)
+    finally:
+        s3_replication.set_active(None)
+
+
+def test_object_is_copied_after_the_delay_with_body_metadata_and_status(world: World) -> None:
+    replicate(world.s3[EAST], A, B)
+    put = world.s3[EAST].put_object(
+        Bucket=A, Key="2024/01/batch.json", Body=b'{"n": 1}', ContentType="application/json",
+        Metadata={"batch": "7"}, Tagging="kind=batch",
+    )  # fmt: skip
+    assert world.s3[EAST].head_object(Bucket=A, Key="2024/01/batch.json")["ReplicationStatus"] == "PENDING"
+    assert world.replicator.pending(A) == 1
+    world.tick(1004.9)
+    assert not world.exists(B, "2024/01/batch.json")
+    assert world.replicator.lag(A) == pytest.approx(4.9)
+
+    world.tick(1005.0)
+    replica = world.s3[WEST].get_object(Bucket=B, Key="2024/01/batch.json")
+    assert replica["Body"].read() == b'{"n": 1}'
+    assert replica["ContentType"] == "application/json"
+    assert replica["Metadata"] == {"batch": "7"}
+    assert replica["ReplicationStatus"] == "REPLICA"
+    assert replica["VersionId"] == put["VersionId"]
+    tags = world.s3[WEST].get_object_tagging(Bucket=B, Key="2024/01/batch.json")["TagSet"]
+    assert tags == [{"Key": "kind", "Value": "batch"}]
+    assert world.s3[EAST].head_object(Bucket=A, Key="2024/01/batch.json")["ReplicationStatus"] == "COMPLETED"
+    assert world.replicator.pending() == 0
+    assert world.replicator.lags() == {A: 0.0}
+
+
+def test_prefix_filter_excludes_other_keys(world: World) -> None:
+    replicate(world.s3[EAST], A, B, Prefix="ledger/")
+    world.s3[EAST].put_object(Bucket=A, Key="ledger/1", Body=b"1")
+    world.s3[EAST].put_object(Bucket=A, Key="tmp/1", Body=b"2")
+    assert "ReplicationStatus" not in world.s3[EAST].head_object(Bucket=A, Key="tmp/1")
+    world.tick(1010)
+    assert world.exists(B, "ledger/1")
+    assert not world.exists(B, "tmp/1")
+
+
+def test_and_filter_with_tags_is_checked_when_copying(world: World) -> None:
+    replicate(world.s3[EAST], A, B, And={"Prefix": "x/", "Tags": [{"Key": "replicate", "Value": "yes"}]})
+    world.s3[EAST].put_object(Bucket=A, Key="x/tagged", Body=b"1", Tagging="replicate=yes")
+    world.s3[EAST].put_object(Bucket=A, Key="x/untagged", Body=b"2")
+    world.tick(1010)
+    assert world.exists(B, "x/tagged")
+    assert not world.exists(B, "x/untagged")
+    assert "ReplicationStatus" not in world.s3[EAST].head_object(Bucket=A, Key="x/untagged")
+
+
+def test_no_replication_configuration_copies_nothing(world: World) -> None:
+    world.s3[EAST].put_object(Bucket=A, Key="k", Body=b"1")
+    assert world.replicator.pending() == 0
+    world.tick(1100)
+    assert not world.exists(B, "k")
+    assert "ReplicationStatus" not in world.s3[EAST].head_object(Bucket=A, Key="k")
+
+
+def test_disabled_rule_copies_nothing(world: World) -> None:
+    world.s3[EAST].put_bucket_replication(
+        Bucket=A,
+        ReplicationConfiguration={
+            "Role": ROLE,
+            "Rules": [{"Status": "Disabled", "Prefix": "", "Destination": {"Bucket": f"arn:aws:s3:::{B}"}}],
+        },
+    )
+    world.s3[EAST].put_object(Bucket=A, Key="k", Body=b"1")
+    world.tick(1100)
+    assert not world.exists(B, "k")
+
+
+def test_a_replica_is_not_copied_back_in_a_two_way_setup(world: World) -> None:
+    replicate(world.s3[EAST], A, B)
+    replicate(world.s3[WEST], B, A)
+    world.s3[EAST].put_object(Bucket=A, Key="k", Body=b"from-a")
+    world.tick(1010)
+    assert world.s3[WEST].head_object(Bucket=B, Key="k")["ReplicationStatus"] == "REPLICA"
+    assert world.replicator.pending() == 0
+    world.tick(1100)
+    versions = world.s3[EAST].list_object_versions(Bucket=A, Prefix="k")["Versions"]
+    assert len(versions) == 1  # nothing came back to A
+
+    world.s3[WEST].put_object(Bucket=B, Key="w", Body=b"from-b")  # the other direction works
+    world.tick(1200)
+    assert world.s3[EAST].get_object(Bucket=A, Key="w")["Body"].read() == b"from-b"
+
+
+def test_missing_destination_marks_the_source_failed(world: World) -> None:
+    replicate(world.s3[EAST], A, "no-such-bucket")
+    world.s3[EAST].put_object(Bucket=A, Key="k", Body=b"1")
+    world.tick(1010)
+    assert world.s3[EAST].head_object(Bucket=A, Key="k")["ReplicationStatus"] == "FAILED"
+
+
+def test_paused_replication_holds_then_catches_up(world: World) -> None:
+    replicate(world.s3[EAST], A, B)
+    world.replicator.pause()
+    world.s3[EAST].put_object(Bucket=A, Key="k", Body=b"1")
+    world.tick(1030)
+    assert not world.exists(B, "k")
+    assert world.replicator.lags() == {A: pytest.approx(30.0)}
+    world.replicator.resume()
+    world.tick(1030)
+    assert world.exists(B, "k")
+
+
+def test_replication_needs_a_versioned_source_bucket(world: World) -> None:
+    world.s3[EAST].create_bucket(Bucket="unversioned-bucket")
+    with pytest.raises(ClientError) as exc:
+        replicate(world.s3[EAST], "unversioned-bucket", B)
+    assert exc.value.response["Error"]["Code"] == "InvalidRequest"
