@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 FN ?= transaction_processor
 EVENT ?= events/sqs_valid_batch.json
+REGION ?= us-east-1
 
 .PHONY: help setup tools drill test test-unit test-integration lint format build invoke bench pins clean
 
@@ -21,17 +22,17 @@ tools: ## tool venvs for aws-sam-cli/cfn-lint and checkov (kept apart: they pin 
 drill: setup ## the main job: local DR drill (options: ARGS="--transactions N --poison P --duplicates D --seed S --report PATH")
 	@$(VENV)/bin/tandem drill $(ARGS)
 
-test: setup ## all tests: unit (moto in-process, no sockets), integration (real PostgreSQL + moto server), drill
+test: setup ## all tests: unit (moto in-process, no sockets), integration (real PostgreSQL + moto server), twin, drill
 	@$(PY) -m pytest $(ARGS)
 
 test-unit: setup
 	@$(PY) -m pytest tests/unit $(ARGS)
 
 test-integration: setup
-	@$(PY) -m pytest tests/integration tests/drill $(ARGS)
+	@$(PY) -m pytest tests/integration tests/twin tests/drill $(ARGS)
 
-invoke: setup ## run one function Docker-free: make invoke FN=transaction_processor EVENT=events/<file>.json
-	@$(VENV)/bin/tandem invoke $(FN) $(EVENT)
+invoke: setup ## run one function Docker-free in the twin: make invoke FN=transaction_processor EVENT=events/<file>.json [REGION=us-west-2]
+	@$(VENV)/bin/tandem invoke $(FN) $(EVENT) --region $(REGION)
 
 lint: setup tools ## ruff, ruff format --check, mypy, sam validate --lint, cfn-lint, checkov
 	$(VENV)/bin/ruff check .
