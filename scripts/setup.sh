@@ -4,16 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-py312() {
-  if command -v pyenv >/dev/null 2>&1 && pyenv prefix 3.12.1 >/dev/null 2>&1; then
-    echo "$(pyenv prefix 3.12.1)/bin/python3.12"
-  elif command -v python3.12 >/dev/null 2>&1; then
-    command -v python3.12
-  else
-    echo "python3.12 not found (install it or pyenv 3.12.1)" >&2
-    return 1
-  fi
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 export UV_PYTHON_DOWNLOADS=never
 stamp=.venv/.installed
