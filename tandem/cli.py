@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("outage", "take a region down (API and database)"), ("restore", "bring a region back")):
         cmd = tsub.add_parser(name, help=text)
         cmd.add_argument("region")
+    rep = tsub.add_parser("replication", help="pause or resume DynamoDB and S3 replication between the regions")
+    rep.add_argument("action", choices=["pause", "resume"])
     tsub.add_parser("down", help="stop the twin and remove everything it created")
     return parser
 
@@ -89,6 +91,10 @@ def _twin(args: argparse.Namespace) -> int:
             return 0
         case "outage" | "restore":
             print(_describe(call(state_dir, "POST", f"/{args.twin_command}/{args.region}")))
+            return 0
+        case "replication":
+            status = call(state_dir, "POST", f"/replication/{args.action}")
+            print(json.dumps(status["replication"], indent=2))
             return 0
         case "down":
             launcher.stop(state_dir)

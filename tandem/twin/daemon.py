@@ -34,6 +34,7 @@ from tandem.twin.clock import TwinClock
 from tandem.twin.control import STATE_FILE
 from tandem.twin.extensions import Ticking
 from tandem.twin.regions import RegionEndpoint
+from tandem.twin.rules import rules_from_template
 from tandem.twin.service_metrics import ServiceMetrics
 
 log = logging.getLogger("tandem.twin")
@@ -106,6 +107,7 @@ class Twin:
     tickers: list[Ticking] = field(default_factory=list)
     aurora: AuroraGlobal | None = None
     metrics: ServiceMetrics = field(init=False)
+    replication_paused: bool = False
     pg_root: Path | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _ticker_thread: threading.Thread | None = None
@@ -172,6 +174,14 @@ class Twin:
         self.aurora.restore(region)
         self.endpoints[region].start()
 
+    def replication(self, action: str) -> None:
+        """Pause or resume DynamoDB and S3 replication (Aurora's is PostgreSQL's own and stops in an outage)."""
+        if action not in {"pause", "resume"}:
+            raise ValueError(f"replication action must be pause or resume, not {action!r}")
+        for replicator in (self.dynamo, self.s3):
+            getattr(replicator, action)()
+        self.replication_paused = action == "pause"
+
     def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]:
         """Run a function in a region as Lambda would (refused while that region is down)."""
         self._check_region(region)
@@ -208,7 +218,12 @@ class Twin:
             "regions": regions,
             "global_cluster": GLOBAL_CLUSTER,
             "writer_region": self.aurora.writer,
-            "replication": {"aurora_replay_lag_bytes": self.aurora.replay_lag_bytes()},
+            "replication": {
+                "aurora_replay_lag_bytes": self.aurora.replay_lag_bytes(),
+                "dynamodb_pending_changes": self.dynamo.pending(),
+                "s3_pending_objects": self.s3.pending(),
+                "paused": self.replication_paused,
+            },
             "clock": {"scale": self.clock.scale, "now": self.clock.now()},
             "startup_seconds": round(self.started_at, 3),
         }
@@ -354,7 +369,9 @@ class Twin:
         for _region, local in self.locals.items():
             tpl = local.template
             lam = local.client("lambda")
+            arns: dict[str, str] = {}
             for logical in FUNCTIONS.values():
+                arns[logical] = tpl.physical[logical]["Arn"]
                 props = tpl.properties(logical)
                 name = tpl.physical[logical]["Ref"]
                 lam.create_function(
@@ -372,6 +389,10 @@ class Twin:
                         Enabled=bool(tpl.resolve(ev.get("Enabled", True))),
                         FunctionResponseTypes=list(ev.get("FunctionResponseTypes", [])),
                     )
+            events = local.client("events")
+            for spec in rules_from_template(tpl, arns):
+                events.put_rule(**spec.put_rule_args())
+                events.put_targets(Rule=spec.name, Targets=[{"Id": "function", "Arn": spec.target_arn}])
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.config.tick_seconds):
@@ -423,6 +444,9 @@ class _ControlHandler(BaseHTTPRequestHandler):
                 self.shutdown.set()
             elif len(parts) == 2 and parts[0] in {"outage", "restore"}:
                 getattr(self.twin, parts[0])(parts[1])
+                self._reply(200, self.twin.status())
+            elif len(parts) == 2 and parts[0] == "replication":
+                self.twin.replication(parts[1])
                 self._reply(200, self.twin.status())
             elif len(parts) == 3 and parts[0] == "invoke":
                 length = int(self.headers.get("Content-Length") or 0)

@@ -35,6 +35,24 @@ def test_global_table_items_replicate_to_the_other_region(twin: dict[str, Any]) 
     assert eventually(lambda: east.get_item(TableName=table, Key=key)["Item"]["v"] == {"S": "from-west"})
 
 
+def test_paused_replication_holds_changes_until_resumed(twin: dict[str, Any], twin_dir: Any) -> None:
+    from tandem.twin.control import call
+
+    table = twin["regions"][PRIMARY]["resources"]["ledger_table"]
+    key = {"pk": {"S": f"PROBE#{uuid.uuid4()}"}, "sk": {"S": "paused"}}
+    other = aws(twin, DR, "dynamodb")
+    paused = call(twin_dir, "POST", "/replication/pause")
+    try:
+        assert paused["replication"]["paused"] is True
+        aws(twin, PRIMARY, "dynamodb").put_item(TableName=table, Item=key)
+        time.sleep(0.5)  # 300 emulated seconds at x600: far past the 0.5 s lag
+        assert "Item" not in other.get_item(TableName=table, Key=key)
+        assert call(twin_dir, "GET", "/status")["replication"]["dynamodb_pending_changes"] >= 1
+    finally:
+        call(twin_dir, "POST", "/replication/resume")
+    assert eventually(lambda: other.get_item(TableName=table, Key=key).get("Item"))
+
+
 def test_archive_objects_replicate_with_the_replica_status(twin: dict[str, Any]) -> None:
     src, dst = (twin["regions"][r]["resources"]["archive_bucket"] for r in (PRIMARY, DR))
     key = f"archive/probe/{uuid.uuid4()}.jsonl"
