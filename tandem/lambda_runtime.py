@@ -45,9 +45,10 @@ def load_handler(function: str) -> Callable[[dict[str, Any], Any], Any]:
     if function not in HANDLERS:
         raise KeyError(f"unknown function {function!r}; known: {', '.join(sorted(HANDLERS))}")
     module_name, _, attr = HANDLERS[function].rpartition(".")
-    from tandem_core.clients import client
+    from tandem_core import clients
 
-    client.cache_clear()
+    clients.client.cache_clear()
+    clients.session.cache_clear()  # a new environment resolves its credentials afresh
     module = sys.modules.get(module_name)
     module = importlib.reload(module) if module is not None else importlib.import_module(module_name)
     handler: Callable[[dict[str, Any], Any], Any] = getattr(module, attr)

@@ -20,14 +20,14 @@ _CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"max_attempts": 3,
 
 
 @functools.cache
-def _session() -> boto3.session.Session:
+def session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
 @functools.cache
 def client(service: str, region: str, endpoint_url: str | None = None) -> Any:
     """A cached boto3 client for ``service`` in ``region`` (``endpoint_url`` None = AWS's own)."""
-    return _session().client(service, region_name=region, endpoint_url=endpoint_url, config=_CONFIG)
+    return session().client(service, region_name=region, endpoint_url=endpoint_url, config=_CONFIG)
 
 
 def client_for(service: str, aws: AwsSettings) -> Any:

@@ -1,0 +1,106 @@
+"""IAM proven, not hoped: the handler runs in moto with IAM enforced, holding exactly its template policy.
+
+The credentials carry the inline statements of TransactionProcessorFunction from template.yaml (resolved for
+this deployment), so a permission the code needs but the template lacks fails here - and every statement
+that names a resource is shown to be needed by dropping it. KMS statements are not exercised: moto does not
+call KMS on behalf of DynamoDB, S3 or Secrets Manager.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.core.authorization import enable_iam_authentication
+
+from tandem.lambda_runtime import LambdaContext, load_handler
+from tandem.local import LEDGER_TABLE_KEYS, function_environment
+from tandem.localpg import LocalPostgres
+from tandem.template import Template
+from tandem.twin.extensions import iam_resources
+from tests.conftest import load_event
+
+REGION = "us-east-1"
+FN = "TransactionProcessorFunction"
+
+
+@pytest.fixture
+def deployment(pg_server: LocalPostgres, database: str) -> Iterator[dict[str, Any]]:
+    iam_resources.install()
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name=REGION)
+        ddb.create_table(TableName="tandem-ledger", BillingMode="PAY_PER_REQUEST", **LEDGER_TABLE_KEYS)
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket="tandem-archive-primary")
+        secret = json.dumps({"username": pg_server.user, "password": pg_server.password})
+        secret_arn = boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name="rds!cluster-ledger", SecretString=secret
+        )["ARN"]
+        tpl = Template.from_file(
+            parameters={
+                "RegionRole": "primary", "LedgerTableName": "tandem-ledger",
+                "ArchiveBucketName": "tandem-archive-primary", "LedgerDbHost": "127.0.0.1",
+                "LedgerDbPort": str(pg_server.port), "LedgerDbName": database, "LedgerDbSecretArn": secret_arn,
+                "DataKeyArn": f"arn:aws:kms:{REGION}:123456789012:key/data",
+            },
+            region=REGION,
+        )  # fmt: skip
+        tpl.physical["AppKey"] = {"Ref": "app", "Arn": f"arn:aws:kms:{REGION}:123456789012:key/app"}
+        statements = [
+            tpl.resolve(st)
+            for policy in tpl.properties(FN)["Policies"]
+            if isinstance(policy, dict)
+            for st in policy["Statement"]
+        ]
+        yield {"template": tpl, "statements": statements}
+
+
+def _run_with_policy(deployment: dict[str, Any], statements: list[dict[str, Any]]) -> dict[str, Any]:
+    iam = boto3.client("iam", region_name=REGION)
+    user = f"fn-{len(iam.list_users()['Users'])}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(
+        UserName=user, PolicyName="inline",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+    )  # fmt: skip
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    tpl: Template = deployment["template"]
+    env = {
+        **tpl.function_environment(FN),
+        "AWS_REGION": REGION, "AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"], "POWERTOOLS_TRACE_DISABLED": "true",
+        "AWS_LAMBDA_FUNCTION_NAME": "tandem-transaction_processor",
+    }  # fmt: skip
+    with function_environment(env):
+        handler = load_handler("transaction_processor")
+        with enable_iam_authentication():
+            result: dict[str, Any] = handler(load_event("sqs_valid_batch.json"), LambdaContext("fn", REGION))
+    return result
+
+
+def test_the_template_policy_is_enough_for_the_handler(deployment: dict[str, Any]) -> None:
+    assert _run_with_policy(deployment, deployment["statements"]) == {"batchItemFailures": []}
+    items = boto3.client("dynamodb", region_name=REGION).scan(TableName="tandem-ledger")["Items"]
+    assert len(items) == 4
+
+
+@pytest.mark.parametrize("sid", ["LedgerTableStatus", "ArchiveJournal", "LedgerDbSecret"])
+def test_every_resource_statement_is_needed(deployment: dict[str, Any], sid: str) -> None:
+    without = [st for st in deployment["statements"] if st.get("Sid") != sid]
+    assert len(without) == len(deployment["statements"]) - 1
+    with pytest.raises(Exception, match=r"AccessDenied|403|Access Denied|not authorized"):
+        _run_with_policy(deployment, without)
+
+
+def test_a_policy_scoped_to_another_table_is_refused(deployment: dict[str, Any]) -> None:
+    statements = [
+        {**st, "Resource": st["Resource"].replace("table/tandem-ledger", "table/other")}
+        if st.get("Sid") == "LedgerTableStatus"
+        else st
+        for st in deployment["statements"]
+    ]
+    with pytest.raises(Exception, match=r"AccessDenied|403"):
+        _run_with_policy(deployment, statements)
