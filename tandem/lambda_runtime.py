@@ -10,7 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-HANDLERS = {"transaction_processor": "transaction_processor.app.lambda_handler"}
+HANDLERS = {
+    "transaction_processor": "transaction_processor.app.lambda_handler",
+    "region_health": "region_health.app.lambda_handler",
+}
 
 
 @dataclass

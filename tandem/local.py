@@ -41,7 +41,7 @@ LEDGER_TABLE_KEYS = {
     "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
 }
 
-FUNCTIONS = {"transaction_processor": "TransactionProcessorFunction"}
+FUNCTIONS = {"transaction_processor": "TransactionProcessorFunction", "region_health": "RegionHealthFunction"}
 
 
 @dataclass
@@ -147,11 +147,12 @@ def provision(region: LocalRegion) -> None:
     ]
     tpl.physical["TransactionQueue"] = {"Ref": res.queue_url, "Arn": res.queue_arn, "QueueName": "tandem-transactions"}
     tpl.physical["TransactionDLQ"] = {"Ref": res.dlq_url, "Arn": dlq_arn, "QueueName": "tandem-transactions-dlq"}
-    function_name = str(tpl.resolve(tpl.properties("TransactionProcessorFunction")["FunctionName"]))
-    tpl.physical["TransactionProcessorFunction"] = {
-        "Ref": function_name,
-        "Arn": f"arn:aws:lambda:{region.region}:{tpl.account}:function:{function_name}",
-    }
+    for logical in FUNCTIONS.values():
+        function_name = str(tpl.resolve(tpl.properties(logical)["FunctionName"]))
+        tpl.physical[logical] = {
+            "Ref": function_name,
+            "Arn": f"arn:aws:lambda:{region.region}:{tpl.account}:function:{function_name}",
+        }
     provision_alarms(region)
 
 

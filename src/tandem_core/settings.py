@@ -69,3 +69,11 @@ class ProcessorSettings(_EnvModel):
     region_role: Literal["primary", "dr"] = Field(default="primary", alias="TANDEM_REGION_ROLE")
     ledger_table: str = Field(alias="LEDGER_TABLE_NAME", min_length=3)
     archive_bucket: str = Field(alias="ARCHIVE_BUCKET_NAME", min_length=3)
+
+
+class HealthSettings(_EnvModel):
+    """What GET /health checks in this region."""
+
+    region_role: Literal["primary", "dr"] = Field(default="primary", alias="TANDEM_REGION_ROLE")
+    queue_url: str = Field(alias="TRANSACTION_QUEUE_URL", min_length=1)
+    ledger_table: str = Field(alias="LEDGER_TABLE_NAME", min_length=3)

@@ -95,6 +95,32 @@ def test_every_resource_statement_is_needed(deployment: dict[str, Any], sid: str
         _run_with_policy(deployment, without)
 
 
+def test_the_health_function_runs_with_exactly_its_template_policy(deployment: dict[str, Any]) -> None:
+    tpl: Template = deployment["template"]
+    sqs = boto3.client("sqs", region_name=REGION)
+    url = sqs.create_queue(QueueName="tandem-transactions")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    tpl.physical["TransactionQueue"] = {"Ref": url, "Arn": arn}
+    statements = [tpl.resolve(st) for st in tpl.properties("RegionHealthFunction")["Policies"][0]["Statement"]]
+    iam = boto3.client("iam", region_name=REGION)
+    iam.create_user(UserName="health")
+    iam.put_user_policy(
+        UserName="health", PolicyName="inline",
+        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}),
+    )  # fmt: skip
+    key = iam.create_access_key(UserName="health")["AccessKey"]
+    env = {
+        **tpl.function_environment("RegionHealthFunction"),
+        "AWS_REGION": REGION, "AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        "AWS_LAMBDA_FUNCTION_NAME": "tandem-region_health",
+    }  # fmt: skip
+    with function_environment(env):
+        handler = load_handler("region_health")
+        with enable_iam_authentication():
+            response = handler(load_event("http_health.json"), LambdaContext("health", REGION))
+    assert response["statusCode"] == 200, response["body"]
+
+
 def test_a_policy_scoped_to_another_table_is_refused(deployment: dict[str, Any]) -> None:
     statements = [
         {**st, "Resource": st["Resource"].replace("table/tandem-ledger", "table/other")}

@@ -57,14 +57,29 @@ def tandem(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("event", event_files(), ids=lambda p: p.name)
-def test_every_sample_event_gets_a_response(event: Path) -> None:
+@pytest.mark.parametrize("event", [e for e in event_files() if e.name.startswith("sqs_")], ids=lambda p: p.name)
+def test_every_sample_sqs_event_gets_a_response(event: Path) -> None:
     proc = tandem("invoke", "transaction_processor", str(event))
     assert proc.returncode == 0, proc.stderr
     response = json.loads(proc.stdout.strip().splitlines()[-1])
     records = json.loads(event.read_text())["Records"]
     assert set(response) == {"batchItemFailures"}
     assert {f["itemIdentifier"] for f in response["batchItemFailures"]} <= {r["messageId"] for r in records}
+
+
+def test_the_health_event_gets_200_in_both_regions() -> None:
+    for region in ("us-east-1", "us-west-2"):
+        proc = tandem("invoke", "region_health", str(ROOT / "events" / "http_health.json"), "--region", region)
+        assert proc.returncode == 0, proc.stderr
+        response = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert response["statusCode"] == 200
+        assert json.loads(response["body"])["region"] == region
+
+
+def test_every_event_file_is_used_by_a_test() -> None:
+    assert {e.name for e in event_files()} == {
+        "sqs_valid_batch.json", "sqs_invalid_records.json", "sqs_duplicates_and_conflict.json", "http_health.json",
+    }  # fmt: skip
 
 
 def test_an_event_of_another_shape_gets_lambdas_error_response(tmp_path: Path) -> None:

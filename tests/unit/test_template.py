@@ -110,6 +110,37 @@ def test_inline_iam_names_actions_and_resources(tpl: Template) -> None:
     assert tpl.resolve(table["Resource"]).endswith(":table/tandem-ledger")
 
 
+def test_ingress_sends_signed_posts_straight_to_the_queue_and_serves_health(tpl: Template) -> None:
+    integration = tpl.properties("IngressSqsIntegration")
+    assert integration["IntegrationSubtype"] == "SQS-SendMessage"
+    assert integration["RequestParameters"]["QueueUrl"] == {"Ref": "TransactionQueue"}
+    assert integration["RequestParameters"]["MessageBody"] == "$request.body"
+    route = tpl.properties("IngressTransactionsRoute")
+    assert (route["RouteKey"], route["AuthorizationType"]) == ("POST /transactions", "AWS_IAM")
+    role = tpl.properties("IngressRole")["Policies"][0]["PolicyDocument"]["Statement"]
+    assert {a for st in role for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])} == {
+        "sqs:SendMessage", "kms:GenerateDataKey", "kms:Decrypt",
+    }  # fmt: skip
+    health = tpl.properties("RegionHealthFunction")
+    assert health["Handler"] == "region_health.app.lambda_handler"
+    event = health["Events"]["Health"]["Properties"]
+    assert (event["Path"], event["Method"], event["ApiId"]) == ("/health", "GET", {"Ref": "IngressApi"})
+    assert "VpcConfig" not in health  # independent of the VPC's own health
+
+
+def test_health_function_environment_is_what_its_settings_read() -> None:
+    from tandem_core.settings import HealthSettings
+
+    tpl = Template.from_file(parameters=PARAMS, region="us-west-2")
+    tpl.physical["TransactionQueue"] = {"Ref": "https://sqs.us-west-2.amazonaws.com/111122223333/q"}
+    env = tpl.function_environment("RegionHealthFunction")
+    known = {f.alias for f in HealthSettings.model_fields.values()} | {
+        "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
+    }  # fmt: skip
+    assert set(env) <= known
+    assert HealthSettings.from_env(env).queue_url.endswith("/q")
+
+
 def test_no_literal_secret_in_the_template() -> None:
     text = APP_TEMPLATE.read_text(encoding="utf-8")
     assert not re.search(r"(?i)(password|secret)\s*:\s*['\"]?[A-Za-z0-9!@#$%^&*]{6,}", text)
