@@ -7,6 +7,7 @@ only through the standard variables (AWS_REGION, AWS_ENDPOINT_URL) and the templ
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -23,7 +24,8 @@ from moto.server import ThreadedMotoServer
 
 from tandem import moto_ext
 from tandem.localpg import LocalPostgres, free_port
-from tandem.template import ROOT, Template
+from tandem.template import GLOBAL_TEMPLATE, ROOT, Template, TemplateError
+from tandem.template import load as load_template
 
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -31,15 +33,17 @@ FAKE_CREDENTIALS = {
     "AWS_SESSION_TOKEN": "testing",
 }
 
-# The DynamoDB global table's key schema. It lives in infra_global/ once that template exists (issue 4);
-# until then this is its single definition, used by every local run.
-LEDGER_TABLE_KEYS = {
-    "AttributeDefinitions": [
-        {"AttributeName": "pk", "AttributeType": "S"},
-        {"AttributeName": "sk", "AttributeType": "S"},
-    ],
-    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-}
+
+@functools.cache
+def ledger_table_keys() -> dict[str, Any]:
+    """The DynamoDB global table's key schema, as infra_global/template.yaml declares it."""
+    doc = load_template(GLOBAL_TEMPLATE)
+    tables = [r for r in doc["Resources"].values() if r.get("Type") == "AWS::DynamoDB::GlobalTable"]
+    if len(tables) != 1:
+        raise TemplateError(f"{GLOBAL_TEMPLATE} must declare exactly one AWS::DynamoDB::GlobalTable")
+    props = tables[0]["Properties"]
+    return {"AttributeDefinitions": props["AttributeDefinitions"], "KeySchema": props["KeySchema"]}
+
 
 FUNCTIONS = {"transaction_processor": "TransactionProcessorFunction", "region_health": "RegionHealthFunction"}
 
@@ -118,7 +122,7 @@ def provision(region: LocalRegion) -> None:
     """Create the region's resources in the emulator from the template's definitions."""
     res, tpl = region.resources, region.template
     ddb = region.client("dynamodb")
-    ddb.create_table(TableName=res.table, BillingMode="PAY_PER_REQUEST", **LEDGER_TABLE_KEYS)
+    ddb.create_table(TableName=res.table, BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
     s3 = region.client("s3")
     if region.region == "us-east-1":
         s3.create_bucket(Bucket=res.bucket)

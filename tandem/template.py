@@ -15,6 +15,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_TEMPLATE = ROOT / "template.yaml"
+GLOBAL_TEMPLATE = ROOT / "infra_global" / "template.yaml"
 
 
 class TemplateError(ValueError):

@@ -18,7 +18,7 @@ from moto import mock_aws
 from moto.core.authorization import enable_iam_authentication
 
 from tandem.lambda_runtime import LambdaContext, load_handler
-from tandem.local import LEDGER_TABLE_KEYS, function_environment
+from tandem.local import function_environment, ledger_table_keys
 from tandem.localpg import LocalPostgres
 from tandem.template import Template
 from tandem.twin.extensions import iam_resources
@@ -33,7 +33,7 @@ def deployment(pg_server: LocalPostgres, database: str) -> Iterator[dict[str, An
     iam_resources.install()
     with mock_aws():
         ddb = boto3.client("dynamodb", region_name=REGION)
-        ddb.create_table(TableName="tandem-ledger", BillingMode="PAY_PER_REQUEST", **LEDGER_TABLE_KEYS)
+        ddb.create_table(TableName="tandem-ledger", BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
         boto3.client("s3", region_name=REGION).create_bucket(Bucket="tandem-archive-primary")
         secret = json.dumps({"username": pg_server.user, "password": pg_server.password})
         secret_arn = boto3.client("secretsmanager", region_name=REGION).create_secret(

@@ -11,7 +11,7 @@ import pytest
 from moto import mock_aws
 
 from tandem.lambda_runtime import LambdaContext, load_handler
-from tandem.local import LEDGER_TABLE_KEYS, function_environment
+from tandem.local import function_environment, ledger_table_keys
 from tests.conftest import load_event
 
 
@@ -21,7 +21,7 @@ def region(aws_env: None) -> Iterator[dict[str, Any]]:
         sqs = boto3.client("sqs", region_name="us-east-1")
         url = sqs.create_queue(QueueName="tandem-transactions")["QueueUrl"]
         ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(TableName="tandem-ledger", BillingMode="PAY_PER_REQUEST", **LEDGER_TABLE_KEYS)
+        ddb.create_table(TableName="tandem-ledger", BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
         yield {"sqs": sqs, "ddb": ddb, "queue_url": url}
 
 

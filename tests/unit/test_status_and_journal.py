@@ -11,7 +11,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tandem.local import LEDGER_TABLE_KEYS
+from tandem.local import ledger_table_keys
 from tandem_core.archive import Journal, journal_key
 from tandem_core.ledger import Entry
 from tandem_core.models import parse_transaction
@@ -32,7 +32,7 @@ def entries(name: str) -> list[Entry]:
 def aws(aws_env: None) -> Iterator[dict[str, Any]]:
     with mock_aws():
         ddb = boto3.client("dynamodb", region_name="us-east-1")
-        ddb.create_table(TableName="ledger", BillingMode="PAY_PER_REQUEST", **LEDGER_TABLE_KEYS)
+        ddb.create_table(TableName="ledger", BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="archive")
         yield {"dynamodb": ddb, "s3": s3}
