@@ -603,22 +603,25 @@ def test_outputs_and_ssm_cover_every_data_layer_parameter_of_the_app(role: Deplo
     for name in required:
         path = f"/tandem/{role.app_role}/{_kebab(name)}"
         assert path in ssm, path
-        expected_type = "StringList" if app[name].startswith("List<") else "String"
+        expected_type = "StringList" if "List<" in app[name] else "String"
         assert ssm[path]["Type"] == expected_type, path
         assert ssm[path]["Value"] == role.outputs[name]["Value"], path
 
 
-def test_published_names_match_the_app_config_envs(role: Deployment) -> None:
-    """The app's samconfig names the archive bucket; the global stack of that region creates exactly it."""
+def test_the_app_config_envs_read_what_the_global_stack_publishes(role: Deployment) -> None:
+    """Nothing is copied by hand: each data-layer parameter of the app is an SSM-typed parameter whose
+    value in samconfig is the name the global stack of the same region publishes."""
     config = tomllib.loads(Path(ROOT / "samconfig.toml").read_text(encoding="utf-8"))
     overrides = config[role.app_role]["deploy"]["parameters"]["parameter_overrides"]
     app_values = dict(o.split("=", 1) for o in overrides)
     assert app_values["RegionRole"] == role.app_role
-    assert role.text(role.props("ArchiveBucket")["BucketName"]) == app_values["ArchiveBucketName"]
-    assert app_values["LedgerTableName"] == role.tpl.parameter("LedgerTableName")
-    (cluster,) = role.of_type("AWS::RDS::DBCluster").values()
-    assert app_values["LedgerDbHost"].startswith(cluster["Properties"]["DBClusterIdentifier"] + ".cluster-")
     assert config[role.app_role]["global"]["parameters"]["region"] == role.tpl.region
+    published = {role.text(p["Properties"]["Name"]) for p in role.of_type("AWS::SSM::Parameter").values()}
+    app_types = _app_parameter_groups()
+    for name in APP_DATA_PARAMETERS:
+        assert app_types[name].startswith("AWS::SSM::Parameter::Value<"), name
+        assert app_values[name] == f"/tandem/{role.app_role}/{_kebab(name)}", name
+        assert app_values[name] in published, name
 
 
 def test_samconfig_has_global_envs_for_both_regions() -> None:
