@@ -31,6 +31,8 @@ DNS = {
     "RecordName": "txn.example.com",
     "PrimaryIngressDomain": "primary.txn.example.com",
     "DrIngressDomain": "dr.txn.example.com",
+    "PrimaryHealthCheckDomain": "abc123.execute-api.us-east-1.amazonaws.com",
+    "DrHealthCheckDomain": "def456.execute-api.us-west-2.amazonaws.com",
 }
 GATE_ALARM = "tandem-primary-active-gate"
 #: The app template's data-layer parameters that the global stack must publish (issue list).
@@ -545,7 +547,7 @@ def test_primary_answer_is_guarded_by_endpoint_and_dr_region_gate(primary: Deplo
     assert int(calculated["HealthThreshold"]) == len(children) == 2  # both must be healthy
     by_type = {c["Type"]: c for c in children}
     endpoint = by_type["HTTPS"]
-    assert endpoint["FullyQualifiedDomainName"] == {"Ref": "PrimaryIngressDomain"}
+    assert endpoint["FullyQualifiedDomainName"] == {"Ref": "PrimaryHealthCheckDomain"}
     assert endpoint["ResourcePath"] == "/health"
     gate = by_type["CLOUDWATCH_METRIC"]
     assert primary.text(gate["AlarmIdentifier"]["Region"]) == DR_REGION
@@ -555,7 +557,7 @@ def test_primary_answer_is_guarded_by_endpoint_and_dr_region_gate(primary: Deplo
     (alarm,) = secondary.of_type("AWS::CloudWatch::Alarm").values()
     assert alarm["Properties"]["AlarmName"] == gate["AlarmIdentifier"]["Name"]
     dr_check = _health_check(primary, records["SECONDARY"]["HealthCheckId"])
-    assert (dr_check["Type"], dr_check["FullyQualifiedDomainName"]) == ("HTTPS", {"Ref": "DrIngressDomain"})
+    assert (dr_check["Type"], dr_check["FullyQualifiedDomainName"]) == ("HTTPS", {"Ref": "DrHealthCheckDomain"})
     assert dr_check["ResourcePath"] == "/health"
 
 
