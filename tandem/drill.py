@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import boto3
 import pg8000.native
 
+from tandem.local import emulator_client
+from tandem.localpg import connect_uri
 from tandem.twin import launcher
 from tandem.twin.control import call, default_state_dir
 from tandem.workload import Workload, generate
@@ -66,17 +66,10 @@ class Target:
         )  # fmt: skip
 
     def client(self, service: str) -> Any:
-        return boto3.client(
-            service, region_name=self.region, endpoint_url=self.endpoint,
-            aws_access_key_id="testing", aws_secret_access_key="testing",  # noqa: S106 - emulator credentials
-        )  # fmt: skip
+        return emulator_client(service, self.region, self.endpoint)
 
     def ledger(self) -> pg8000.native.Connection:
-        uri = urlsplit(self.postgres)
-        return pg8000.native.Connection(
-            user=uri.username or "", password=uri.password, host=uri.hostname or "127.0.0.1",
-            port=uri.port or 5432, database=uri.path.lstrip("/"), timeout=30,
-        )  # fmt: skip
+        return connect_uri(self.postgres)
 
 
 @dataclass(frozen=True)

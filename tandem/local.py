@@ -48,6 +48,18 @@ def ledger_table_keys() -> dict[str, Any]:
 FUNCTIONS = {"transaction_processor": "TransactionProcessorFunction", "region_health": "RegionHealthFunction"}
 
 
+def emulator_client(service: str, region: str, endpoint: str) -> Any:
+    """A boto3 client for one emulated region (the emulator accepts any credentials; these are fixed)."""
+    return boto3.client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 - the emulator's fixed test credentials
+        config=Config(retries={"max_attempts": 2}),
+    )
+
+
 @dataclass
 class RegionResources:
     table: str
@@ -73,14 +85,7 @@ class LocalRegion:
 
     def client(self, service: str) -> Any:
         if service not in self._clients:
-            self._clients[service] = boto3.client(
-                service,
-                region_name=self.region,
-                endpoint_url=self.endpoint,
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",  # noqa: S106 - the emulator's fixed test credentials
-                config=Config(retries={"max_attempts": 2}),
-            )
+            self._clients[service] = emulator_client(service, self.region, self.endpoint)
         return self._clients[service]
 
     def function_env(self, function: str) -> dict[str, str]:
@@ -180,11 +185,7 @@ def provision_alarms(region: LocalRegion) -> None:
 
 def provision_region(region: str, endpoint: str, pg: LocalPostgres, role: str) -> LocalRegion:
     """Create one region's resources behind ``endpoint`` for a ledger served by ``pg``."""
-    secrets = boto3.client(
-        "secretsmanager", region_name=region, endpoint_url=endpoint,
-        aws_access_key_id="testing", aws_secret_access_key="testing",  # noqa: S106 - emulator credentials
-    )  # fmt: skip
-    secret_arn = secrets.create_secret(
+    secret_arn = emulator_client("secretsmanager", region, endpoint).create_secret(
         Name="tandem/ledger/master",
         SecretString=json.dumps({"username": pg.user, "password": pg.password}),
     )["ARN"]

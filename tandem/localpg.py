@@ -20,6 +20,9 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import pg8000.native
 
 SERVER_USER = "postgres"  # OS user that runs the server when we are root
 
@@ -41,6 +44,15 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def connect_uri(uri: str, timeout: float = 30) -> pg8000.native.Connection:
+    """Connect with a libpq-style URI (what `tandem twin status --json` prints for each region)."""
+    parts = urlsplit(uri)
+    return pg8000.native.Connection(
+        user=parts.username or "", password=parts.password, host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432, database=parts.path.lstrip("/"), timeout=timeout,
+    )  # fmt: skip
 
 
 def _as_server_user(cmd: list[str]) -> list[str]:

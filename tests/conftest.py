@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,3 +18,13 @@ def load_event(name: str) -> dict[str, Any]:
 
 def event_files() -> list[Path]:
     return sorted(EVENTS.glob("*.json"))
+
+
+@dataclass
+class FakeClock:
+    """A twin clock a test moves by hand (extensions read ``now()``; no sleeping)."""
+
+    t: float = 1000.0
+
+    def now(self) -> float:
+        return self.t

@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pg8000.native
 import pytest
 
+from tandem.local import emulator_client
+from tandem.localpg import connect_uri
 from tandem.twin import launcher
 
 
@@ -30,21 +31,9 @@ def twin(twin_dir: Path) -> Iterator[dict[str, Any]]:
 
 
 def aws(status: dict[str, Any], region: str, service: str) -> Any:
-    return boto3.client(
-        service,
-        region_name=region,
-        endpoint_url=status["regions"][region]["endpoint"],
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return emulator_client(service, region, status["regions"][region]["endpoint"])
 
 
 def pg(status: dict[str, Any], region: str, timeout: float = 5) -> pg8000.native.Connection:
     """Connect with the libpq URI that `tandem twin status --json` prints."""
-    from urllib.parse import urlsplit
-
-    uri = urlsplit(status["regions"][region]["postgres"])
-    return pg8000.native.Connection(
-        user=uri.username or "", password=uri.password, host=uri.hostname or "", port=uri.port or 5432,
-        database=uri.path.lstrip("/"), timeout=timeout,
-    )  # fmt: skip
+    return connect_uri(status["regions"][region]["postgres"], timeout=timeout)

@@ -134,12 +134,16 @@ def _writer(twin: dict[str, Any], region: str) -> bool:
     return bool(next(m["IsWriter"] for m in members if m["DBClusterArn"].endswith(f"-{region}")))
 
 
+def _writer_and_reader(twin: dict[str, Any]) -> tuple[str, str]:
+    """(current writer region, the other region): earlier tests may already have moved the writer."""
+    return (PRIMARY, DR) if _writer(twin, PRIMARY) else (DR, PRIMARY)
+
+
 @pytest.mark.parametrize("mode", ["switchover", "failover"])
 def test_promotion_through_the_rds_api_moves_the_writer_and_keeps_committed_rows(
     twin: dict[str, Any], mode: str
 ) -> None:
-    current = PRIMARY if _writer(twin, PRIMARY) else DR
-    target = DR if current == PRIMARY else PRIMARY
+    current, target = _writer_and_reader(twin)
     conn = pg(twin, current)
     conn.run("CREATE TABLE IF NOT EXISTS promo (id text PRIMARY KEY)")
     ids = [f"{mode}-{i}-{uuid.uuid4().hex[:6]}" for i in range(50)]
@@ -174,8 +178,7 @@ def test_failover_while_the_writer_region_is_down_promotes_what_the_standby_had(
 ) -> None:
     from tandem.twin.control import call
 
-    current = PRIMARY if _writer(twin, PRIMARY) else DR
-    target = DR if current == PRIMARY else PRIMARY
+    current, target = _writer_and_reader(twin)
     conn = pg(twin, current)
     conn.run("CREATE TABLE IF NOT EXISTS promo (id text PRIMARY KEY)")
     conn.run("INSERT INTO promo VALUES (:i)", i=f"before-outage-{uuid.uuid4().hex[:6]}")

@@ -13,6 +13,7 @@ from moto import mock_aws
 
 from tandem.twin.extensions import dynamodb_replication
 from tandem.twin.extensions.dynamodb_replication import DynamoReplicator
+from tests.conftest import FakeClock
 
 EAST, WEST = "us-east-1", "us-west-2"
 TABLE = "tandem-ledger"
@@ -23,14 +24,6 @@ KEYS: dict[str, Any] = {
     ],
     "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
 }
-
-
-@dataclass
-class FakeClock:
-    t: float = 1000.0
-
-    def now(self) -> float:
-        return self.t
 
 
 @dataclass

@@ -13,18 +13,11 @@ from moto import mock_aws
 
 from tandem.twin.extensions import s3_replication
 from tandem.twin.extensions.s3_replication import S3Replicator
+from tests.conftest import FakeClock
 
 EAST, WEST = "us-east-1", "us-west-2"
 A, B = "tandem-archive-us-east-1", "tandem-archive-us-west-2"
 ROLE = "arn:aws:iam::123456789012:role/replication"
-
-
-@dataclass
-class FakeClock:
-    t: float = 1000.0
-
-    def now(self) -> float:
-        return self.t
 
 
 @dataclass
