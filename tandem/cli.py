@@ -1,14 +1,21 @@
-"""`tandem`: the operator CLI (drill, invoke). Errors are one clear line on stderr, never a traceback."""
+"""`tandem`: the operator CLI (drill, invoke, twin). Errors are one clear line on stderr, never a traceback.
+
+Exit codes: 0 done (a drill that PASSED); 1 a drill whose audit FAILED, or a function error from invoke;
+2 could not run (bad input, no twin, an outage mid-run); 130 interrupted (Ctrl-C or SIGTERM).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from tandem.aws_regions import check_region
 from tandem.lambda_runtime import HANDLERS
 
 
@@ -36,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     invoke = sub.add_parser("invoke", help="run one function with an event file, Docker-free")
     invoke.add_argument("function", choices=sorted(HANDLERS))
     invoke.add_argument("event", type=Path)
-    invoke.add_argument("--region", default="us-east-1")
+    invoke.add_argument("--region", type=_region, default="us-east-1")
 
     twin = sub.add_parser("twin", help="the local twin: two AWS regions on this machine")
     twin.add_argument("--state-dir", type=Path, default=None, help="default .tandem/twin (or $TANDEM_TWIN_DIR)")
@@ -44,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = tsub.add_parser("up", help="start and provision both regions")
     up.add_argument("--detach", action="store_true", help="return once ready (else run until Ctrl-C)")
     up.add_argument("--scale", type=_positive_float, default=1.0, help="clock compression (60: a minute per second)")
-    up.add_argument("--primary", default="us-east-1")
-    up.add_argument("--dr", default="us-west-2")
+    up.add_argument("--primary", type=_region, default="us-east-1")
+    up.add_argument("--dr", type=_region, default="us-west-2")
     st = tsub.add_parser("status", help="regions, endpoints, databases, replication")
     st.add_argument("--json", action="store_true")
     for name, text in (("outage", "take a region down (API and database)"), ("restore", "bring a region back")):
@@ -62,9 +69,18 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{value} must be > 0")
     return value
+
+
+def _region(text: str) -> str:
+    try:
+        return check_region(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _twin(args: argparse.Namespace) -> int:
@@ -74,6 +90,8 @@ def _twin(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or default_state_dir()
     match args.twin_command:
         case "up":
+            if args.primary == args.dr:
+                raise ValueError(f"--primary and --dr must be two different regions (both are {args.primary})")
             status = launcher.start(state_dir, scale=args.scale, primary=args.primary, dr=args.dr)
             print(_describe(status))
             if args.detach:
@@ -111,15 +129,26 @@ def _describe(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    """SIGTERM ends a command the way Ctrl-C does, so every cleanup on the way out runs (a twin it started stops)."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _progress(line: str) -> None:
+    print(f"tandem drill: {line}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "drill":
             from tandem.drill import DrillOptions, run, summary
 
             if args.duplicates and not args.transactions:
                 raise ValueError("--duplicates needs --transactions > 0 (there is nothing to redeliver)")
-            report, path = run(DrillOptions(args.transactions, args.poison, args.duplicates, args.seed, args.report))
+            options = DrillOptions(args.transactions, args.poison, args.duplicates, args.seed, args.report)
+            report, path = run(options, progress=_progress)
             print(summary(report, path))
             return 0 if report["passed"] else 1
         if args.command == "twin":
@@ -134,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tandem: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError) as exc:  # TwinNotRunning is a RuntimeError
+    except (ValueError, OSError, RuntimeError) as exc:  # TwinNotRunning and DrillError are RuntimeErrors
         print(f"tandem {args.command}: {exc}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 2  # pragma: no cover - argparse enforces a command
 
 

@@ -5,31 +5,54 @@ moves poison to the DLQ after maxReceiveCount receives. The drill only produces,
 empty, and audits through the same endpoints and database URI that `tandem twin status --json` prints.
 It starts the twin (on a compressed clock, so retries after the visibility timeout take a fraction of a
 second) when none is running, and stops what it started. On a twin that is already running, the audit
-compares before/after snapshots, so earlier work in the twin does not count.
+compares before/after snapshots, so earlier work in the twin does not count, and every run's transaction
+ids are its own (the seed fixes the workload's shape; a per-run salt keeps two runs of one seed apart).
+
+Two ways to end without PASSED, told apart by exit code: the audit found a problem (exit 1, full report)
+or the drill could not run (:class:`DrillError`, exit 2, one line and whatever partial report exists).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import random
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pg8000.native
+from botocore.exceptions import BotoCoreError, ClientError
 
 from tandem.local import emulator_client
 from tandem.localpg import connect_uri
 from tandem.twin import launcher
 from tandem.twin.control import call, default_state_dir
+from tandem.twin.ownership import DRILL_LOCK, FileLock
 from tandem.workload import Workload, generate
 
 FUNCTION = "transaction_processor"
 DRILL_SCALE = 600.0  # ten emulated minutes per real second: a 190 s visibility timeout passes in 0.3 s
 MAX_IN_FLIGHT = 50  # producer back-pressure: keep the queue short, as a consumer that keeps up does
+PROGRESS_EVERY = 5.0  # real seconds between progress lines while waiting
+#: What can break a drill from outside its audit: an emulator or database gone (an outage), a twin gone.
+RUN_ERRORS = (BotoCoreError, ClientError, pg8000.native.Error, OSError, RuntimeError, TimeoutError)
+
+Progress = Callable[[str], None]
+
+
+class DrillError(RuntimeError):
+    """The drill could not run to its audit; ``report_path`` holds the partial report, when one was written."""
+
+    def __init__(self, message: str, report_path: Path | None = None) -> None:
+        super().__init__(message + (f"; partial report: {report_path}" if report_path else ""))
+        self.report_path = report_path
 
 
 @dataclass(frozen=True)
@@ -41,6 +64,10 @@ class DrillOptions:
     report: Path | None = None
     state_dir: Path | None = None
     timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ValueError(f"timeout must be a finite number of seconds > 0, not {self.timeout}")
 
 
 @dataclass
@@ -96,7 +123,7 @@ def produce(target: Target, bodies: list[str], deadline: float) -> None:
     """Send every body in batches of 10, never letting more than MAX_IN_FLIGHT wait in the queue."""
     sqs = target.client("sqs")
     for i in range(0, len(bodies), 10):
-        while _in_queue(sqs, target.queue_url) > MAX_IN_FLIGHT:
+        while _queue_depth(sqs, target.queue_url)[0] > MAX_IN_FLIGHT:
             if time.monotonic() > deadline:
                 raise TimeoutError("the twin is not consuming the queue (is the event source mapping enabled?)")
             time.sleep(0.02)
@@ -108,20 +135,34 @@ def produce(target: Target, bodies: list[str], deadline: float) -> None:
             raise RuntimeError(f"SQS refused messages: {resp['Failed']}")
 
 
-def wait_drained(target: Target, deadline: float) -> None:
-    sqs, empty_checks = target.client("sqs"), 0
+def wait_drained(target: Target, deadline: float, progress: Progress | None = None) -> None:
+    """Wait until nothing is waiting or in flight; say how it goes every few seconds (retries can be slow)."""
+    sqs, empty_checks, next_note = target.client("sqs"), 0, time.monotonic() + PROGRESS_EVERY
     while time.monotonic() < deadline:
-        empty_checks = empty_checks + 1 if _in_queue(sqs, target.queue_url, in_flight=True) == 0 else 0
+        visible, in_flight = _queue_depth(sqs, target.queue_url)
+        empty_checks = empty_checks + 1 if visible + in_flight == 0 else 0
         if empty_checks >= 3:
             return
+        if progress is not None and time.monotonic() >= next_note:
+            progress(f"waiting for the queue to drain: {visible} waiting, {in_flight} in flight (retries)")
+            next_note = time.monotonic() + PROGRESS_EVERY
         time.sleep(0.05)
     raise TimeoutError("the queue was not drained in time")
 
 
-def _in_queue(sqs: Any, url: str, in_flight: bool = False) -> int:
+def _queue_depth(sqs: Any, url: str) -> tuple[int, int]:
     names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
-    return int(attrs[names[0]]) + (int(attrs[names[1]]) if in_flight else 0)
+    return int(attrs[names[0]]), int(attrs[names[1]])
+
+
+def dead_letter_seconds(target: Target, clock_scale: float) -> float:
+    """Real seconds a poison message needs to reach the DLQ on this twin: maxReceiveCount visibility timeouts."""
+    attrs = target.client("sqs").get_queue_attributes(
+        QueueUrl=target.queue_url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
+    )["Attributes"]
+    receives = int(json.loads(attrs.get("RedrivePolicy", "{}")).get("maxReceiveCount", 1))
+    return receives * int(attrs["VisibilityTimeout"]) / clock_scale
 
 
 def take_dlq(target: Target) -> list[str]:
@@ -163,6 +204,7 @@ def audit(target: Target, wl: Workload, before: Snapshot, committed_metric: int,
     try:
         ledger_ids = _ledger_ids(conn)
         balances = _balances(conn)
+        migrated = _table_exists(conn, "ledger_transaction") and _table_exists(conn, "account_balance")
         from_rows = {
             (str(a), str(c).strip()): int(b)
             for a, c, b in conn.run(
@@ -172,11 +214,11 @@ def audit(target: Target, wl: Workload, before: Snapshot, committed_metric: int,
                 " GROUP BY 1, 2"
             )
             or []
-        }
+        } if migrated else {}  # fmt: skip
         currency_sums = {
             str(c).strip(): int(s)
             for c, s in conn.run("SELECT currency, sum(balance_minor) FROM account_balance GROUP BY 1") or []
-        }
+        } if migrated else {}  # fmt: skip
     finally:
         conn.close()
 
@@ -214,14 +256,19 @@ def audit(target: Target, wl: Workload, before: Snapshot, committed_metric: int,
     }
 
 
+def _table_exists(conn: pg8000.native.Connection, table: str) -> bool:
+    """The ledger's tables appear with the first batch that has a valid transaction (the processor migrates)."""
+    return bool((conn.run("SELECT to_regclass(:t) IS NOT NULL", t=table) or [[False]])[0][0])
+
+
 def _ledger_ids(conn: pg8000.native.Connection) -> set[str]:
-    if not (conn.run("SELECT to_regclass('ledger_transaction') IS NOT NULL") or [[False]])[0][0]:
+    if not _table_exists(conn, "ledger_transaction"):
         return set()
     return {str(r[0]) for r in conn.run("SELECT CAST(transaction_id AS text) FROM ledger_transaction") or []}
 
 
 def _balances(conn: pg8000.native.Connection) -> dict[tuple[str, str], int]:
-    if not (conn.run("SELECT to_regclass('account_balance') IS NOT NULL") or [[False]])[0][0]:
+    if not _table_exists(conn, "account_balance"):
         return {}
     rows = conn.run("SELECT account_id, currency, balance_minor FROM account_balance") or []
     return {(str(a), str(c).strip()): int(b) for a, c, b in rows}
@@ -252,27 +299,43 @@ def _journal_ids(target: Target, ids: set[str]) -> set[str]:
     return found & ids
 
 
-def run(options: DrillOptions) -> tuple[dict[str, Any], Path]:
-    started = time.monotonic()
-    wl = generate(options.transactions, options.poison, options.duplicates, options.seed)
+def report_destination(requested: Path | None, run_id: str) -> Path:
+    """Where the report goes, checked writable *before* the drill runs (a result is never lost at the end).
+
+    Default names carry the time and the run id, so two drills never write the same file.
+    """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    report_path = options.report or Path("reports") / f"drill-{stamp}.json"
-    report_path.parent.mkdir(parents=True, exist_ok=True)
+    path = requested or Path("reports") / f"drill-{stamp}-{run_id[:8]}.json"
+    if path.is_dir():
+        raise DrillError(f"--report {path} is a directory; give a file path")
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise DrillError(f"cannot write the report to {path}: {exc.strerror or exc}") from None
+    if not existed:
+        path.unlink()
+    return path
+
+
+def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[str, Any], Path]:
+    """Run the drill and write its report; DrillError when it could not run (with a partial report)."""
+    started = time.monotonic()
+    run_id = uuid.uuid4().hex
+    wl = generate(options.transactions, options.poison, options.duplicates, options.seed, salt=int(run_id, 16))
+    report_path = report_destination(options.report, run_id)
     state_dir = options.state_dir or default_state_dir()
-    with launcher.ensure_running(state_dir, scale=DRILL_SCALE) as started_twin:
-        status = call(state_dir, "GET", "/status")
-        target = Target.primary_of(status, state_dir)
-        leftover_dlq = take_dlq(target)
-        before = snapshot(target)
-        deadline = time.monotonic() + options.timeout
-        bodies = wl.messages(random.Random(options.seed + 1))
-        produce(target, bodies, deadline)
-        wait_drained(target, deadline)
-        dlq = take_dlq(target)
-        reports = function_reports(target, before.log_offset)
-        outcome = audit(target, wl, before, reports["TransactionsCommitted"], dlq)
-    report = {
+    drill_lock = FileLock(state_dir / DRILL_LOCK)
+    if not drill_lock.acquire():
+        drill_lock.close()
+        raise DrillError(f"another drill (pid {drill_lock.holder()}) is running on the twin in {state_dir}")
+    drill_lock.record_holder(os.getpid())
+    bodies = wl.messages(random.Random(options.seed + 1))
+    report: dict[str, Any] = {
         "drill": "twin, primary region",
+        "run_id": run_id,
         "options": {
             "transactions": options.transactions, "poison": options.poison, "duplicates": options.duplicates,
             "seed": options.seed,
@@ -280,18 +343,62 @@ def run(options: DrillOptions) -> tuple[dict[str, Any], Path]:
         "workload": {
             "sent": len(bodies), "valid": len(wl.valid), "poison": len(wl.poison), "duplicates": len(wl.duplicates),
         },
-        **outcome,
-        "processing": {"invocations": reports["invocations"], "dlq_left_from_earlier": len(leftover_dlq)},
-        "twin": {
-            "region": target.region, "started_by_drill": started_twin, "clock_scale": status["clock"]["scale"],
-            "state_dir": str(state_dir),
-        },
-        "wall_seconds": round(time.monotonic() - started, 3),
-        "function_log": str(target.function_log),
     }  # fmt: skip
+    stage = "starting the twin"
+    try:
+        with launcher.ensure_running(state_dir, scale=DRILL_SCALE) as started_twin:
+            stage = "reading the twin's status"
+            status = call(state_dir, "GET", "/status")
+            target = Target.primary_of(status, state_dir)
+            scale = float(status["clock"]["scale"])
+            report["twin"] = {
+                "region": target.region, "started_by_drill": started_twin, "clock_scale": scale,
+                "state_dir": str(state_dir),
+            }  # fmt: skip
+            deadline = time.monotonic() + options.timeout
+            stage = "checking the twin's clock"
+            if wl.poison:
+                needed = dead_letter_seconds(target, scale)
+                if needed > options.timeout:
+                    raise DrillError(
+                        f"the running twin's clock is x{scale:g}: a poison message needs {needed:.0f} s to reach "
+                        f"the DLQ, more than the drill's {options.timeout:.0f} s; stop it (`tandem twin down`) so "
+                        f"the drill starts its own at x{DRILL_SCALE:g}, or start it with "
+                        f"`tandem twin up --scale {DRILL_SCALE:g}`"
+                    )
+            stage = "taking what earlier runs left in the DLQ"
+            leftover_dlq = take_dlq(target)
+            before = snapshot(target)
+            stage = "sending the workload"
+            produce(target, bodies, deadline)
+            stage = "waiting for the queue to drain"
+            wait_drained(target, deadline, progress)
+            stage = "auditing"
+            dlq = take_dlq(target)
+            reports = function_reports(target, before.log_offset)
+            outcome = audit(target, wl, before, reports["TransactionsCommitted"], dlq)
+    except (DrillError, *RUN_ERRORS) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        report.update(passed=False, completed=False, error={"stage": stage, "message": message})
+        report["wall_seconds"] = round(time.monotonic() - started, 3)
+        _write(report_path, report)
+        raise DrillError(f"the drill could not run ({stage}): {message}", report_path) from None
+    finally:
+        drill_lock.close()
+    report.update(outcome)
+    report["processing"] = {"invocations": reports["invocations"], "dlq_left_from_earlier": len(leftover_dlq)}
+    report["wall_seconds"] = round(time.monotonic() - started, 3)
+    report["function_log"] = str(target.function_log)
+    report["completed"] = True
     report["passed"] = all(outcome["invariants"].values())
-    report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    _write(report_path, report)
     return report, report_path
+
+
+def _write(path: Path, report: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def summary(report: dict[str, Any], path: Path) -> str:

@@ -55,7 +55,8 @@ def connect_uri(uri: str, timeout: float = 30) -> pg8000.native.Connection:
     )  # fmt: skip
 
 
-def _as_server_user(cmd: list[str]) -> list[str]:
+def server_command(cmd: list[str]) -> list[str]:
+    """``cmd`` as the OS user that owns the server's files (``postgres`` when we are root)."""
     if os.geteuid() == 0:
         return ["runuser", "-u", SERVER_USER, "--", *cmd]
     return cmd
@@ -220,7 +221,7 @@ class LocalPostgres:
 
     def _server(self, *cmd: str, env: dict[str, str] | None = None) -> None:
         full_env = {**os.environ, **(env or {})}
-        proc = subprocess.run(_as_server_user(list(cmd)), capture_output=True, text=True, env=full_env, check=False)
+        proc = subprocess.run(server_command(list(cmd)), capture_output=True, text=True, env=full_env, check=False)
         if proc.returncode != 0:
             log = ""
             if self.base_dir is not None and (self.base_dir / "server.log").exists():

@@ -43,7 +43,7 @@ def _amount(rng: random.Random, digits: int) -> str:
     return f"{minor // 10**digits}.{minor % 10**digits:0{digits}d}"
 
 
-def _valid(rng: random.Random, accounts: list[str], at: datetime) -> dict[str, str]:
+def _valid(rng: random.Random, accounts: list[str], at: datetime, salt: int = 0) -> dict[str, str]:
     code, digits, _ = rng.choices(CURRENCIES, weights=[w for *_, w in CURRENCIES])[0]
     a, b = rng.sample(accounts, 2)
     offset = rng.choice(["Z", "+00:00", "+09:00", "-05:00", "+05:30"])
@@ -53,7 +53,7 @@ def _valid(rng: random.Random, accounts: list[str], at: datetime) -> dict[str, s
         delta = timedelta(hours=int(offset[1:3]), minutes=int(offset[4:6])) * sign
         stamp = (at + delta).strftime("%Y-%m-%dT%H:%M:%S") + offset
     return {
-        "transaction_id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "transaction_id": str(uuid.UUID(int=rng.getrandbits(128) ^ salt, version=4)),
         "account_id": a,
         "counterparty_id": b,
         "amount": _amount(rng, digits),
@@ -62,8 +62,8 @@ def _valid(rng: random.Random, accounts: list[str], at: datetime) -> dict[str, s
     }
 
 
-def _poison(rng: random.Random, accounts: list[str], at: datetime, kind: int) -> str:
-    t = _valid(rng, accounts, at)
+def _poison(rng: random.Random, accounts: list[str], at: datetime, kind: int, salt: int) -> str:
+    t = _valid(rng, accounts, at, salt)
     match kind % 10:
         case 0:
             return "not json at all"
@@ -87,7 +87,8 @@ def _poison(rng: random.Random, accounts: list[str], at: datetime, kind: int) ->
             return json.dumps(t).replace(f'"{t["amount"]}"', "12.5")  # a JSON number (float) amount
 
 
-def generate(transactions: int, poison: int, duplicates: int, seed: int, accounts: int = 40) -> Workload:
+def generate(transactions: int, poison: int, duplicates: int, seed: int, accounts: int = 40, salt: int = 0) -> Workload:
+    """The seed fixes the workload; ``salt`` (mixed into every transaction id) keeps two runs of one seed apart."""
     if transactions < 0 or poison < 0 or duplicates < 0:
         raise ValueError("transactions, poison and duplicates must be >= 0")
     if duplicates and not transactions:
@@ -97,9 +98,9 @@ def generate(transactions: int, poison: int, duplicates: int, seed: int, account
     start = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
     wl = Workload()
     while len(wl.valid) < transactions:
-        t = _valid(rng, names, start + timedelta(seconds=len(wl.valid)))
+        t = _valid(rng, names, start + timedelta(seconds=len(wl.valid)), salt)
         wl.valid[t["transaction_id"]] = json.dumps(t)
-    wl.poison = [_poison(rng, names, start, i) for i in range(poison)]
+    wl.poison = [_poison(rng, names, start, i, salt) for i in range(poison)]
     originals = list(wl.valid.values())
     wl.duplicates = [rng.choice(originals) for _ in range(duplicates)]
     return wl

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tandem.localpg import pg_bin
 from tandem.template import ROOT
 
 STATE_FILE = "twin.json"
@@ -56,30 +52,3 @@ def call(
         raise RuntimeError(str(detail)) from None
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         raise TwinNotRunning(f"no answer on its control port: {exc}") from None
-
-
-def cleanup_after_crash(state_dir: Path) -> list[str]:
-    """Stop what a dead twin left behind (PostgreSQL servers, data dirs, state file); returns what was done."""
-    done: list[str] = []
-    try:
-        state = read_state(state_dir)
-    except TwinNotRunning:
-        return done
-    pid = state.get("pid")
-    if isinstance(pid, int):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, 9)
-            done.append(f"killed twin process {pid}")
-    pg_root = state.get("postgres_dir")
-    if pg_root and Path(pg_root).exists():
-        for data in Path(pg_root).glob("*/data"):
-            if (data / "postmaster.pid").exists():
-                cmd = [pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]
-                if os.geteuid() == 0:
-                    cmd = ["runuser", "-u", "postgres", "--", *cmd]
-                subprocess.run(cmd, capture_output=True, check=False)
-                done.append(f"stopped PostgreSQL in {data}")
-        shutil.rmtree(pg_root, ignore_errors=True)
-        done.append(f"removed {pg_root}")
-    (state_dir / STATE_FILE).unlink(missing_ok=True)
-    return done

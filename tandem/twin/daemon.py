@@ -11,12 +11,12 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tandem.aws_regions import check_region_pair
 from tandem.local import FUNCTIONS, LocalRegion, provision_region
 from tandem.localpg import free_port
 from tandem.template import ROOT
@@ -33,6 +34,7 @@ from tandem.twin.aurora import AuroraGlobal
 from tandem.twin.clock import TwinClock
 from tandem.twin.control import STATE_FILE
 from tandem.twin.extensions import Ticking
+from tandem.twin.ownership import new_postgres_root, stop_postgres_under
 from tandem.twin.regions import RegionEndpoint
 from tandem.twin.rules import rules_from_template
 from tandem.twin.service_metrics import ServiceMetrics
@@ -48,6 +50,12 @@ class TwinConfig:
     dr: str = "us-west-2"
     scale: float = 1.0
     tick_seconds: float = 0.05  # real seconds between extension ticks
+    ephemeral: bool = False  # started for a drill or an invoke: the last such user stops it
+
+    def __post_init__(self) -> None:
+        check_region_pair(self.primary, self.dr)
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"clock scale must be a finite number > 0, not {self.scale}")
 
     @property
     def regions(self) -> tuple[str, str]:
@@ -58,32 +66,56 @@ class TwinConfig:
 
 
 class Worker:
-    """One function worker process (see tandem.twin.worker); one invocation at a time, like one Lambda env."""
+    """One function worker process (see tandem.twin.worker); one invocation at a time, like one Lambda env.
+
+    A worker that died (killed, or the runtime crashed) is replaced on the next invocation, as Lambda
+    replaces a failed execution environment: a new process, with its cold start. The death is logged.
+    """
 
     def __init__(self, function: str, local: LocalRegion, log_path: Path) -> None:
         self.function, self.region = function, local.region
         self._lock = threading.Lock()
         self._log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the worker
-        env = {**os.environ, **local.function_env(function), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tandem.twin.worker", function, local.region],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env, text=True, bufsize=1,
+        self._env = {**os.environ, **local.function_env(function), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+        self.restarts = 0
+        self._proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tandem.twin.worker", self.function, self.region],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=self._env, text=True, bufsize=1,
         )  # fmt: skip
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
         """The handler's reply: {"ok": True, "response": ...} or a function error."""
         with self._lock:
+            if self._proc.poll() is not None:
+                self._replace(f"exited with {self._proc.returncode} between invocations")
             assert self._proc.stdin is not None
             assert self._proc.stdout is not None
-            if self._proc.poll() is not None:
-                return {"ok": False, "errorType": "WorkerDied", "errorMessage": f"exit {self._proc.returncode}"}
-            self._proc.stdin.write(json.dumps(event) + "\n")
-            self._proc.stdin.flush()
-            line = self._proc.stdout.readline()
-        if not line:
-            return {"ok": False, "errorType": "WorkerDied", "errorMessage": "no reply"}
+            try:
+                self._proc.stdin.write(json.dumps(event) + "\n")
+                self._proc.stdin.flush()
+                line = self._proc.stdout.readline()
+            except (BrokenPipeError, ValueError):
+                line = ""
+            if not line:  # died during this invocation: Lambda reports Runtime.ExitError for it
+                code = self._proc.wait()
+                self._replace(f"exited with {code} during an invocation")
+                return {"ok": False, "errorType": "Runtime.ExitError", "errorMessage": f"runtime exited ({code})"}
         reply: dict[str, Any] = json.loads(line)
         return reply
+
+    def _replace(self, why: str) -> None:
+        log.warning("worker %s in %s %s; starting a new one", self.function, self.region, why)
+        self._log.write(f"tandem twin: execution environment {why}; starting a new one\n")
+        self._log.flush()
+        self.restarts += 1
+        self._proc = self._spawn()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
@@ -120,7 +152,7 @@ class Twin:
     def start(self) -> None:
         started = time.monotonic()
         cfg = self.config
-        self.pg_root = Path(tempfile.mkdtemp(prefix="tandem-twin-pg-"))
+        self.pg_root = new_postgres_root(cfg.state_dir)
         self.aurora = AuroraGlobal(self.pg_root, cfg.primary, cfg.dr)
         for region in cfg.regions:
             self.endpoints[region] = RegionEndpoint(region, free_port())
@@ -159,17 +191,22 @@ class Twin:
         if self.aurora is not None:
             self.aurora.stop()
         if self.pg_root is not None:
+            stop_postgres_under(self.pg_root)  # servers a start-up cut short left outside self.aurora
             shutil.rmtree(self.pg_root, ignore_errors=True)
 
     # ------------------------------------------------------------------ operations
     def outage(self, region: str) -> None:
         self._check_region(region)
+        if not self.endpoints[region].up:
+            raise ValueError(f"{region} is already down")
         self.endpoints[region].stop()
         assert self.aurora is not None
         self.aurora.outage(region)
 
     def restore(self, region: str) -> None:
         self._check_region(region)
+        if self.endpoints[region].up:
+            raise ValueError(f"{region} is not down; nothing to restore")
         assert self.aurora is not None
         self.aurora.restore(region)
         self.endpoints[region].start()
@@ -206,6 +243,9 @@ class Twin:
                 "postgres": self.aurora.uri(region),
                 "up": self.endpoints[region].up,
                 "database": self.aurora.role(region),
+                "functions": {
+                    fn: {"pid": w.pid, "restarts": w.restarts} for (r, fn), w in self.workers.items() if r == region
+                },
                 "resources": {
                     "ledger_table": local.resources.table,
                     "archive_bucket": local.resources.bucket,
@@ -461,37 +501,59 @@ class _ControlHandler(BaseHTTPRequestHandler):
             self._reply(500, {"error": f"{type(exc).__name__}: {exc}"})
 
 
+class StartupAborted(BaseException):
+    """SIGTERM/SIGINT while the twin is still starting: abandon start-up and clean up (see :func:`run`)."""
+
+
 def run(config: TwinConfig) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     state_path = config.state_dir / STATE_FILE
     shutdown = threading.Event()
+    ready = threading.Event()
     twin = Twin(config)
-    signal.signal(signal.SIGTERM, lambda *_: shutdown.set())
-    signal.signal(signal.SIGINT, lambda *_: shutdown.set())
+
+    def on_signal(signum: int, _frame: object) -> None:
+        shutdown.set()
+        if not ready.is_set():
+            raise StartupAborted(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     server: ThreadingHTTPServer | None = None
     try:
         twin.start()
         handler = type("Handler", (_ControlHandler,), {"twin": twin, "shutdown": shutdown})
         server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
-        state = {"pid": os.getpid(), "control_port": server.server_address[1], "postgres_dir": str(twin.pg_root)}
+        state = {
+            "pid": os.getpid(), "control_port": server.server_address[1], "postgres_dir": str(twin.pg_root),
+            "ephemeral": config.ephemeral,
+        }  # fmt: skip
+        ready.set()
+        if shutdown.is_set():  # a signal arrived between the end of start-up and here
+            return 0
         tmp = state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({**state, **twin.status()}, indent=2), encoding="utf-8")
         tmp.replace(state_path)
         log.info("twin ready in %.2f s", twin.started_at)
         shutdown.wait()
         return 0
-    except Exception:
+    except StartupAborted as exc:
+        log.info("start-up abandoned on %s", exc)
+        return 1
+    except Exception as exc:
+        log.error("start-up failed: %s: %s", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
         traceback.print_exc()
         return 1
     finally:
+        ready.set()  # from here on a signal only asks for what is already happening
         log.info("going down")
+        state_path.unlink(missing_ok=True)
         if server is not None:
             server.shutdown()
             server.server_close()
         twin.stop()
         log.info("down")
-        state_path.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,10 +562,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--primary", default="us-east-1")
     parser.add_argument("--dr", default="us-west-2")
     parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--lock-fd", type=int, required=True, help="the twin lock, taken by the launcher")
+    parser.add_argument("--ephemeral", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    return run(TwinConfig(args.state_dir, args.primary, args.dr, args.scale))
+    os.set_inheritable(args.lock_fd, False)  # held for this process's life; no worker or server inherits it
+    try:
+        config = TwinConfig(args.state_dir, args.primary, args.dr, args.scale, ephemeral=args.ephemeral)
+    except ValueError as exc:
+        print(f"tandem twin: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return run(config)
 
 
 if __name__ == "__main__":

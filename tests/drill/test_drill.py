@@ -42,12 +42,29 @@ def test_a_second_drill_on_the_same_twin_audits_only_its_own_work(twin_dir: Path
     assert report["result"]["ledger_rows_added"] == 40
 
 
+def test_the_same_seeded_drill_twice_on_one_twin_passes_both_times(twin_dir: Path, tmp_path: Path) -> None:
+    """Each run salts its transaction ids, so a rerun of a seed is new work, not a "duplicate" of the last."""
+    runs = [
+        run(DrillOptions(transactions=20, poison=1, duplicates=3, seed=21, report=tmp_path / f"{n}.json",
+                         state_dir=twin_dir))[0]
+        for n in range(2)
+    ]  # fmt: skip
+    assert [r["passed"] for r in runs] == [True, True]
+    assert [r["result"]["ledger_rows_added"] for r in runs] == [20, 20]
+    assert runs[0]["run_id"] != runs[1]["run_id"]
+
+
 def test_workload_is_reproducible_from_its_seed() -> None:
     a, b = generate(50, 5, 10, seed=9), generate(50, 5, 10, seed=9)
     assert a.valid == b.valid
     assert a.poison == b.poison
     assert generate(50, 5, 10, seed=10).valid != a.valid
     assert set(a.duplicates) <= set(a.valid.values())
+    salted = generate(50, 5, 10, seed=9, salt=12345)
+    assert set(salted.valid).isdisjoint(a.valid)
+    assert [json.loads(v)["amount"] for v in salted.valid.values()] == [
+        json.loads(v)["amount"] for v in a.valid.values()
+    ]
 
 
 def test_the_audit_catches_a_double_application_and_a_lost_write(twin_dir: Path) -> None:
@@ -99,3 +116,18 @@ def test_make_drill_command_line_starts_its_own_twin_and_stops_it(tmp_path: Path
     assert json.loads(report.read_text())["twin"]["started_by_drill"] is True
     assert not launcher.is_running(state_dir)
     assert not (state_dir / "twin.json").exists()
+
+
+def test_a_poison_only_drill_without_a_running_twin_passes(tmp_path: Path) -> None:
+    """Nothing valid means the processor never migrates the ledger; the audit must not trip over that."""
+    report, state_dir = tmp_path / "poison.json", tmp_path / "twin"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "TANDEM_TWIN_DIR": str(state_dir)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tandem.cli", "drill", "--transactions", "0", "--poison", "3", "--duplicates", "0",
+         "--report", str(report)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(report.read_text())
+    assert result["passed"] is True
+    assert (result["result"]["committed"], result["result"]["rejected"]) == (0, 3)

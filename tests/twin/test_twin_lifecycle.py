@@ -131,3 +131,34 @@ def test_cli_without_a_twin_says_so_and_down_leaves_nothing_behind() -> None:
             port = int(info["endpoint"].rsplit(":", 1)[1])
             with pytest.raises(ConnectionRefusedError):
                 socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+def test_restore_or_outage_of_a_region_in_that_state_already_is_one_line(twin: dict[str, Any], twin_dir: Path) -> None:
+    env_dir = twin_dir
+    restore = _cli("restore", PRIMARY, env_dir=env_dir)
+    assert restore.returncode == 2
+    assert restore.stderr.strip() == f"tandem twin: {PRIMARY} is not down; nothing to restore"
+    call(twin_dir, "POST", f"/outage/{DR}")
+    try:
+        again = _cli("outage", DR, env_dir=env_dir)
+        assert again.returncode == 2
+        assert again.stderr.strip() == f"tandem twin: {DR} is already down"
+    finally:
+        call(twin_dir, "POST", f"/restore/{DR}")
+
+
+def test_a_dead_function_worker_is_replaced_on_the_next_invocation(twin: dict[str, Any], twin_dir: Path) -> None:
+    """As Lambda replaces a failed execution environment: a new process (cold start), and the death is logged."""
+    fn = "transaction_processor"
+    before = call(twin_dir, "GET", "/status")["regions"][PRIMARY]["functions"][fn]
+    os.kill(before["pid"], 9)
+    time.sleep(0.2)
+    event = json.loads((ROOT / "events" / "sqs_valid_batch.json").read_text())
+    reply = call(twin_dir, "POST", f"/invoke/{PRIMARY}/{fn}", body=event)
+    assert reply["ok"] is True
+    after = call(twin_dir, "GET", "/status")["regions"][PRIMARY]["functions"][fn]
+    assert after["pid"] != before["pid"]
+    assert after["restarts"] == before["restarts"] + 1
+    log = (twin_dir / f"{fn}-{PRIMARY}.log").read_text()
+    assert "execution environment exited with -9 between invocations; starting a new one" in log
+    assert '"cold_start":true' in log.rsplit("starting a new one", 1)[1]
