@@ -246,3 +246,15 @@ def test_a_drill_on_a_real_time_twin_refuses_instead_of_waiting_for_retries(stat
         assert launcher.is_running(state_dir)  # a twin the drill did not start is left alone
     finally:
         launcher.stop(state_dir)
+
+
+def test_overlapping_invokes_share_one_twin_and_the_last_one_out_stops_it(state_dir: Path) -> None:
+    """One invoke starts the twin, the other waits for it instead of starting a second; neither stops it under
+    the other, and once both are done nothing is left."""
+    event = str(ROOT / "events" / "sqs_valid_batch.json")
+    calls = [_spawn(state_dir, "invoke", "transaction_processor", event) for _ in range(2)]
+    results = [(p.wait(timeout=180), *p.communicate()) for p in calls]
+    for code, out, err in results:
+        assert code == 0, err
+        assert json.loads(out.strip().splitlines()[-1]) == {"batchItemFailures": []}
+    assert_nothing_left(state_dir)
