@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tandem.template import ROOT
+from tandem.twin.ownership import TWIN_LOCK, FileLock
 
 STATE_FILE = "twin.json"
 
@@ -25,6 +26,8 @@ def default_state_dir() -> Path:
 
 
 def read_state(state_dir: Path) -> dict[str, Any]:
+    """The running twin's state file; a file no live daemon stands behind (its lock is free) does not count,
+    so a stale control port that some other server now listens on is never called."""
     path = state_dir / STATE_FILE
     try:
         state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -32,6 +35,8 @@ def read_state(state_dir: Path) -> dict[str, Any]:
         raise TwinNotRunning() from None
     except json.JSONDecodeError:
         raise TwinNotRunning(f"{path} is unreadable") from None
+    if not FileLock(state_dir / TWIN_LOCK).is_held_elsewhere():
+        raise TwinNotRunning(f"{path} was left by a twin that died; `tandem twin down` cleans up")
     return state
 
 
