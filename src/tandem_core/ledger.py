@@ -4,19 +4,26 @@ One statement (autocommit, so it is its own transaction) inserts the new transac
 ``ON CONFLICT DO NOTHING`` and applies the balance effect of exactly the rows it inserted, then reports,
 per transaction, whether it was new, an identical replay, or a conflicting reuse of the id. A replay is a
 no-op because nothing is inserted for it; a crash before commit applies nothing.
+
+A record the database refuses fails alone. When the statement fails with a *data* error (SQLSTATE class 22
+data exception or 23 integrity constraint violation: a cast, a constraint, a NUL byte, a balance leaving
+bigint), nothing of it was applied, so the batch is bisected - each half its own statement - until the
+refused records stand alone; they are reported ``REJECTED_BY_LEDGER`` with PostgreSQL's message and the
+others commit exactly once. Every other error (connectivity, the transient states below, 42xxx schema errors)
+is infrastructure or a bug and still fails the whole batch. The happy path stays one round trip.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pg8000.native
 
 from tandem_core.database import CONNECTION_ERRORS, LedgerConnector
 from tandem_core.database import sqlstate as _sqlstate
-from tandem_core.models import Transaction
+from tandem_core.models import Transaction, one_line
 from tandem_core.schema import SqlRunner, migrate
 
 
@@ -24,12 +31,21 @@ class Outcome(enum.StrEnum):
     COMMITTED = "committed"  # applied now
     DUPLICATE = "duplicate"  # applied before with the same content: success, nothing changed
     CONFLICT = "conflict"  # the id was applied before with different content: the first stays
+    REJECTED_BY_LEDGER = "rejected_by_ledger"  # the database refused this record (see Applied.refused)
 
 
 @dataclass(frozen=True)
 class Entry:
     transaction: Transaction
     message_id: str
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What the ledger did with a batch: the outcome per message id, and why each refused message was refused."""
+
+    outcomes: dict[str, Outcome]
+    refused: dict[str, str] = field(default_factory=dict)  # message id -> PostgreSQL's message (one line)
 
 
 _APPLY = """
@@ -76,19 +92,70 @@ _EXISTING = (
 )
 
 
-def apply_batch(db: SqlRunner, entries: Sequence[Entry]) -> dict[str, Outcome]:
+def apply_batch(db: SqlRunner, entries: Sequence[Entry]) -> Applied:
     """Apply a batch of transfers; returns the outcome per *message id*.
 
     The same transaction id may appear more than once in a batch: the first occurrence is written, and
     every occurrence is judged against what the ledger then holds (identical content = DUPLICATE, else
-    CONFLICT), so a repeat inside one batch applies once, exactly like a repeat across batches.
+    CONFLICT), so a repeat inside one batch applies once, exactly like a repeat across batches. Repeats are
+    never sent to the database, so however the batch is split, they are judged against the stored row.
+    When the database refuses the occurrence that was to be written, the next occurrence of that id takes
+    its place (another round, only after a refusal): nothing of the refused one is in the ledger.
     """
-    if not entries:
-        return {}
-    first: dict[str, Entry] = {}
-    for entry in entries:
-        first.setdefault(entry.transaction.transaction_id, entry)
-    unique = list(first.values())
+    stored: dict[str, str] = {}  # transaction id -> payload hash the ledger holds
+    written: set[int] = set()  # indexes of the entries this call inserted
+    refused: dict[int, str] = {}  # index of a refused entry -> PostgreSQL's message
+    while candidates := _candidates(entries, stored, refused):
+        _apply_isolating(db, [(i, entries[i]) for i in candidates], stored, written, refused)
+
+    outcomes: dict[str, Outcome] = {}
+    for index, entry in enumerate(entries):
+        txn_id = entry.transaction.transaction_id
+        if index in refused:
+            outcomes[entry.message_id] = Outcome.REJECTED_BY_LEDGER
+        elif index in written:
+            outcomes[entry.message_id] = Outcome.COMMITTED
+        elif stored[txn_id] == entry.transaction.payload_hash:
+            outcomes[entry.message_id] = Outcome.DUPLICATE
+        else:
+            outcomes[entry.message_id] = Outcome.CONFLICT
+    return Applied(outcomes, {entries[i].message_id: reason for i, reason in refused.items()})
+
+
+def _candidates(entries: Sequence[Entry], stored: dict[str, str], refused: dict[int, str]) -> list[int]:
+    """Indexes of the first not-yet-refused occurrence of every transaction id the ledger has no answer for."""
+    seen: set[str] = set()
+    out: list[int] = []
+    for index, entry in enumerate(entries):
+        txn_id = entry.transaction.transaction_id
+        if txn_id in stored or txn_id in seen or index in refused:
+            continue
+        seen.add(txn_id)
+        out.append(index)
+    return out
+
+
+def _apply_isolating(
+    db: SqlRunner, group: list[tuple[int, Entry]], stored: dict[str, str], written: set[int], refused: dict[int, str]
+) -> None:
+    """Apply ``group`` in one statement; on a data error, bisect until the refused records stand alone."""
+    try:
+        _apply_statement(db, group, stored, written)
+    except pg8000.native.DatabaseError as exc:
+        if not _is_data_error(exc):
+            raise
+        if len(group) == 1:
+            refused[group[0][0]] = _refusal(exc)
+            return
+        half = len(group) // 2
+        _apply_isolating(db, group[:half], stored, written, refused)
+        _apply_isolating(db, group[half:], stored, written, refused)
+
+
+def _apply_statement(db: SqlRunner, group: list[tuple[int, Entry]], stored: dict[str, str], written: set[int]) -> None:
+    """One round trip for entries with distinct transaction ids; records what the ledger now holds for each."""
+    by_id = {entry.transaction.transaction_id: (index, entry) for index, entry in group}
+    unique = [entry for _, entry in group]
     rows = (
         db.run(
             _APPLY,
@@ -103,14 +170,13 @@ def apply_batch(db: SqlRunner, entries: Sequence[Entry]) -> dict[str, Outcome]:
         )
         or []
     )
-    stored: dict[str, str] = {}  # transaction id -> payload hash the ledger holds
-    inserted_now: set[str] = set()
     unresolved: list[str] = []
     for txn_id, inserted, existing_hash, _ in rows:
         key = str(txn_id)
         if inserted:
-            inserted_now.add(key)
-            stored[key] = first[key].transaction.payload_hash
+            index, entry = by_id[key]
+            written.add(index)
+            stored[key] = entry.transaction.payload_hash
         elif existing_hash is None:
             unresolved.append(key)  # inserted by a concurrent writer after our snapshot was taken
         else:
@@ -118,20 +184,22 @@ def apply_batch(db: SqlRunner, entries: Sequence[Entry]) -> dict[str, Outcome]:
     if unresolved:
         for txn_id, existing_hash in db.run(_EXISTING, ids=unresolved) or []:
             stored[str(txn_id)] = str(existing_hash)
-    missing = set(first) - set(stored)
+    missing = set(by_id) - set(stored)
     if missing:
         raise RuntimeError(f"ledger returned no outcome for {sorted(missing)}")
 
-    outcomes: dict[str, Outcome] = {}
-    for entry in entries:
-        txn_id = entry.transaction.transaction_id
-        if txn_id in inserted_now and first[txn_id] is entry:
-            outcomes[entry.message_id] = Outcome.COMMITTED
-        elif stored[txn_id] == entry.transaction.payload_hash:
-            outcomes[entry.message_id] = Outcome.DUPLICATE
-        else:
-            outcomes[entry.message_id] = Outcome.CONFLICT
-    return outcomes
+
+def _is_data_error(exc: BaseException) -> bool:
+    """A refusal of the *data* (class 22 data exception, 23 integrity constraint violation), not of the system."""
+    code = _sqlstate(exc) or ""
+    return code[:2] in {"22", "23"} and code not in _TRANSIENT_SQLSTATES
+
+
+def _refusal(exc: BaseException) -> str:
+    """PostgreSQL's message and SQLSTATE as one log line (the message may quote the refused value)."""
+    detail = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    message = str(detail.get("M") or exc)
+    return one_line(f"{message} (SQLSTATE {_sqlstate(exc)})")
 
 
 _TRANSIENT_SQLSTATES = {"40P01", "40001", "57P01", "57P02", "57P03", "25006"}  # deadlock, serialization,
@@ -146,7 +214,10 @@ class Ledger:
         self._auto_migrate = auto_migrate
         self._migrated = False
 
-    def apply(self, entries: Sequence[Entry]) -> dict[str, Outcome]:
+    def apply(self, entries: Sequence[Entry]) -> Applied:
+        """Apply the batch; a retry after a failure in mid-bisection reports what the first try wrote as DUPLICATE."""
+        if not entries:
+            return Applied({})
         for attempt in (1, 2):
             try:
                 conn = self._connector.connection()
@@ -162,4 +233,9 @@ class Ledger:
                 self._connector.discard()
                 if attempt == 2 or _sqlstate(exc) not in _TRANSIENT_SQLSTATES:
                     raise
+            except BaseException:
+                # e.g. a client-side encoding error half-way through a message: the protocol state is unknown,
+                # and a connection out of step answers the next statement with the previous one's rows
+                self._connector.discard()
+                raise
         raise AssertionError("unreachable")  # pragma: no cover

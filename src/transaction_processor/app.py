@@ -23,7 +23,7 @@ from tandem_core.database import IamTokenCredentials, LedgerConnector, SecretCre
 from tandem_core.ledger import Ledger
 from tandem_core.settings import AwsSettings, LedgerDbSettings, ProcessorSettings
 from tandem_core.status import StatusStore
-from transaction_processor.processing import BatchResult, Message, Processor
+from transaction_processor.processing import BatchResult, Processor, messages_from_event
 
 logger = Logger()
 tracer = Tracer()
@@ -78,10 +78,9 @@ def _record_handler(result: BatchResult) -> Any:
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     started = time.perf_counter()
-    records = event.get("Records")
-    if not isinstance(records, list):
-        raise ValueError("not an SQS event: 'Records' must be a list")
-    messages = [Message(str(r["messageId"]), str(r.get("body", ""))) for r in records]
+    messages = messages_from_event(event)  # ValueError naming the malformed record: the invoker's error
+    if not messages:
+        return {"batchItemFailures": []}  # nothing to do, and nothing for Powertools to misread
     result = build_processor().process(messages)
 
     batch = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

@@ -2,17 +2,19 @@
 
 Order matters for "never lose, never apply twice": (1) parse every record, (2) journal the valid ones to
 S3, (3) apply them to the ledger in one round trip, (4) record their status in DynamoDB. Any failure in
-(2)-(4) raises, so the whole batch is redelivered and replays are no-ops in the ledger.
+(2)-(4) raises, so the whole batch is redelivered and replays are no-ops in the ledger. A record the ledger
+refuses fails alone (``rejected_by_ledger``, no status item) and its journal line is marked, so lost-write
+reconciliation never replays it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
-from tandem_core.ledger import Entry, Outcome
+from tandem_core.ledger import Applied, Entry, Outcome
 from tandem_core.models import InvalidMessage, parse_transaction
 from tandem_core.status import StatusConflict, StatusWrite
 
@@ -23,11 +25,38 @@ class Message:
     body: str
 
 
+def messages_from_event(event: Any) -> list[Message]:
+    """The SQS records of a Lambda event, or a ValueError naming the first malformed one.
+
+    A malformed event is the invoker's error, not data: failing the invocation with one clear line beats a
+    KeyError from deep inside a library. Records are named by their index in ``Records`` (from 0).
+    """
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list):
+        raise ValueError("not an SQS event: 'Records' must be a list")
+    messages: list[Message] = []
+    for index, record in enumerate(records):
+        where = f"Records[{index}]"
+        if not isinstance(record, dict):
+            raise ValueError(f"not an SQS event: {where} is not an object")
+        message_id, body = record.get("messageId"), record.get("body")
+        if message_id is None:
+            raise ValueError(f"not an SQS event: {where} has no messageId")
+        if not isinstance(message_id, str) or not message_id:
+            raise ValueError(f"not an SQS event: {where}.messageId must be a non-empty string")
+        if not message_id.isprintable():  # SQS ids are UUIDs; a surrogate would not even encode as UTF-8
+            raise ValueError(f"not an SQS event: {where}.messageId holds a non-printable character")
+        if not isinstance(body, str):
+            raise ValueError(f"not an SQS event: {where}.body must be a string")
+        messages.append(Message(message_id, body))
+    return messages
+
+
 @dataclass(frozen=True)
 class RecordResult:
     """What happened to one message. ``reason`` is set exactly when the message failed."""
 
-    outcome: str  # committed | duplicate | invalid | conflict
+    outcome: str  # committed | duplicate | invalid | conflict | rejected_by_ledger
     reason: str | None = None
     transaction_id: str | None = None
 
@@ -50,11 +79,13 @@ class BatchResult:
 
 
 class LedgerPort(Protocol):
-    def apply(self, entries: Sequence[Entry]) -> dict[str, Outcome]: ...
+    def apply(self, entries: Sequence[Entry]) -> Applied: ...
 
 
 class JournalPort(Protocol):
     def append(self, entries: Sequence[Entry], region: str, at: datetime) -> str | None: ...
+
+    def mark_refused(self, key: str, entries: Sequence[Entry], region: str, refused: Mapping[str, str]) -> None: ...
 
 
 class StatusPort(Protocol):
@@ -84,13 +115,19 @@ class Processor:
 
         now = self.clock()
         result.archive_key = self.journal.append(entries, self.region, now)
-        outcomes = self.ledger.apply(entries)
+        applied = self.ledger.apply(entries)
+        if applied.refused and result.archive_key is not None:
+            self.journal.mark_refused(result.archive_key, entries, self.region, applied.refused)
 
         writes: list[StatusWrite] = []
         written: set[str] = set()
         for entry in entries:
             txn_id = entry.transaction.transaction_id
-            outcome = outcomes[entry.message_id]
+            outcome = applied.outcomes[entry.message_id]
+            if outcome is Outcome.REJECTED_BY_LEDGER:
+                reason = f"rejected_by_ledger: {applied.refused[entry.message_id]}"
+                result.results[entry.message_id] = RecordResult(outcome.value, reason=reason, transaction_id=txn_id)
+                continue
             if outcome is Outcome.CONFLICT:
                 reason = f"conflict: transaction {txn_id} was already applied with a different payload"
                 result.results[entry.message_id] = RecordResult("conflict", reason=reason, transaction_id=txn_id)

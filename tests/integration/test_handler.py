@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
+import logging
+import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +16,9 @@ import pytest
 
 from tandem.lambda_runtime import LambdaContext, load_handler
 from tandem.local import LocalRegion, function_environment, local_region
+from tandem_core.archive import REFUSED, Journal
 from tandem_core.models import InvalidMessage, parse_transaction
+from tandem_core.schema import migrate
 from tests.conftest import load_event
 
 FN = "transaction_processor"
@@ -142,3 +148,146 @@ def test_when_the_database_is_unreachable_the_whole_batch_is_retried(region: Loc
 def test_a_non_sqs_event_is_refused_clearly(invoke: Any) -> None:
     with pytest.raises(ValueError, match="not an SQS event"):
         invoke({"hello": "world"})
+
+
+# --- hostile input (issue 7) ------------------------------------------------------------------------------
+
+
+def sqs_event(bodies: list[str]) -> dict[str, Any]:
+    """An SQS event as Lambda sends it, one record per body, with fresh message ids."""
+    template = load_event("sqs_valid_batch.json")["Records"][0]
+    return {"Records": [{**copy.deepcopy(template), "messageId": str(uuid.uuid4()), "body": b} for b in bodies]}
+
+
+def transfer(account: str, counterparty: str, amount: str = "1.00", **changes: str) -> dict[str, str]:
+    return {
+        "transaction_id": str(uuid.uuid4()),
+        "account_id": account,
+        "counterparty_id": counterparty,
+        "amount": amount,
+        "currency": "USD",
+        "created_at": "2026-11-28T10:15:00Z",
+    } | changes
+
+
+@pytest.fixture
+def function_log(invoke: Any) -> Iterator[io.StringIO]:
+    """What the handler logs during the test (Powertools binds its stream once, at the first import)."""
+    buffer = io.StringIO()
+    handlers = [h for h in logging.getLogger(FN).handlers if isinstance(h, logging.StreamHandler)]
+    previous = [h.setStream(buffer) for h in handlers]
+    yield buffer
+    for handler, stream in zip(handlers, previous, strict=True):
+        if stream is not None:
+            handler.setStream(stream)
+
+
+def logged(log: io.StringIO, message_id: str) -> list[dict[str, Any]]:
+    """The handler's structured log lines about one message (correlation id = message id)."""
+    lines = [json.loads(line) for line in log.getvalue().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("correlation_id") == message_id]
+
+
+def journal_object(region: LocalRegion, message_ids: set[str]) -> list[dict[str, Any]]:
+    """The journal lines of the one object that holds these messages."""
+    journal = Journal(region.client("s3"), region.resources.bucket)
+    for page in (
+        region.client("s3").get_paginator("list_objects_v2").paginate(Bucket=region.resources.bucket, Prefix="archive/")
+    ):
+        for obj in page.get("Contents", []):
+            lines = journal.read(obj["Key"])
+            if message_ids & {line["message_id"] for line in lines}:
+                return lines
+    raise AssertionError(f"no journal object holds {sorted(message_ids)}")
+
+
+def test_nine_valid_and_one_hostile_message_commit_nine_and_fail_one(
+    region: LocalRegion, invoke: Any, function_log: io.StringIO
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    bodies = [transfer(f"acc-{tag}-a", f"acc-{tag}-b") for _ in range(9)]
+    hostile = transfer(f"acc-{tag}-a", f"acc-{tag}-b")
+    hostile["transaction_id"] += "\n"  # passed the old `^...$` pattern, then failed the batch in PostgreSQL
+    event = sqs_event([json.dumps(b) for b in [*bodies[:4], hostile, *bodies[4:]]])
+    bad = event["Records"][4]["messageId"]
+
+    assert invoke(event) == {"batchItemFailures": [{"itemIdentifier": bad}]}
+
+    conn = ledger(region)
+    rows = conn.run("SELECT message_id FROM ledger_transaction WHERE account_id = :a", a=f"acc-{tag}-a") or []
+    assert sorted(r[0] for r in rows) == sorted(r["messageId"] for r in event["Records"] if r["messageId"] != bad)
+    bal = dict(
+        conn.run("SELECT account_id, balance_minor FROM account_balance WHERE account_id LIKE :p", p=f"acc-{tag}-%")
+        or []
+    )
+    assert bal == {f"acc-{tag}-a": -900, f"acc-{tag}-b": 900}
+    conn.close()
+    rejected = [line for line in logged(function_log, bad) if line.get("message") == "message rejected"]
+    assert rejected[0]["correlation_id"] == bad
+    assert rejected[0]["reason"].startswith("invalid: transaction_id: contains a control or format character (U+000A")
+    lines = journal_object(region, {r["messageId"] for r in event["Records"]})
+    assert len(lines) == 9
+    assert bad not in {line["message_id"] for line in lines}  # never journaled: reconciliation cannot replay it
+
+
+def test_a_record_the_ledger_refuses_fails_alone_and_its_journal_line_is_marked(
+    region: LocalRegion, invoke: Any, function_log: io.StringIO
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    whale = f"acc-{tag}-whale"
+    conn = ledger(region)
+    migrate(conn)
+    conn.run("INSERT INTO account_balance VALUES (:a, 'USD', 9223372036854775000)", a=whale)
+    bodies = [transfer(f"acc-{tag}-a", f"acc-{tag}-b") for _ in range(4)]
+    refused = transfer(f"acc-{tag}-a", whale, amount="50.00")  # valid, but the balance would leave bigint
+    event = sqs_event([json.dumps(b) for b in [*bodies[:2], refused, *bodies[2:]]])
+    bad = event["Records"][2]["messageId"]
+
+    assert invoke(event) == {"batchItemFailures": [{"itemIdentifier": bad}]}
+
+    assert conn.run("SELECT count(*) FROM ledger_transaction WHERE account_id = :a", a=f"acc-{tag}-a") == [[4]]
+    assert conn.run("SELECT balance_minor FROM account_balance WHERE account_id = :a", a=whale) == [
+        [9223372036854775000]
+    ]
+    conn.close()
+    rejected = [line for line in logged(function_log, bad) if line.get("message") == "message rejected"]
+    assert rejected[0]["reason"] == "rejected_by_ledger: bigint out of range (SQLSTATE 22003)"
+    assert rejected[0]["outcome"] == "rejected_by_ledger"
+    status = region.client("dynamodb").get_item(
+        TableName=region.resources.table, Key={"pk": {"S": f"TXN#{refused['transaction_id']}"}, "sk": {"S": "STATUS"}}
+    )
+    assert "Item" not in status  # nothing was applied, so nothing is recorded
+    lines = journal_object(region, {bad})
+    assert {line["message_id"]: line.get(REFUSED) for line in lines} == {
+        r["messageId"]: ("bigint out of range (SQLSTATE 22003)" if r["messageId"] == bad else None)
+        for r in event["Records"]
+    }
+
+
+def test_an_empty_batch_is_a_no_op(invoke: Any) -> None:
+    assert invoke({"Records": []}) == {"batchItemFailures": []}
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda r: r.pop("messageId"), "not an SQS event: Records[1] has no messageId"),
+        (lambda r: r.update(messageId=7), "not an SQS event: Records[1].messageId must be a non-empty string"),
+        (lambda r: r.update(messageId=""), "not an SQS event: Records[1].messageId must be a non-empty string"),
+        (lambda r: r.update(messageId="m\ud800"), "not an SQS event: Records[1].messageId holds a non-printable"),
+        (lambda r: r.pop("body"), "not an SQS event: Records[1].body must be a string"),
+        (lambda r: r.update(body={"amount": "1"}), "not an SQS event: Records[1].body must be a string"),
+    ],
+)
+def test_a_malformed_record_is_the_invokers_error_in_one_line(invoke: Any, mangle: Any, message: str) -> None:
+    event = load_event("sqs_valid_batch.json")
+    mangle(event["Records"][1])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        invoke(event)
+
+
+def test_a_record_that_is_not_an_object_is_refused_clearly(invoke: Any) -> None:
+    event = load_event("sqs_valid_batch.json")
+    event["Records"][2] = "a string"
+    with pytest.raises(ValueError, match=re.escape("not an SQS event: Records[2] is not an object")):
+        invoke(event)

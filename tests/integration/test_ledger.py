@@ -63,7 +63,7 @@ class CountingRunner:
 def test_a_batch_is_applied_in_one_round_trip(ledger_db: pg8000.native.Connection) -> None:
     runner = CountingRunner(ledger_db)
     entries = [Entry(txn(i, f"{i}.00"), f"m{i}") for i in range(1, 11)]
-    outcomes = apply_batch(runner, entries)
+    outcomes = apply_batch(runner, entries).outcomes
     assert runner.statements == 1
     assert set(outcomes.values()) == {Outcome.COMMITTED}
     assert balances(ledger_db) == {("acc-1", "USD"): -5500, ("acc-2", "USD"): 5500}
@@ -73,7 +73,9 @@ def test_a_replay_is_a_no_op(ledger_db: pg8000.native.Connection) -> None:
     entries = [Entry(txn(1), "m1"), Entry(txn(2, "1", currency="JPY"), "m2")]
     apply_batch(ledger_db, entries)
     before = balances(ledger_db)
-    again = apply_batch(ledger_db, [Entry(txn(1), "m1-redelivered"), Entry(txn(2, "1", currency="JPY"), "m2b")])
+    again = apply_batch(
+        ledger_db, [Entry(txn(1), "m1-redelivered"), Entry(txn(2, "1", currency="JPY"), "m2b")]
+    ).outcomes
     assert set(again.values()) == {Outcome.DUPLICATE}
     assert balances(ledger_db) == before
     assert ledger_db.run("SELECT count(*) FROM ledger_transaction") == [[2]]
@@ -83,7 +85,7 @@ def test_same_id_different_payload_is_a_conflict_and_the_first_stays(
     ledger_db: pg8000.native.Connection,
 ) -> None:
     apply_batch(ledger_db, [Entry(txn(1, "10.00"), "m1")])
-    out = apply_batch(ledger_db, [Entry(txn(1, "99.00"), "m2")])
+    out = apply_batch(ledger_db, [Entry(txn(1, "99.00"), "m2")]).outcomes
     assert out == {"m2": Outcome.CONFLICT}
     assert balances(ledger_db)[("acc-1", "USD")] == -1000
 
@@ -92,7 +94,7 @@ def test_repeats_inside_one_batch_apply_once(ledger_db: pg8000.native.Connection
     out = apply_batch(
         ledger_db,
         [Entry(txn(1), "a"), Entry(txn(1), "b"), Entry(txn(1, "5.00"), "c"), Entry(txn(2, "1.00"), "d")],
-    )
+    ).outcomes
     assert out == {
         "a": Outcome.COMMITTED,
         "b": Outcome.DUPLICATE,
@@ -114,7 +116,7 @@ def test_concurrent_writers_of_the_same_transactions_apply_each_once(
         try:
             batch = entries if order == 0 else list(reversed(entries))
             for i in range(0, len(batch), 10):
-                results.append(apply_batch(conn, batch[i : i + 10]))
+                results.append(apply_batch(conn, batch[i : i + 10]).outcomes)
         except BaseException as exc:  # deadlocks would surface here
             errors.append(exc)
         finally:
@@ -189,9 +191,9 @@ def test_ledger_reconnects_after_the_connection_is_killed(
 ) -> None:
     connector = LedgerConnector(app_role["settings"], SecretCredentials(app_role["sm"], app_role["arn"]))
     ledger = Ledger(connector, auto_migrate=True)
-    assert ledger.apply([Entry(txn(1), "m1")]) == {"m1": Outcome.COMMITTED}
+    assert ledger.apply([Entry(txn(1), "m1")]).outcomes == {"m1": Outcome.COMMITTED}
     ledger_db.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r", r=app_role["role"])
-    assert ledger.apply([Entry(txn(2), "m2"), Entry(txn(1), "m1")]) == {
+    assert ledger.apply([Entry(txn(2), "m2"), Entry(txn(1), "m1")]).outcomes == {
         "m2": Outcome.COMMITTED,
         "m1": Outcome.DUPLICATE,
     }
@@ -218,3 +220,176 @@ def test_a_database_that_is_down_fails_the_batch_loudly(app_role: dict[str, Any]
     ledger = Ledger(LedgerConnector(settings, SecretCredentials(app_role["sm"], app_role["arn"])), auto_migrate=True)
     with pytest.raises((OSError, pg8000.native.InterfaceError)):
         ledger.apply([Entry(txn(1), "m1")])
+
+
+# --- a record the database refuses fails alone (issue 7) ------------------------------------------------------
+
+
+@pytest.fixture
+def blocking_ledger(ledger_db: pg8000.native.Connection) -> pg8000.native.Connection:
+    """The ledger with a test-only rule: 'acc-blocked' may not send, which validation knows nothing about."""
+    ledger_db.run("ALTER TABLE ledger_transaction ADD CONSTRAINT test_no_blocked CHECK (account_id <> 'acc-blocked')")
+    return ledger_db
+
+
+def committed_rows(db: pg8000.native.Connection) -> dict[str, str]:
+    rows = db.run("SELECT CAST(transaction_id AS text), message_id FROM ledger_transaction") or []
+    return {str(t): str(m) for t, m in rows}
+
+
+def test_a_record_the_database_refuses_fails_alone_and_the_others_commit_once(
+    blocking_ledger: pg8000.native.Connection,
+) -> None:
+    entries = [Entry(txn(i, f"{i}.00"), f"m{i}") for i in range(1, 11)]
+    entries[3] = Entry(txn(4, "4.00", a="acc-blocked"), "m4")  # a check constraint
+    entries[7] = Entry(txn(8, "8.00"), "m8\x00")  # PostgreSQL text cannot hold a NUL byte
+    runner = CountingRunner(blocking_ledger)
+    applied = apply_batch(runner, entries)
+    good = [e for e in entries if e.message_id not in {"m4", "m8\x00"}]
+    assert applied.outcomes == {
+        **{e.message_id: Outcome.COMMITTED for e in good},
+        "m4": Outcome.REJECTED_BY_LEDGER,
+        "m8\x00": Outcome.REJECTED_BY_LEDGER,
+    }
+    assert applied.refused["m4"].startswith('new row for relation "ledger_transaction" violates check constraint')
+    assert applied.refused["m4"].endswith("(SQLSTATE 23514)")
+    assert "0x00" in applied.refused["m8\x00"]
+    assert applied.refused["m8\x00"].endswith("(SQLSTATE 22021)")
+    assert all(reason.isprintable() for reason in applied.refused.values())
+    assert runner.statements <= 2 * len(entries)  # bisection: a handful of statements, and only on error
+    assert committed_rows(blocking_ledger) == {e.transaction.transaction_id: e.message_id for e in good}
+    total = sum(e.transaction.amount_minor for e in good)
+    assert balances(blocking_ledger) == {("acc-1", "USD"): -total, ("acc-2", "USD"): total}
+
+    again = apply_batch(blocking_ledger, entries)  # SQS redelivers the refused ones (here: all of them)
+    assert again.outcomes == {
+        **{e.message_id: Outcome.DUPLICATE for e in good},
+        "m4": Outcome.REJECTED_BY_LEDGER,
+        "m8\x00": Outcome.REJECTED_BY_LEDGER,
+    }
+    assert balances(blocking_ledger) == {("acc-1", "USD"): -total, ("acc-2", "USD"): total}
+    assert blocking_ledger.run("SELECT count(*) FROM ledger_transaction") == [[8]]
+
+
+def test_a_clean_batch_on_the_same_ledger_is_still_one_round_trip(blocking_ledger: pg8000.native.Connection) -> None:
+    runner = CountingRunner(blocking_ledger)
+    assert set(apply_batch(runner, [Entry(txn(i), f"m{i}") for i in range(1, 11)]).outcomes.values()) == {
+        Outcome.COMMITTED
+    }
+    assert runner.statements == 1
+
+
+def test_repeats_are_judged_against_the_stored_row_however_the_batch_is_split(
+    blocking_ledger: pg8000.native.Connection,
+) -> None:
+    entries = [
+        Entry(txn(1, "10.00"), "first"),  # written (first half)
+        Entry(txn(2, "1.00", a="acc-blocked"), "blocked"),
+        Entry(txn(3, "1.00"), "m3"),
+        Entry(txn(4, "1.00"), "m4"),
+        Entry(txn(5, "1.00"), "m5"),
+        Entry(txn(6, "1.00"), "m6"),
+        Entry(txn(1, "99.00"), "conflict"),  # same id, other content, in the other half
+        Entry(txn(1, "10.00"), "repeat"),  # same id, same content, in the other half
+    ]
+    out = apply_batch(blocking_ledger, entries).outcomes
+    assert out == {
+        "first": Outcome.COMMITTED,
+        "blocked": Outcome.REJECTED_BY_LEDGER,
+        "m3": Outcome.COMMITTED,
+        "m4": Outcome.COMMITTED,
+        "m5": Outcome.COMMITTED,
+        "m6": Outcome.COMMITTED,
+        "conflict": Outcome.CONFLICT,
+        "repeat": Outcome.DUPLICATE,
+    }
+    assert committed_rows(blocking_ledger)[str(uuid.UUID(int=1))] == "first"
+    assert balances(blocking_ledger)[("acc-2", "USD")] == 1000 + 4 * 100
+
+
+def test_when_the_written_occurrence_is_refused_the_next_one_takes_its_place(
+    blocking_ledger: pg8000.native.Connection,
+) -> None:
+    entries = [
+        Entry(txn(1, "10.00"), "nul\x00"),  # refused for its message id, not its content
+        Entry(txn(1, "10.00"), "clean"),  # the same transfer under a clean message id: written instead
+        Entry(txn(1, "99.00"), "other"),  # judged against what was written
+        Entry(txn(2, "1.00", a="acc-blocked"), "blocked-a"),
+        Entry(txn(2, "1.00", a="acc-blocked"), "blocked-b"),  # the same refusal again
+    ]
+    applied = apply_batch(blocking_ledger, entries)
+    assert applied.outcomes == {
+        "nul\x00": Outcome.REJECTED_BY_LEDGER,
+        "clean": Outcome.COMMITTED,
+        "other": Outcome.CONFLICT,
+        "blocked-a": Outcome.REJECTED_BY_LEDGER,
+        "blocked-b": Outcome.REJECTED_BY_LEDGER,
+    }
+    assert set(applied.refused) == {"nul\x00", "blocked-a", "blocked-b"}
+    assert committed_rows(blocking_ledger) == {str(uuid.UUID(int=1)): "clean"}
+
+
+def test_a_balance_that_would_leave_bigint_is_refused_alone(ledger_db: pg8000.native.Connection) -> None:
+    ledger_db.run("INSERT INTO account_balance VALUES ('acc-whale', 'USD', 9223372036854775000)")
+    entries = [Entry(txn(1, "1.00"), "m1"), Entry(txn(2, "50.00", b="acc-whale"), "m2"), Entry(txn(3, "1.00"), "m3")]
+    applied = apply_batch(ledger_db, entries)
+    assert applied.outcomes == {"m1": Outcome.COMMITTED, "m2": Outcome.REJECTED_BY_LEDGER, "m3": Outcome.COMMITTED}
+    assert applied.refused["m2"] == "bigint out of range (SQLSTATE 22003)"
+    assert balances(ledger_db)[("acc-whale", "USD")] == 9223372036854775000
+
+
+def test_a_schema_error_still_fails_the_whole_batch(ledger_db: pg8000.native.Connection) -> None:
+    ledger_db.run("ALTER TABLE account_balance RENAME COLUMN balance_minor TO renamed")  # 42703: a bug, not data
+    with pytest.raises(pg8000.native.DatabaseError) as err:
+        apply_batch(ledger_db, [Entry(txn(1), "m1"), Entry(txn(2), "m2")])
+    assert err.value.args[0]["C"] == "42703"
+    assert ledger_db.run("SELECT count(*) FROM ledger_transaction") == [[0]]
+
+
+class BreaksAfterFirstStatement:
+    """The first statement reaches the server (and is refused for its data); then the connection is gone."""
+
+    def __init__(self, conn: pg8000.native.Connection) -> None:
+        self.conn = conn
+        self.statements = 0
+
+    def run(self, sql: str, **params: object) -> Any:
+        self.statements += 1
+        if self.statements > 1:
+            raise pg8000.native.InterfaceError("network error")
+        return self.conn.run(sql, **params)
+
+
+def test_a_connectivity_failure_while_isolating_still_fails_the_whole_batch(
+    blocking_ledger: pg8000.native.Connection,
+) -> None:
+    entries = [Entry(txn(1), "m1"), Entry(txn(2, a="acc-blocked"), "m2"), Entry(txn(3), "m3")]
+    with pytest.raises(pg8000.native.InterfaceError):
+        apply_batch(BreaksAfterFirstStatement(blocking_ledger), entries)
+    assert blocking_ledger.run("SELECT count(*) FROM ledger_transaction") == [[0]]
+
+
+def test_the_ledger_isolates_refusals_and_keeps_the_connection(
+    app_role: dict[str, Any], blocking_ledger: pg8000.native.Connection
+) -> None:
+    connector = LedgerConnector(app_role["settings"], SecretCredentials(app_role["sm"], app_role["arn"]))
+    ledger = Ledger(connector, auto_migrate=True)
+    conn = connector.connection()
+    applied = ledger.apply([Entry(txn(1), "m1"), Entry(txn(2, a="acc-blocked"), "m2")])
+    assert applied.outcomes == {"m1": Outcome.COMMITTED, "m2": Outcome.REJECTED_BY_LEDGER}
+    assert connector.connection() is conn  # a refusal is not a reason to reconnect
+    connector.discard()
+
+
+def test_a_client_side_error_mid_message_drops_the_connection(
+    app_role: dict[str, Any], ledger_db: pg8000.native.Connection
+) -> None:
+    """pg8000 may have sent half a message when encoding fails; a connection out of step must not be reused."""
+    connector = LedgerConnector(app_role["settings"], SecretCredentials(app_role["sm"], app_role["arn"]))
+    ledger = Ledger(connector, auto_migrate=True)
+    first = connector.connection()
+    with pytest.raises(UnicodeEncodeError):
+        ledger.apply([Entry(txn(1), "m\ud800")])  # no SQS message id looks like this; the handler refuses it
+    assert ledger.apply([Entry(txn(2), "m2")]).outcomes == {"m2": Outcome.COMMITTED}
+    assert connector.connection() is not first
+    connector.discard()

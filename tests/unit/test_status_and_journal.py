@@ -12,7 +12,7 @@ import pytest
 from moto import mock_aws
 
 from tandem.local import ledger_table_keys
-from tandem_core.archive import Journal, journal_key
+from tandem_core.archive import REFUSED, Journal, journal_key
 from tandem_core.ledger import Entry
 from tandem_core.models import parse_transaction
 from tandem_core.status import StatusConflict, StatusStore, StatusWrite
@@ -96,3 +96,22 @@ def test_a_retried_batch_overwrites_its_own_journal_object(aws: dict[str, Any]) 
 def test_an_empty_batch_writes_nothing(aws: dict[str, Any]) -> None:
     assert Journal(aws["s3"], "archive").append([], "us-east-1", NOW) is None
     assert aws["s3"].list_objects_v2(Bucket="archive")["KeyCount"] == 0
+
+
+def test_lines_the_ledger_refused_are_marked_in_place_and_not_replayable(aws: dict[str, Any]) -> None:
+    journal = Journal(aws["s3"], "archive")
+    batch = entries("sqs_valid_batch.json")
+    key = journal.append(batch, "us-east-1", NOW)
+    assert key is not None
+    assert journal.replayable(key) == journal.read(key)  # nothing refused yet: every line replays
+    refused = {batch[1].message_id: "bigint out of range (SQLSTATE 22003)"}
+    journal.mark_refused(key, batch, "us-east-1", refused)
+    assert aws["s3"].list_objects_v2(Bucket="archive")["KeyCount"] == 1  # the same object, rewritten
+    lines = journal.read(key)
+    assert [line["message_id"] for line in lines] == [e.message_id for e in batch]
+    assert lines[1][REFUSED] == "bigint out of range (SQLSTATE 22003)"
+    assert [REFUSED in line for line in lines] == [False, True, False, False]
+    assert [line["message_id"] for line in journal.replayable(key)] == [
+        e.message_id for e in batch if e.message_id not in refused
+    ]
+    assert set(lines[0]) == {"message_id", "region", "payload_hash", "transaction"}  # other lines unchanged
