@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Protocol
 
 MIGRATIONS_PACKAGE = "tandem_core.migrations"
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_NAME = re.compile(r"([0-9]{4})_([a-z0-9_]+)\.sql")
 _LOCK_KEY = 0x7A4D_0001  # pg_advisory_lock key shared by every runner of this schema
 
 
@@ -40,7 +40,7 @@ class Migration:
 def load_migrations(package: str = MIGRATIONS_PACKAGE) -> list[Migration]:
     found = []
     for entry in resources.files(package).iterdir():
-        match = _NAME.match(entry.name)
+        match = _NAME.fullmatch(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
         elif entry.name.endswith(".sql"):

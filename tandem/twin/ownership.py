@@ -21,8 +21,10 @@ import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from tandem.localpg import pg_bin, server_command
@@ -119,8 +121,40 @@ def remove_postgres_trees(state_dir: Path) -> list[str]:
     done: list[str] = []
     for root in sorted(Path(tempfile.gettempdir()).glob(postgres_prefix(state_dir) + "*")):
         done += stop_postgres_under(root)
+        done += kill_processes_naming(root)
         shutil.rmtree(root, ignore_errors=True)
         done.append(f"removed {root}")
+    return done
+
+
+def processes_naming(root: Path) -> list[int]:
+    """Live processes whose command line names ``root`` or a path inside it.
+
+    The tree's name is unique to this state directory (see :func:`postgres_prefix`), so naming it proves the
+    process works for this twin: e.g. a ``pg_basebackup`` the daemon had started when it was killed.
+    """
+    prefix = str(root).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            if any(a == prefix or a.startswith(prefix + b"/") for a in args):
+                found.append(int(entry.name))
+    return found
+
+
+def kill_processes_naming(root: Path, timeout: float = 10.0) -> list[str]:
+    """SIGKILL what still works in ``root`` after a clean stop, and wait until it is gone (else it writes on)."""
+    done: list[str] = []
+    deadline = time.monotonic() + timeout
+    while (pids := processes_naming(root)) and time.monotonic() < deadline:  # again: one may start another
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                done.append(f"killed process {pid} working in {root}")
+        time.sleep(0.05)
     return done
 
 
