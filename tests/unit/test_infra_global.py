@@ -8,17 +8,14 @@ dropped, ``Fn::If``/``Fn::FindInMap`` applied; ``Ref``/``Fn::GetAtt``/``Fn::Sub`
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tandem.template import APP_TEMPLATE, ROOT, Template, load
+from tandem.template import APP_TEMPLATE, GLOBAL_TEMPLATE, Template, load, samconfig_parameters
 
-GLOBAL_TEMPLATE = ROOT / "infra_global" / "template.yaml"
 ACCOUNT = "111122223333"
 PRIMARY_REGION, DR_REGION = "us-east-1", "us-west-2"
 PRIMARY_KEY = f"arn:aws:kms:{PRIMARY_REGION}:{ACCOUNT}:key/1111aaaa-1111-aaaa-1111-aaaa1111aaaa"
@@ -46,12 +43,10 @@ APP_DATA_PARAMETERS = (
     "SecurityGroupIds",
 )
 
-_NO_VALUE = object()
-
 
 @dataclass
 class Deployment:
-    """The template as one role deploys it."""
+    """The template as one role deploys it (through :meth:`Template.expand`)."""
 
     tpl: Template
     resources: dict[str, dict[str, Any]]
@@ -73,29 +68,6 @@ class Deployment:
         return str(self.tpl.resolve(value))
 
 
-def _expand(tpl: Template, value: Any) -> Any:
-    if isinstance(value, list):
-        items = [_expand(tpl, v) for v in value]
-        return [v for v in items if v is not _NO_VALUE]
-    if not isinstance(value, dict):
-        return value
-    if len(value) == 1:
-        ((key, arg),) = value.items()
-        if key == "Fn::If":
-            name, yes, no = arg
-            return _expand(tpl, yes if tpl.condition(name) else no)
-        if key == "Fn::FindInMap":
-            mapping, top, second = (tpl.resolve(_expand(tpl, a)) for a in arg)
-            return tpl.doc["Mappings"][mapping][top][second]
-        if key == "Ref" and arg == "AWS::NoValue":
-            return _NO_VALUE
-        if key == "Fn::Split":  # not in tandem.template's resolver; only ever over parameters here
-            separator, source = arg
-            return str(tpl.resolve(_expand(tpl, source))).split(separator)
-    expanded = {k: _expand(tpl, v) for k, v in value.items()}
-    return {k: v for k, v in expanded.items() if v is not _NO_VALUE}
-
-
 def deploy(role: str, *, peer: bool = True, dns: bool = True) -> Deployment:
     primary = role == "primary"
     params = {"RegionRole": role, "PeerRegion": DR_REGION if primary else PRIMARY_REGION}
@@ -107,11 +79,9 @@ def deploy(role: str, *, peer: bool = True, dns: bool = True) -> Deployment:
         params.update(DNS)
     region = PRIMARY_REGION if primary else DR_REGION
     tpl = Template(load(GLOBAL_TEMPLATE), parameters=params, region=region, account=ACCOUNT)
-
-    def active(section: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        return {k: _expand(tpl, v) for k, v in section.items() if "Condition" not in v or tpl.condition(v["Condition"])}
-
-    return Deployment(tpl, active(tpl.doc["Resources"]), active(tpl.doc.get("Outputs", {})))
+    tpl.validate()  # parameters, conditions and Rules: a deployment CloudFormation would accept
+    resources = {k: tpl.expand(v) for k, v in tpl.active_resources().items()}
+    return Deployment(tpl, resources, {k: tpl.expand(v) for k, v in tpl.active_outputs().items()})
 
 
 @pytest.fixture(scope="module", params=["primary", "secondary"])
@@ -613,11 +583,10 @@ def test_outputs_and_ssm_cover_every_data_layer_parameter_of_the_app(role: Deplo
 def test_the_app_config_envs_read_what_the_global_stack_publishes(role: Deployment) -> None:
     """Nothing is copied by hand: each data-layer parameter of the app is an SSM-typed parameter whose
     value in samconfig is the name the global stack of the same region publishes."""
-    config = tomllib.loads(Path(ROOT / "samconfig.toml").read_text(encoding="utf-8"))
-    overrides = config[role.app_role]["deploy"]["parameters"]["parameter_overrides"]
-    app_values = dict(o.split("=", 1) for o in overrides)
+    config = samconfig_parameters(role.app_role)
+    app_values = config.parameters
     assert app_values["RegionRole"] == role.app_role
-    assert config[role.app_role]["global"]["parameters"]["region"] == role.tpl.region
+    assert config.region == role.tpl.region
     published = {role.text(p["Properties"]["Name"]) for p in role.of_type("AWS::SSM::Parameter").values()}
     app_types = _app_parameter_groups()
     for name in APP_DATA_PARAMETERS:
@@ -627,22 +596,20 @@ def test_the_app_config_envs_read_what_the_global_stack_publishes(role: Deployme
 
 
 def test_samconfig_has_global_envs_for_both_regions() -> None:
-    config = tomllib.loads(Path(ROOT / "samconfig.toml").read_text(encoding="utf-8"))
     for env, region, role in (
         ("global-primary", PRIMARY_REGION, "primary"),
         ("global-secondary", DR_REGION, "secondary"),
     ):
-        assert config[env]["global"]["parameters"] == {"stack_name": f"tandem-{env}", "region": region}
-        deploy_params = config[env]["deploy"]["parameters"]
-        assert deploy_params["template_file"] == "infra_global/template.yaml"
-        overrides = dict(o.split("=", 1) for o in deploy_params["parameter_overrides"])
+        config = samconfig_parameters(env)
+        assert (config.stack_name, config.region) == (f"tandem-{env}", region)
+        assert config.template_file == GLOBAL_TEMPLATE
+        overrides = config.parameters
         assert overrides["RegionRole"] == role
         assert overrides["PeerRegion"] == (DR_REGION if role == "primary" else PRIMARY_REGION)
         params = load(GLOBAL_TEMPLATE)["Parameters"]
         assert set(overrides) <= set(params)
-        for key, value in overrides.items():
-            pattern = params[key].get("AllowedPattern")
-            assert pattern is None or re.fullmatch(pattern, value), (env, key, value)
+        # every value passes its AllowedPattern/AllowedValues, and the Rules hold (as CloudFormation checks)
+        config.template(account=ACCOUNT).validate()
 
 
 def test_every_checkov_skip_carries_a_reason() -> None:
