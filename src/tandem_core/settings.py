@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -77,3 +78,59 @@ class HealthSettings(_EnvModel):
     region_role: Literal["primary", "dr"] = Field(default="primary", alias="TANDEM_REGION_ROLE")
     queue_url: str = Field(alias="TRANSACTION_QUEUE_URL", min_length=1)
     ledger_table: str = Field(alias="LEDGER_TABLE_NAME", min_length=3)
+
+
+def _loopback(host: str | None) -> bool:
+    return host in {"127.0.0.1", "localhost", "::1"}
+
+
+class MonitorSettings(_EnvModel):
+    """What the replication monitor measures, against which thresholds, and how often it probes the peer.
+
+    Thresholds and cadence come from template parameters. ``PROBE_COUNT`` x ``PROBE_INTERVAL_SECONDS`` is the
+    probe loop of one run (6 x 10 s covers the one-minute schedule); ``PROBE_COUNT=1`` makes a run a single
+    pass (what a benchmark or an operator's manual invoke wants).
+    """
+
+    region_role: Literal["primary", "dr"] = Field(default="primary", alias="TANDEM_REGION_ROLE")
+    peer_region: str = Field(alias="PEER_REGION", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
+    ledger_table: str = Field(alias="LEDGER_TABLE_NAME", min_length=3)
+    archive_bucket: str = Field(alias="ARCHIVE_BUCKET_NAME", min_length=3)
+    peer_archive_bucket: str = Field(alias="PEER_ARCHIVE_BUCKET_NAME", min_length=3)
+    archive_replication_rule: str = Field(default="to-peer-region", alias="ARCHIVE_REPLICATION_RULE_ID", min_length=1)
+    queue_url: str = Field(alias="TRANSACTION_QUEUE_URL", min_length=1)
+    #: the in-VPC function that reads Aurora for the monitor; empty = connect directly (LEDGER_DB_* settings)
+    aurora_observer_function: str | None = Field(default=None, alias="AURORA_OBSERVER_FUNCTION")
+    #: this region's Aurora cluster, for the AuroraGlobalDBRPOLag metric; empty = do not query it
+    ledger_db_cluster_id: str | None = Field(default=None, alias="LEDGER_DB_CLUSTER_ID")
+    peer_health_url: str | None = Field(default=None, alias="PEER_HEALTH_URL")
+    rpo_budget_seconds: float = Field(default=5.0, alias="RPO_BUDGET_SECONDS", gt=0)
+    lag_warning_seconds: float = Field(default=2.0, alias="LAG_WARNING_SECONDS", gt=0)
+    heartbeat_stale_seconds: float = Field(default=90.0, alias="HEARTBEAT_STALE_SECONDS", gt=0)
+    probe_count: int = Field(default=6, alias="PROBE_COUNT", ge=1, le=12)
+    probe_interval_seconds: float = Field(default=10.0, alias="PROBE_INTERVAL_SECONDS", ge=0, le=30)
+    probe_timeout_seconds: float = Field(default=2.0, alias="PROBE_TIMEOUT_SECONDS", gt=0, le=10)
+    metric_window_seconds: int = Field(default=300, alias="METRIC_WINDOW_SECONDS", ge=60, le=3600)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: object) -> object:
+        """A template passes an unset optional parameter as an empty string."""
+        if isinstance(data, dict):
+            optional = ("AURORA_OBSERVER_FUNCTION", "LEDGER_DB_CLUSTER_ID", "PEER_HEALTH_URL")
+            return {k: v for k, v in data.items() if not (k in optional and v == "")}
+        return data
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.lag_warning_seconds >= self.rpo_budget_seconds:
+            raise ValueError("LAG_WARNING_SECONDS must be below RPO_BUDGET_SECONDS")
+        if self.heartbeat_stale_seconds <= 2 * self.probe_interval_seconds:
+            raise ValueError("HEARTBEAT_STALE_SECONDS must exceed the heartbeat cadence (2 x PROBE_INTERVAL_SECONDS)")
+        if self.peer_health_url is not None:
+            url = urlsplit(self.peer_health_url)
+            if not url.hostname or url.scheme not in {"https", "http"}:
+                raise ValueError("PEER_HEALTH_URL must be an https:// URL")
+            if url.scheme == "http" and not _loopback(url.hostname):
+                raise ValueError("PEER_HEALTH_URL must use https (plain http only to a loopback address)")
+        return self

@@ -79,6 +79,7 @@ def test_the_health_event_gets_200_in_both_regions() -> None:
 def test_every_event_file_is_used_by_a_test() -> None:
     assert {e.name for e in event_files()} == {
         "sqs_valid_batch.json", "sqs_invalid_records.json", "sqs_duplicates_and_conflict.json", "http_health.json",
+        "monitor_scheduled.json",  # tests/unit/test_monitor_handler.py, tests/integration/test_replication_monitor.py
     }  # fmt: skip
 
 

@@ -149,7 +149,7 @@ def test_a_failing_migration_leaves_nothing_half_applied(db: pg8000.native.Conne
     with pytest.raises(pg8000.native.DatabaseError):
         migrate(db, broken)
     assert db.run("SELECT to_regclass('half') IS NULL") == [[True]]
-    assert db.run("SELECT max(version) FROM schema_migration") == [[1]]
+    assert db.run("SELECT max(version) FROM schema_migration") == [[max(m.version for m in load_migrations())]]
 
 
 @pytest.fixture

@@ -1,0 +1,79 @@
+"""Lambda entry point of the replication monitor (every minute, in both regions, outside the VPC).
+
+Thin: parse the trigger, run the monitor built once per execution environment, log and return its report
+(verdict, reasons, lag per store, peer liveness) - the JSON ``make invoke`` prints. The monitor reads its
+Aurora cluster through the in-VPC observer function (``replication_monitor.aurora_app``); without one
+configured it connects to the database itself (LEDGER_DB_* settings), as a local run does.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from replication_monitor.events import parse_trigger
+from replication_monitor.metrics import EmfSink
+from replication_monitor.monitor import ReplicationMonitor
+from replication_monitor.probe import HttpProber
+from tandem_core.clients import client_for
+from tandem_core.heartbeat import (
+    AuroraSource,
+    BucketHeartbeats,
+    ControlItems,
+    InvokedAurora,
+    ledger_aurora_from_env,
+)
+from tandem_core.settings import AwsSettings, ConfigurationError, MonitorSettings
+
+logger = Logger(service="replication_monitor")
+tracer = Tracer(service="replication_monitor")
+
+
+def aurora_source(aws: AwsSettings, settings: MonitorSettings) -> AuroraSource:
+    """The observer function when configured (the template does), else a direct ledger connection."""
+    if settings.aurora_observer_function:
+        return InvokedAurora(client_for("lambda", aws), settings.aurora_observer_function)
+    return ledger_aurora_from_env(aws)
+
+
+@functools.cache
+def build_monitor() -> ReplicationMonitor:
+    """Settings, clients and the Aurora source, built once per execution environment."""
+    aws = AwsSettings.from_env()
+    settings = MonitorSettings.from_env()
+    if settings.peer_region == aws.region:
+        raise ConfigurationError(f"PEER_REGION must be the other region, not this one ({aws.region})")
+    return ReplicationMonitor(
+        settings,
+        aws.region,
+        cloudwatch=client_for("cloudwatch", aws),
+        sqs=client_for("sqs", aws),
+        control=ControlItems(client_for("dynamodb", aws), settings.ledger_table, aws.region, settings.peer_region),
+        bucket=BucketHeartbeats(client_for("s3", aws), settings.archive_bucket, aws.region, settings.peer_region),
+        aurora=aurora_source(aws, settings),
+        prober=HttpProber(),
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    trigger = parse_trigger(event)  # ValueError naming what is wrong: the invoker's error
+    monitor = build_monitor()
+    region = AwsSettings.from_env().region
+    report = monitor.run(EmfSink(region), remaining_ms=context.get_remaining_time_in_millis)
+    log = logger.info if report["verdict"] == "ready" else logger.warning
+    log(
+        "readiness",
+        extra={
+            "trigger": trigger.kind,
+            "verdict": report["verdict"],
+            "reasons": report["reasons"],
+            "lag_seconds": report["lag_seconds"],
+            "peer": {k: v for k, v in report["peer"].items() if k != "probes"},
+        },
+    )
+    return report

@@ -1,0 +1,352 @@
+"""One run of the replication monitor: measure every store, probe the peer, judge, record, publish.
+
+A run (every minute) is one measurement pass followed by a probe loop:
+
+- once per run: ONE GetMetricData (this region's CloudWatch), the Aurora observation, the S3 heartbeat
+  (PUT ours, HEAD the peer's copy), the queue check;
+- every probe round (``PROBE_COUNT`` rounds, ``PROBE_INTERVAL_SECONDS`` apart): GET the peer's /health and
+  read the peer's DynamoDB heartbeat from our replica, and publish both as high-resolution metrics; every
+  second round, counted back from the last one, write our own heartbeat (the last write also carries the
+  readiness record, in one BatchWriteItem).
+
+AWS calls per run: 5 + PROBE_COUNT reads + ceil(PROBE_COUNT / 2) writes = 14 at the default 6 rounds, 7 for
+a single pass (PROBE_COUNT=1). Nothing here fails over or changes anything but our heartbeats, our readiness
+record and metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tandem_core.heartbeat import (
+    AuroraObservation,
+    AuroraSource,
+    BucketHeartbeats,
+    ControlItems,
+    PeerHeartbeat,
+    to_attributes,
+)
+from tandem_core.readiness import (
+    OK,
+    Dependency,
+    Thresholds,
+    Verdict,
+    assess,
+    readiness_key,
+    readiness_record,
+)
+from tandem_core.replication import (
+    AURORA_IN,
+    STORES,
+    HeartbeatState,
+    MetricReading,
+    OutboundLag,
+    Store,
+    StoreReading,
+    age,
+    carried_lag,
+    fetch_metrics,
+    heartbeat_state,
+    replication_metrics,
+)
+from tandem_core.settings import MonitorSettings
+
+#: Time a last round needs after its probe (heartbeat + readiness write, the response), in seconds.
+FINAL_ROUND_RESERVE = 5.0
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    healthy: bool
+    status: int | None = None
+    error: str | None = None
+
+
+class Prober(Protocol):
+    def probe(self, url: str, timeout: float) -> ProbeResult: ...
+
+
+class MetricsSink(Protocol):
+    def probe_round(self, at: float, peer_healthy: bool | None, peer_heartbeat_age: float | None) -> None: ...
+
+    def run(self, at: float, lags: Mapping[Store, float | None], ready: bool) -> None: ...
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def problem(exc: BaseException) -> str:
+    """A short name for what went wrong with an AWS call (the error code, or the exception type)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+    return type(exc).__name__
+
+
+_AWS_ERRORS = (ClientError, BotoCoreError)
+
+
+@dataclass
+class _Run:
+    """What one run has seen so far (dependency problems keep the first error)."""
+
+    dependencies: dict[Dependency, str]
+
+    def failed(self, dep: Dependency, what: str) -> None:
+        if self.dependencies.get(dep, OK) == OK:
+            self.dependencies[dep] = what
+
+
+class ReplicationMonitor:
+    """The monitor's logic; every AWS resource comes in already built (see ``replication_monitor.app``)."""
+
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        region: str,
+        *,
+        cloudwatch: Any,
+        sqs: Any,
+        control: ControlItems,
+        bucket: BucketHeartbeats,
+        aurora: AuroraSource,
+        prober: Prober,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._s = settings
+        self._region = region
+        self._cloudwatch = cloudwatch
+        self._sqs = sqs
+        self._control = control
+        self._bucket = bucket
+        self._aurora = aurora
+        self._prober = prober
+        self._clock = clock
+        self._sleep = sleep
+        self._specs = replication_metrics(
+            table=settings.ledger_table,
+            peer_region=settings.peer_region,
+            bucket=settings.archive_bucket,
+            peer_bucket=settings.peer_archive_bucket,
+            rule_id=settings.archive_replication_rule,
+            cluster_id=settings.ledger_db_cluster_id,
+        )
+        self.thresholds = Thresholds(
+            settings.rpo_budget_seconds, settings.lag_warning_seconds, settings.heartbeat_stale_seconds
+        )
+
+    # ------------------------------------------------------------------------------------------ the run
+    def run(self, sink: MetricsSink, remaining_ms: Callable[[], int] | None = None) -> dict[str, Any]:
+        """Measure, probe, judge; write our heartbeats and readiness record; return what a caller prints."""
+        s = self._s
+        started = self._clock()
+        run = _Run(dict.fromkeys(Dependency, OK))
+        readings = self._read_metrics(started, run)
+        outbound = OutboundLag.from_metrics(readings)
+        aurora = self._aurora.observe()
+        if not aurora.reachable:
+            run.failed(Dependency.DATABASE, aurora.error or "unreachable")
+        self._check_queue(run)
+        s3_age, s3_state = self._bucket_heartbeats(started, run)
+
+        stores: dict[Store, StoreReading] = {}
+        probes: list[dict[str, Any]] = []
+        record: dict[str, Any] = {}
+        for i in range(s.probe_count):
+            if i:
+                self._wait_until(started + i * s.probe_interval_seconds)
+            at = self._clock()
+            probe = self._prober.probe(s.peer_health_url, s.probe_timeout_seconds) if s.peer_health_url else None
+            peer_hb, readable = self._read_peer_heartbeat(run)
+            hb_age = None if peer_hb is None else age(at, peer_hb.written_at)
+            if i == 0:
+                stores = self._stores(
+                    at, aurora, readings.get(AURORA_IN, MetricReading()), peer_hb, readable, s3_age, s3_state
+                )
+            probes.append(
+                {
+                    "at": iso(at),
+                    "healthy": None if probe is None else probe.healthy,
+                    "status": None if probe is None else probe.status,
+                    "error": None if probe is None else probe.error,
+                    "heartbeat_age_seconds": None if hb_age is None else round(hb_age, 3),
+                }
+            )
+            sink.probe_round(at, None if probe is None else probe.healthy, hb_age)
+            last = i == s.probe_count - 1 or not self._room_for_another_round(remaining_ms)
+            if last:
+                record = self._finish(run, at, started, outbound, stores, aurora, probes)
+                break
+            if (s.probe_count - 1 - i) % 2 == 0:
+                self._write(run, at, outbound)
+
+        lags = {st: stores[st].lag_seconds if st in stores else None for st in STORES}
+        sink.run(started, lags, record["verdict"] == Verdict.READY.value)
+        return {**record, "peer_region": s.peer_region, "peer": {**record["peer"], "probes": probes}}
+
+    def _finish(
+        self,
+        run: _Run,
+        at: float,
+        started: float,
+        outbound: OutboundLag,
+        stores: Mapping[Store, StoreReading],
+        aurora: AuroraObservation,
+        probes: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """Judge, then write our last heartbeat together with the readiness record (one call)."""
+        peer = self._peer_summary(probes)
+        record = self._record(run, started, stores, aurora, peer)
+        item = {**readiness_key(self._region), **to_attributes(record)}
+        if self._write(run, at, outbound, extra=item) is False:
+            record = self._record(run, started, stores, aurora, peer)  # the table failed: say so
+        return record
+
+    def _record(
+        self,
+        run: _Run,
+        started: float,
+        stores: Mapping[Store, StoreReading],
+        aurora: AuroraObservation,
+        peer: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        assessment = assess(run.dependencies, stores, peer["answered"], self.thresholds)
+        return readiness_record(
+            region=self._region,
+            role=self._s.region_role,
+            assessment=assessment,
+            stores=stores,
+            dependencies=run.dependencies,
+            aurora_writer=aurora.writer if aurora.reachable else None,
+            peer=peer,
+            measured_at=started,
+            measured_at_iso=iso(started),
+            thresholds=self.thresholds,
+        )
+
+    def _peer_summary(self, probes: list[dict[str, Any]]) -> dict[str, Any]:
+        results = [p["healthy"] for p in probes if p["healthy"] is not None]
+        return {
+            "region": self._s.peer_region,
+            "probed": bool(self._s.peer_health_url),
+            "healthy": results[-1] if results else None,  # the latest probe
+            "answered": any(results) if results else None,  # any probe of this run
+            "probes_healthy": sum(1 for r in results if r),
+            "probes_failed": sum(1 for r in results if not r),
+            "heartbeat_age_seconds": probes[-1]["heartbeat_age_seconds"] if probes else None,
+        }
+
+    # ------------------------------------------------------------------------------------------ measurements
+    def _read_metrics(self, now: float, run: _Run) -> dict[str, MetricReading]:
+        try:
+            return fetch_metrics(
+                self._cloudwatch, self._specs, datetime.fromtimestamp(now, UTC), self._s.metric_window_seconds
+            )
+        except _AWS_ERRORS as exc:
+            run.failed(Dependency.METRICS, problem(exc))
+            return {}
+
+    def _check_queue(self, run: _Run) -> None:
+        try:
+            self._sqs.get_queue_attributes(QueueUrl=self._s.queue_url, AttributeNames=["QueueArn"])
+        except _AWS_ERRORS as exc:
+            run.failed(Dependency.QUEUE, problem(exc))
+
+    def _bucket_heartbeats(self, now: float, run: _Run) -> tuple[float | None, HeartbeatState]:
+        try:
+            self._bucket.write(now)
+        except _AWS_ERRORS as exc:
+            run.failed(Dependency.BUCKET, problem(exc))
+        try:
+            written = self._bucket.read_peer()
+        except _AWS_ERRORS as exc:
+            run.failed(Dependency.BUCKET, problem(exc))
+            return None, HeartbeatState.UNREADABLE
+        s3_age = None if written is None else age(now, written)
+        return s3_age, heartbeat_state(s3_age, self._s.heartbeat_stale_seconds)
+
+    def _read_peer_heartbeat(self, run: _Run) -> tuple[PeerHeartbeat | None, bool]:
+        try:
+            return self._control.read_peer_heartbeat(), True
+        except _AWS_ERRORS as exc:
+            run.failed(Dependency.TABLE, problem(exc))
+            return None, False
+
+    def _write(self, run: _Run, at: float, outbound: OutboundLag, extra: dict[str, Any] | None = None) -> bool:
+        try:
+            self._control.write_heartbeat(at, outbound, () if extra is None else (extra,))
+        except (*_AWS_ERRORS, RuntimeError) as exc:
+            run.failed(Dependency.TABLE, problem(exc))
+            return False
+        return True
+
+    def _stores(
+        self,
+        now: float,
+        aurora: AuroraObservation,
+        aurora_metric: MetricReading,
+        peer_hb: PeerHeartbeat | None,
+        readable: bool,
+        s3_age: float | None,
+        s3_state: HeartbeatState,
+    ) -> dict[Store, StoreReading]:
+        stale = self._s.heartbeat_stale_seconds
+        hb_age = None if peer_hb is None else age(now, peer_hb.written_at)
+        hb_state = heartbeat_state(hb_age, stale) if readable else HeartbeatState.UNREADABLE
+        outbound = peer_hb.outbound if peer_hb is not None else OutboundLag()
+        return {
+            Store.AURORA: aurora_reading(aurora, aurora_metric, now, stale),
+            Store.DYNAMODB: carried_lag(
+                Store.DYNAMODB, outbound.dynamodb, hb_age, stale, hb_state, hb_age, carrier_readable=readable
+            ),
+            Store.S3: carried_lag(Store.S3, outbound.s3, hb_age, stale, s3_state, s3_age, carrier_readable=readable),
+        }
+
+    # ------------------------------------------------------------------------------------------ pacing
+    def _wait_until(self, target: float) -> None:
+        delay = target - self._clock()
+        if delay > 0:
+            self._sleep(delay)
+
+    def _room_for_another_round(self, remaining_ms: Callable[[], int] | None) -> bool:
+        if remaining_ms is None:
+            return True
+        needed = self._s.probe_interval_seconds + self._s.probe_timeout_seconds + FINAL_ROUND_RESERVE
+        return remaining_ms() / 1000 > needed
+
+
+def aurora_reading(obs: AuroraObservation, metric: MetricReading, now: float, stale_after: float) -> StoreReading:
+    """Aurora's lag into this region: our own row of aurora_global_db_status(), else AuroraGlobalDBRPOLag.
+
+    The writer's lag is 0 by definition (nothing replicates into it) and it has no heartbeat to read. A status
+    row whose last calculation is older than the staleness threshold is a measurement that stopped.
+    """
+    if obs.reachable and obs.writer:
+        return StoreReading(Store.AURORA, 0.0, "writer", now, HeartbeatState.NOT_APPLICABLE, None)
+    if not obs.reachable:
+        hb_state, hb_age = HeartbeatState.UNREADABLE, None
+    else:
+        hb_age = obs.heartbeat_age_seconds
+        hb_state = heartbeat_state(hb_age, stale_after)
+    last_known = None
+    if obs.reachable and obs.rpo_lag_seconds is not None:
+        calc_age = obs.status_age_seconds or 0.0
+        if calc_age <= stale_after:
+            return StoreReading(
+                Store.AURORA, obs.rpo_lag_seconds, "aurora_global_db_status", now - calc_age, hb_state, hb_age
+            )
+        last_known = obs.rpo_lag_seconds
+    if metric.known:
+        return StoreReading(
+            Store.AURORA, metric.value, "cloudwatch AuroraGlobalDBRPOLag", metric.as_of, hb_state, hb_age,
+            last_known_lag_seconds=last_known,
+        )  # fmt: skip
+    why = "status calculation too old" if last_known is not None else (obs.status_error or obs.error or "no signal")
+    return StoreReading(Store.AURORA, None, why, None, hb_state, hb_age, last_known_lag_seconds=last_known)

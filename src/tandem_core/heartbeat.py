@@ -1,0 +1,309 @@
+"""End-to-end heartbeats: a value written in one region and read back from the other region's replica.
+
+The AWS lag metrics can simply stop (no datapoint is not "no lag"); a heartbeat cannot lie that way: if the
+peer's heartbeat in our replica is old while the peer itself answers, replication has stalled.
+
+- DynamoDB: item ``pk=HEARTBEAT#<region>, sk=HEARTBEAT`` in the global table, written by its own region
+  only. It also carries the writer's outbound lag measurements (:class:`OutboundLag`) to the peer.
+- S3: object ``heartbeat/<region>`` in the region's own archive bucket (replicated with the archive, RTC);
+  the written time is in the object's metadata, so the peer reads it with a HEAD (no KMS decrypt).
+- Aurora: a row of ``replication_heartbeat`` (migration 0002) upserted on the writer, read from the
+  secondary cluster, with both times on the database clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+import pg8000.native
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from tandem_core.clients import client_for
+from tandem_core.database import (
+    CONNECTION_ERRORS,
+    IamTokenCredentials,
+    LedgerConnector,
+    SecretCredentials,
+    sqlstate,
+)
+from tandem_core.replication import OutboundLag
+from tandem_core.settings import AwsSettings, LedgerDbSettings
+
+HEARTBEAT_SK = "HEARTBEAT"
+S3_PREFIX = "heartbeat/"
+WRITTEN_AT = "written-at"  # S3 user metadata key (x-amz-meta-written-at)
+
+_SERIALIZER = TypeSerializer()
+_DESERIALIZER = TypeDeserializer()
+
+
+def heartbeat_key(region: str) -> dict[str, dict[str, str]]:
+    return {"pk": {"S": f"HEARTBEAT#{region}"}, "sk": {"S": HEARTBEAT_SK}}
+
+
+def s3_heartbeat_key(region: str) -> str:
+    return f"{S3_PREFIX}{region}"
+
+
+def to_attributes(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain dict as DynamoDB attribute values (floats as exact decimals of their repr)."""
+    return {k: _SERIALIZER.serialize(_decimals(v)) for k, v in data.items()}
+
+
+def from_attributes(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _plain(_DESERIALIZER.deserialize(v)) for k, v in item.items()}
+
+
+def _decimals(value: Any) -> Any:
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, dict):
+        return {k: _decimals(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_decimals(v) for v in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- DynamoDB
+@dataclass(frozen=True)
+class PeerHeartbeat:
+    region: str
+    written_at: float  # epoch seconds, the writer's clock
+    outbound: OutboundLag
+
+
+class ControlItems:
+    """This region's heartbeat (and readiness record) in the global table, and the peer's heartbeat.
+
+    One call per operation: a single put, or a BatchWriteItem when the readiness record goes with the
+    heartbeat. Writes are unconditional - each item is written by its own region only (IAM enforces it
+    with ``dynamodb:LeadingKeys``), so there is nothing to race with.
+    """
+
+    def __init__(self, dynamodb: Any, table: str, region: str, peer_region: str) -> None:
+        self._db = dynamodb
+        self._table = table
+        self._region = region
+        self._peer = peer_region
+
+    def write_heartbeat(self, now: float, outbound: OutboundLag, extra: Sequence[dict[str, Any]] = ()) -> None:
+        item = {
+            **heartbeat_key(self._region),
+            **to_attributes({"region": self._region, "written_at": round(now, 3), "outbound": outbound.as_dict()}),
+        }
+        if not extra:
+            self._db.put_item(TableName=self._table, Item=item)
+            return
+        requests = [{"PutRequest": {"Item": i}} for i in (item, *extra)]
+        response = self._db.batch_write_item(RequestItems={self._table: requests})
+        if response.get("UnprocessedItems"):
+            left = len(response["UnprocessedItems"].get(self._table, []))
+            raise RuntimeError(f"DynamoDB left {left} control items unwritten")
+
+    def read_peer_heartbeat(self) -> PeerHeartbeat | None:
+        """The peer's heartbeat as this region's replica holds it (strongly consistent within the region)."""
+        response = self._db.get_item(TableName=self._table, Key=heartbeat_key(self._peer), ConsistentRead=True)
+        raw = response.get("Item")
+        if raw is None:
+            return None
+        data = from_attributes(raw)
+        outbound = OutboundLag.from_dict(data.get("outbound"))
+        return PeerHeartbeat(str(data["region"]), float(data["written_at"]), outbound)
+
+
+# ---------------------------------------------------------------------------------------------- S3
+class BucketHeartbeats:
+    """``heartbeat/<region>`` in our own archive bucket; the peer's copy arrives by bucket replication."""
+
+    def __init__(self, s3: Any, bucket: str, region: str, peer_region: str) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+        self._region = region
+        self._peer = peer_region
+
+    def write(self, now: float) -> None:
+        written = f"{now:.3f}"
+        self._s3.put_object(
+            Bucket=self._bucket,
+            Key=s3_heartbeat_key(self._region),
+            Body=json.dumps({"region": self._region, "written_at": float(written)}).encode(),
+            ContentType="application/json",
+            Metadata={WRITTEN_AT: written},
+        )
+
+    def read_peer(self) -> float | None:
+        """When the peer wrote the copy our bucket holds (epoch seconds); None when there is none."""
+        try:
+            head = self._s3.head_object(Bucket=self._bucket, Key=s3_heartbeat_key(self._peer))
+        except ClientError as exc:
+            # Without s3:ListBucket a missing key answers 403 rather than 404: both mean "not here for us".
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound", "403", "AccessDenied"}:
+                return None
+            raise
+        written = head.get("Metadata", {}).get(WRITTEN_AT)
+        if written is None:
+            return None
+        try:
+            return float(written)
+        except ValueError:
+            return None
+
+
+# ---------------------------------------------------------------------------------------------- Aurora
+@dataclass(frozen=True)
+class AuroraObservation:
+    """What this region's Aurora cluster says about replication into it (all times on the DB clock)."""
+
+    reachable: bool
+    error: str | None = None
+    writer: bool | None = None
+    rpo_lag_seconds: float | None = None  # our own row of aurora_global_db_status(); 0 on the writer
+    status_age_seconds: float | None = None  # age of that row's last_lag_calculation_time
+    status_error: str | None = None
+    heartbeat_written: bool = False
+    heartbeat_age_seconds: float | None = None  # the writer's heartbeat row, read on a secondary
+    heartbeat_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuroraObservation:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if not isinstance(known.get("reachable"), bool):
+            raise ValueError("not an Aurora observation: 'reachable' must be a boolean")
+        return cls(**known)
+
+
+class AuroraSource(Protocol):
+    def observe(self) -> AuroraObservation: ...
+
+
+_STATUS = (
+    "SELECT rpo_lag_in_msec, CAST(extract(epoch FROM clock_timestamp() - last_lag_calculation_time) AS float8)"
+    " FROM aurora_global_db_status() WHERE aws_region = :region"
+)
+_WRITE_HEARTBEAT = (
+    "INSERT INTO replication_heartbeat (region, written_at) VALUES (:region, clock_timestamp())"
+    " ON CONFLICT (region) DO UPDATE SET written_at = EXCLUDED.written_at, beats = replication_heartbeat.beats + 1"
+)
+_READ_HEARTBEAT = (
+    "SELECT CAST(extract(epoch FROM clock_timestamp() - written_at) AS float8) FROM replication_heartbeat"
+    " WHERE region <> :region ORDER BY written_at DESC LIMIT 1"
+)
+_UNDEFINED_FUNCTION, _UNDEFINED_TABLE = "42883", "42P01"
+
+
+class LedgerAurora:
+    """Reads (and on the writer, writes) through the ledger connection code: TLS, secret credentials.
+
+    Whether this cluster is the writer comes from the database itself (``pg_is_in_recovery()``), not from a
+    deployment parameter, so the answer stays right after a failover. Nothing here migrates the schema:
+    without the ``replication_heartbeat`` table the heartbeat reads as missing.
+    """
+
+    def __init__(self, connector: LedgerConnector, region: str) -> None:
+        self._connector = connector
+        self._region = region
+
+    def observe(self) -> AuroraObservation:
+        try:
+            conn = self._connector.connection()
+            rows = conn.run("SELECT pg_is_in_recovery()") or [[None]]
+            writer = rows[0][0] is False
+            status = (0.0, None, None) if writer else self._status(conn)  # nothing replicates into the writer
+            heartbeat = self._heartbeat(conn, writer)
+        except (*CONNECTION_ERRORS, pg8000.native.DatabaseError) as exc:
+            self._connector.discard()  # unknown state: the next run opens a fresh connection
+            return AuroraObservation(reachable=False, error=_describe(exc))
+        return AuroraObservation(True, None, writer, *status, *heartbeat)
+
+    def _status(self, conn: pg8000.native.Connection) -> tuple[float | None, float | None, str | None]:
+        """Our own row of aurora_global_db_status(): the RPO lag into this (secondary) cluster."""
+        try:
+            rows = conn.run(_STATUS, region=self._region) or []
+        except pg8000.native.DatabaseError as exc:
+            if sqlstate(exc) != _UNDEFINED_FUNCTION:
+                raise
+            return None, None, "aurora_global_db_status() is not available"
+        if not rows:
+            return None, None, f"aurora_global_db_status() has no row for {self._region}"
+        rpo_ms, calc_age = rows[0]
+        if rpo_ms is not None and int(rpo_ms) == -1:
+            return 0.0, None, None  # Aurora says this cluster is the primary
+        if rpo_ms is None:
+            return None, None, "rpo_lag_in_msec is null"
+        return max(0.0, float(rpo_ms) / 1000), (None if calc_age is None else max(0.0, float(calc_age))), None
+
+    def _heartbeat(self, conn: pg8000.native.Connection, writer: bool) -> tuple[bool, float | None, str | None]:
+        try:
+            if writer:
+                conn.run(_WRITE_HEARTBEAT, region=self._region)
+                return True, None, None
+            rows = conn.run(_READ_HEARTBEAT, region=self._region) or []
+        except pg8000.native.DatabaseError as exc:
+            if sqlstate(exc) == _UNDEFINED_TABLE:
+                return False, None, "replication_heartbeat table missing (ledger schema not migrated)"
+            if writer and sqlstate(exc) == "25006":  # read-only: a writer being demoted right now
+                return False, None, "writer is read-only"
+            raise
+        if not rows:
+            return False, None, "no heartbeat row from the writer"
+        return False, max(0.0, float(rows[0][0])), None
+
+
+def ledger_aurora_from_env(aws: AwsSettings) -> LedgerAurora:
+    """A :class:`LedgerAurora` on this region's ledger database, configured by the LEDGER_DB_* variables."""
+    db = LedgerDbSettings.from_env()
+    credentials: SecretCredentials | IamTokenCredentials
+    if db.auth == "iam":
+        credentials = IamTokenCredentials(client_for("rds", aws), db, aws.region)
+    else:
+        credentials = SecretCredentials(client_for("secretsmanager", aws), db.secret_arn or "")
+    return LedgerAurora(LedgerConnector(db, credentials), aws.region)
+
+
+class InvokedAurora:
+    """The same observation from the in-VPC observer function (the monitor itself runs outside the VPC)."""
+
+    def __init__(self, lambda_client: Any, function_name: str) -> None:
+        self._lambda = lambda_client
+        self._function = function_name
+
+    def observe(self) -> AuroraObservation:
+        try:
+            response = self._lambda.invoke(FunctionName=self._function, InvocationType="RequestResponse", Payload=b"{}")
+            payload = response["Payload"].read()
+            data = json.loads(payload or b"null")
+            if response.get("FunctionError"):
+                message = data.get("errorMessage", "") if isinstance(data, dict) else ""
+                return AuroraObservation(reachable=False, error=f"observer failed: {message}"[:300])
+            if not isinstance(data, dict):
+                raise ValueError("observer answered something other than a JSON object")
+            return AuroraObservation.from_dict(data)
+        except Exception as exc:  # any failure to observe is "cannot reach our database", never a crash
+            return AuroraObservation(reachable=False, error=f"observer unreachable: {_describe(exc)}"[:300])
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "ClientError"))
+    detail = exc.args[0] if exc.args else None
+    if isinstance(detail, dict):
+        return f"{detail.get('C', '')} {detail.get('M', '')}".strip()
+    return f"{type(exc).__name__}: {exc}"[:200]

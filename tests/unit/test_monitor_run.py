@@ -1,0 +1,342 @@
+"""One monitor run in moto (in-process): what it measures, writes, publishes, and how many AWS calls it makes."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from replication_monitor.monitor import ProbeResult, ReplicationMonitor
+from tandem.local import ledger_table_keys
+from tandem_core.heartbeat import (
+    AuroraObservation,
+    BucketHeartbeats,
+    ControlItems,
+    InvokedAurora,
+    from_attributes,
+    heartbeat_key,
+    to_attributes,
+)
+from tandem_core.readiness import readiness_key
+from tandem_core.replication import Store
+from tandem_core.settings import MonitorSettings
+from tests.conftest import FakeClock
+
+REGION, PEER = "us-west-2", "us-east-1"
+TABLE, BUCKET, PEER_BUCKET = "tandem-ledger", "tandem-archive-dr", "tandem-archive-primary"
+SECONDARY = AuroraObservation(
+    True, writer=False, rpo_lag_seconds=0.3, status_age_seconds=1.0, heartbeat_age_seconds=20.0
+)
+
+
+@dataclass
+class FakeProber:
+    """Answers from a script (healthy unless told otherwise) and remembers what it was asked."""
+
+    script: list[bool] = field(default_factory=list)
+    asked: list[tuple[str, float]] = field(default_factory=list)
+
+    def probe(self, url: str, timeout: float) -> ProbeResult:
+        self.asked.append((url, timeout))
+        healthy = self.script.pop(0) if self.script else True
+        return ProbeResult(healthy, 200 if healthy else None, None if healthy else "ConnectionRefusedError")
+
+
+@dataclass
+class ListSink:
+    rounds: list[tuple[float, bool | None, float | None]] = field(default_factory=list)
+    runs: list[tuple[float, dict[Store, float | None], bool]] = field(default_factory=list)
+
+    def probe_round(self, at: float, peer_healthy: bool | None, peer_heartbeat_age: float | None) -> None:
+        self.rounds.append((at, peer_healthy, peer_heartbeat_age))
+
+    def run(self, at: float, lags: Mapping[Store, float | None], ready: bool) -> None:
+        self.runs.append((at, dict(lags), ready))
+
+
+class FakeLambda:
+    """The observer function's answer, as Lambda's Invoke returns it."""
+
+    def __init__(self, observation: AuroraObservation, calls: list[str]) -> None:
+        self.observation = observation
+        self.calls = calls
+
+    def invoke(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(f"Invoke {kwargs['FunctionName']}")
+        return {"StatusCode": 200, "Payload": io.BytesIO(json.dumps(self.observation.as_dict()).encode())}
+
+
+@dataclass
+class World:
+    clients: dict[str, Any]
+    queue_url: str
+    clock: FakeClock
+    calls: list[str]
+
+    def monitor(
+        self,
+        aurora: AuroraObservation = SECONDARY,
+        prober: FakeProber | None = None,
+        **env: str,
+    ) -> tuple[ReplicationMonitor, FakeProber]:
+        settings = MonitorSettings.from_env({
+            "TANDEM_REGION_ROLE": "dr", "PEER_REGION": PEER, "LEDGER_TABLE_NAME": TABLE, "ARCHIVE_BUCKET_NAME": BUCKET,
+            "PEER_ARCHIVE_BUCKET_NAME": PEER_BUCKET, "TRANSACTION_QUEUE_URL": self.queue_url,
+            "AURORA_OBSERVER_FUNCTION": "observer", "LEDGER_DB_CLUSTER_ID": "tandem-ledger-dr",
+            "PEER_HEALTH_URL": "https://peer.example/health", **env,
+        })  # fmt: skip
+        prober = prober or FakeProber()
+        monitor = ReplicationMonitor(
+            settings, REGION,
+            cloudwatch=self.clients["cloudwatch"], sqs=self.clients["sqs"],
+            control=ControlItems(self.clients["dynamodb"], TABLE, REGION, PEER),
+            bucket=BucketHeartbeats(self.clients["s3"], BUCKET, REGION, PEER),
+            aurora=InvokedAurora(FakeLambda(aurora, self.calls), "observer"),
+            prober=prober, clock=self.clock.now, sleep=self.sleep,
+        )  # fmt: skip
+        return monitor, prober
+
+    def sleep(self, seconds: float) -> None:
+        self.clock.t += seconds
+
+    def peer_writes(self, seconds_ago: float, ddb_lag_ms: float | None = 800.0, s3_lag: float | None = 1.5) -> None:
+        """The peer's heartbeats as replication delivers them into this region's table and bucket."""
+        written = self.clock.t - seconds_ago
+        outbound = {
+            "dynamodb": {"value": None if ddb_lag_ms is None else ddb_lag_ms / 1000, "as_of": written - 60},
+            "s3": {"value": s3_lag, "as_of": written - 60},
+            "s3_pending_operations": 0.0,
+        }
+        self.clients["dynamodb"].put_item(
+            TableName=TABLE,
+            Item={
+                **heartbeat_key(PEER),
+                **to_attributes({"region": PEER, "written_at": written, "outbound": outbound}),
+            },
+        )
+        self.clients["s3"].put_object(
+            Bucket=BUCKET, Key=f"heartbeat/{PEER}", Body=b"{}", Metadata={"written-at": f"{written:.3f}"}
+        )
+
+    def item(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        raw = self.clients["dynamodb"].get_item(TableName=TABLE, Key=key, ConsistentRead=True).get("Item")
+        return None if raw is None else from_attributes(raw)
+
+
+@pytest.fixture
+def world(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    monkeypatch.setenv("AWS_REGION", REGION)
+    with mock_aws():
+        clients = {s: boto3.client(s, region_name=REGION) for s in ("cloudwatch", "sqs", "dynamodb", "s3")}
+        clients["dynamodb"].create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
+        clients["s3"].create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+        url = clients["sqs"].create_queue(QueueName="tandem-transactions")["QueueUrl"]
+        calls: list[str] = []
+        for c in clients.values():
+            c.meta.events.register("before-call", lambda model, **_: calls.append(model.name))
+        yield World(clients, url, FakeClock(float(int(time.time()))), calls)
+
+
+def test_steady_state_is_ready_and_every_signal_is_reported(world: World) -> None:
+    world.peer_writes(seconds_ago=4.0)
+    monitor, prober = world.monitor()
+    sink = ListSink()
+    report = monitor.run(sink)
+    assert (report["verdict"], report["reasons"]) == ("ready", [])
+    assert report["lag_seconds"] == {"aurora": 0.3, "dynamodb": 0.8, "s3": 1.5}
+    assert report["stores"]["dynamodb"]["source"] == "peer cloudwatch"
+    assert report["stores"]["s3"]["heartbeat"] == "fresh"
+    assert report["dependencies"] == dict.fromkeys(("database", "table", "bucket", "queue", "metrics"), "ok")
+    assert report["peer"]["healthy"] is True
+    assert report["peer"]["probes_healthy"] == 6
+    assert report["peer"]["probes"][0]["heartbeat_age_seconds"] == pytest.approx(4.0)
+    assert prober.asked == [("https://peer.example/health", 2.0)] * 6
+    ((at, lags, ready),) = sink.runs
+    assert at == pytest.approx(world.clock.t - 50)  # measured at the start of the run
+    assert (lags, ready) == ({Store.AURORA: 0.3, Store.DYNAMODB: 0.8, Store.S3: 1.5}, True)
+
+
+def test_a_default_run_probes_every_10_s_and_stays_within_15_aws_calls(world: World) -> None:
+    world.peer_writes(seconds_ago=1.0)
+    world.calls.clear()
+    start = world.clock.t
+    monitor, _ = world.monitor()
+    sink = ListSink()
+    monitor.run(sink)
+    assert [round(at - start, 3) for at, _, _ in sink.rounds] == [0, 10, 20, 30, 40, 50]
+    assert len(world.calls) == 14
+    assert sorted(world.calls) == sorted(
+        ["GetMetricData", "Invoke observer", "GetQueueAttributes", "PutObject", "HeadObject"]
+        + ["GetItem"] * 6
+        + ["PutItem"] * 2
+        + ["BatchWriteItem"]
+    )
+
+
+def test_a_single_pass_makes_seven_calls_and_still_writes_heartbeat_and_readiness(world: World) -> None:
+    monitor, _ = world.monitor(PROBE_COUNT="1")
+    sink = ListSink()
+    report = monitor.run(sink)
+    assert len(world.calls) == 7
+    assert len(sink.rounds) == 1
+    assert world.item(heartbeat_key(REGION)) is not None
+    record = world.item(readiness_key(REGION))
+    assert record is not None
+    assert (record["verdict"], record["reasons"]) == (report["verdict"], report["reasons"])
+
+
+def test_own_heartbeat_every_second_round_the_last_with_the_readiness_record(world: World) -> None:
+    world.peer_writes(seconds_ago=1.0)
+    start = world.clock.t
+    monitor, _ = world.monitor()
+    monitor.run(ListSink())
+    hb = world.item(heartbeat_key(REGION))
+    assert hb is not None
+    assert hb["written_at"] == pytest.approx(start + 50)  # the last round's write
+    assert hb["outbound"]["dynamodb"] == {"value": None, "as_of": None}  # no CloudWatch datapoint here: unknown
+    record = world.item(readiness_key(REGION))
+    assert record is not None
+    assert record["region"] == REGION
+    assert record["role"] == "dr"
+    assert record["peer"]["region"] == PEER
+    assert record["measured_at"] == datetime.fromtimestamp(start, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+    object_head = world.clients["s3"].head_object(Bucket=BUCKET, Key=f"heartbeat/{REGION}")
+    assert float(object_head["Metadata"]["written-at"]) == pytest.approx(start)
+
+
+def test_the_run_writes_nothing_but_its_own_items_and_object(world: World) -> None:
+    world.peer_writes(seconds_ago=1.0)
+    before_items = world.clients["dynamodb"].scan(TableName=TABLE)["Items"]
+    monitor, _ = world.monitor()
+    monitor.run(ListSink())
+    after = world.clients["dynamodb"].scan(TableName=TABLE)["Items"]
+    new_keys = {i["pk"]["S"] for i in after} - {i["pk"]["S"] for i in before_items}
+    assert new_keys == {f"HEARTBEAT#{REGION}", f"READINESS#{REGION}"}
+    keys = {o["Key"] for o in world.clients["s3"].list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert keys == {f"heartbeat/{REGION}", f"heartbeat/{PEER}"}
+    assert (
+        world.clients["sqs"].get_queue_attributes(
+            QueueUrl=world.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]["ApproximateNumberOfMessages"]
+        == "0"
+    )
+
+
+def test_the_outbound_lag_this_region_measures_travels_in_its_heartbeat(world: World) -> None:
+    world.clients["cloudwatch"].put_metric_data(
+        Namespace="AWS/DynamoDB",
+        MetricData=[{
+            "MetricName": "ReplicationLatency", "Value": 640.0, "Unit": "Milliseconds",
+            "Dimensions": [{"Name": "TableName", "Value": TABLE}, {"Name": "ReceivingRegion", "Value": PEER}],
+            "Timestamp": datetime.fromtimestamp(world.clock.t - 30, UTC),
+        }],
+    )  # fmt: skip
+    monitor, _ = world.monitor(PROBE_COUNT="1")
+    monitor.run(ListSink())
+    hb = world.item(heartbeat_key(REGION))
+    assert hb is not None
+    assert hb["outbound"]["dynamodb"]["value"] == pytest.approx(0.64)
+
+
+def test_nothing_from_the_peer_yet_is_degraded_and_unknown_not_zero(world: World) -> None:
+    monitor, _ = world.monitor()
+    sink = ListSink()
+    report = monitor.run(sink)
+    assert report["verdict"] == "degraded"
+    assert report["reasons"] == [
+        "dynamodb_lag_unknown", "dynamodb_heartbeat_missing", "s3_lag_unknown", "s3_heartbeat_missing",
+    ]  # fmt: skip
+    assert report["lag_seconds"] == {"aurora": 0.3, "dynamodb": None, "s3": None}
+    assert sink.runs[0][1] == {Store.AURORA: 0.3, Store.DYNAMODB: None, Store.S3: None}
+    assert all(age is None for _, _, age in sink.rounds)
+
+
+def test_a_stalled_table_replication_with_the_peer_answering_is_not_ready(world: World) -> None:
+    world.peer_writes(seconds_ago=400.0)
+    monitor, _ = world.monitor()
+    report = monitor.run(ListSink())
+    assert report["verdict"] == "not_ready"
+    assert "dynamodb_heartbeat_stale" in report["reasons"]
+    assert report["stores"]["dynamodb"]["last_known_lag_seconds"] == 0.8
+    assert report["lag_seconds"]["dynamodb"] is None
+
+
+def test_a_silent_peer_with_stale_heartbeats_is_degraded_not_blocked(world: World) -> None:
+    world.peer_writes(seconds_ago=400.0)
+    monitor, _ = world.monitor(prober=FakeProber([False] * 6))
+    sink = ListSink()
+    report = monitor.run(sink)
+    assert report["verdict"] == "degraded"
+    assert {"dynamodb_heartbeat_stale", "s3_heartbeat_stale"} <= set(report["reasons"])
+    assert report["peer"]["healthy"] is False
+    assert report["peer"]["probes_failed"] == 6
+    assert [h for _, h, _ in sink.rounds] == [False] * 6
+    assert [round(a or 0) for _, _, a in sink.rounds] == [400, 410, 420, 430, 440, 450]  # the age keeps rising
+
+
+def test_an_unreachable_own_queue_makes_the_region_not_ready(world: World) -> None:
+    world.peer_writes(seconds_ago=1.0)
+    world.clients["sqs"].delete_queue(QueueUrl=world.queue_url)
+    monitor, _ = world.monitor(PROBE_COUNT="1")
+    report = monitor.run(ListSink())
+    assert report["verdict"] == "not_ready"
+    assert report["reasons"] == ["own_queue_unreachable"]
+    assert report["dependencies"]["queue"] != "ok"
+
+
+def test_a_missing_own_table_is_not_ready_and_nothing_crashes(world: World) -> None:
+    world.clients["dynamodb"].delete_table(TableName=TABLE)
+    monitor, _ = world.monitor(PROBE_COUNT="2", PROBE_INTERVAL_SECONDS="0")
+    report = monitor.run(ListSink())
+    assert report["verdict"] == "not_ready"
+    assert report["reasons"][0] == "own_table_unreachable"
+    assert report["dependencies"]["table"] == "ResourceNotFoundException"
+
+
+def test_an_unreachable_database_or_observer_is_not_ready(world: World) -> None:
+    world.peer_writes(seconds_ago=1.0)
+    monitor, _ = world.monitor(aurora=AuroraObservation(False, error="OSError: timed out"), PROBE_COUNT="1")
+    report = monitor.run(ListSink())
+    assert report["verdict"] == "not_ready"
+    assert report["reasons"] == ["own_database_unreachable", "aurora_lag_unknown"]
+    assert report["dependencies"]["database"] == "OSError: timed out"
+    assert report["aurora_writer"] is None
+
+
+def test_the_writer_region_reports_zero_aurora_lag(world: World) -> None:
+    world.peer_writes(seconds_ago=1.0)
+    monitor, _ = world.monitor(aurora=AuroraObservation(True, writer=True, rpo_lag_seconds=0.0,
+                                                        heartbeat_written=True), PROBE_COUNT="1")  # fmt: skip
+    report = monitor.run(ListSink())
+    assert report["verdict"] == "ready"
+    assert report["stores"]["aurora"]["source"] == "writer"
+    assert report["aurora_writer"] is True
+
+
+def test_no_peer_url_means_peer_health_unknown_and_no_probe(world: World) -> None:
+    world.peer_writes(seconds_ago=1.0)
+    monitor, prober = world.monitor(PEER_HEALTH_URL="", PROBE_COUNT="1")
+    sink = ListSink()
+    report = monitor.run(sink)
+    assert prober.asked == []
+    assert report["peer"]["healthy"] is None
+    assert report["peer"]["probed"] is False
+    assert sink.rounds[0][1] is None
+
+
+def test_too_little_time_left_ends_the_run_early_with_its_record(world: World) -> None:
+    world.peer_writes(seconds_ago=1.0)
+    monitor, _ = world.monitor()
+    sink = ListSink()
+    report = monitor.run(sink, remaining_ms=lambda: 12_000)  # not enough for another 10 s round
+    assert len(sink.rounds) == 1
+    assert report["verdict"] == "ready"
+    assert world.item(readiness_key(REGION)) is not None
