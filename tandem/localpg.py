@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -156,8 +157,12 @@ class LocalPostgres:
         """End recovery on a standby: it becomes a writable primary on a new timeline."""
         self._server(pg_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "30", "promote")
 
-    def standby_of(self, primary: LocalPostgres) -> None:
-        """Make this (not yet started) server a streaming standby of ``primary`` and start it."""
+    def standby_of(self, primary: LocalPostgres, application_name: str | None = None) -> None:
+        """Make this (not yet started) server a streaming standby of ``primary`` and start it.
+
+        ``application_name`` (e.g. the standby's AWS region) is what the primary's ``pg_stat_replication``
+        shows for this standby; the twin's ``aurora_global_db_status()`` names the region's row with it.
+        """
         self.user, self.password, self.database, self.tls = (
             primary.user,
             primary.password,
@@ -177,7 +182,23 @@ class LocalPostgres:
             f"unix_socket_directories = '{self.base_dir}'",
             "hot_standby = on",
         ])  # fmt: skip
+        if application_name is not None:
+            if not re.fullmatch(r"[A-Za-z0-9._-]{1,63}", application_name):
+                raise PostgresError(f"application_name {application_name!r} must be 1-63 of [A-Za-z0-9._-]")
+            self._name_in_primary_conninfo(application_name)
         self.launch()
+
+    def _name_in_primary_conninfo(self, application_name: str) -> None:
+        """Add application_name to the primary_conninfo that ``pg_basebackup -R`` wrote (the last one wins)."""
+        auto = self.data_dir / "postgresql.auto.conf"
+        lines = auto.read_text(encoding="utf-8").splitlines()
+        for i in reversed(range(len(lines))):
+            if lines[i].startswith("primary_conninfo = '"):
+                lines[i] = lines[i][:-1] + f" application_name={application_name}'"
+                break
+        else:
+            raise PostgresError("pg_basebackup -R wrote no primary_conninfo")
+        auto.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def _prepare_dir(self) -> Path:
         if self.base_dir is None:
