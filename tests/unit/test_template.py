@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -151,3 +152,154 @@ def test_unresolvable_expressions_are_refused_not_guessed(tpl: Template) -> None
         tpl.resolve({"Fn::GetAtt": ["AppKey", "Arn"]})
     with pytest.raises(TemplateError, match="NoSuchParam"):
         tpl.resolve({"Ref": "NoSuchParam"})
+
+
+# ------------------------------------------------------------------------------------------------ replication monitor
+MONITOR, OBSERVER = "ReplicationMonitorFunction", "ReplicationMonitorAuroraFunction"
+
+
+def _monitor_template(**params: str) -> Template:
+    tpl = Template.from_file(
+        parameters={**PARAMS, "PeerRegion": "us-east-1", **params},
+        region="us-west-2",
+        ssm=lambda name: name,  # the SSM-typed parameters' given values stand for what SSM holds
+    )
+    tpl.physical["TransactionQueue"] = {"Ref": "https://sqs.us-west-2.amazonaws.com/123456789012/q"}
+    tpl.physical[OBSERVER] = {"Ref": "tandem-app-dr-replication-monitor-aurora"}
+    return tpl
+
+
+def _policy_statements(tpl: Template, logical_id: str) -> list[dict[str, Any]]:
+    return [
+        st
+        for policy in tpl.properties(logical_id)["Policies"]
+        if isinstance(policy, dict)
+        for st in policy["Statement"]
+    ]
+
+
+def test_the_monitor_runs_every_minute_outside_the_vpc_and_its_timeout_covers_the_probe_loop() -> None:
+    tpl = _monitor_template()
+    props = tpl.properties(MONITOR)
+    assert props["Handler"] == "replication_monitor.app.lambda_handler"
+    assert props["CodeUri"] == "src/"
+    assert "VpcConfig" not in props  # it must reach the peer's public /health; the VPC has no NAT
+    (event,) = props["Events"].values()
+    assert event["Type"] == "Schedule"
+    assert event["Properties"]["Schedule"] == "rate(1 minute)"
+    assert event["Properties"]["RetryPolicy"]["MaximumRetryAttempts"] == 0
+    assert props["EventInvokeConfig"]["MaximumRetryAttempts"] == 0
+    spec = tpl.doc["Parameters"]
+    rounds, interval = int(spec["ProbeCount"]["MaxValue"]), int(spec["ProbeIntervalSeconds"]["MaxValue"])
+    probe_timeout = float(tpl.function_environment(MONITOR)["PROBE_TIMEOUT_SECONDS"])
+    # the longest probe loop, every probe timing out, plus the monitor's own reserve for the last round
+    assert int(props["Timeout"]) >= (rounds - 1) * interval + rounds * probe_timeout + 5
+    assert int(props["ReservedConcurrentExecutions"]) >= 2  # the next run may start before the last has finished
+    observer = tpl.properties(OBSERVER)
+    assert observer["Handler"] == "replication_monitor.aurora_app.lambda_handler"
+    assert "VpcConfig" in observer  # the database is only reachable from inside
+
+
+def test_the_monitor_environment_is_what_its_settings_read_with_the_documented_defaults() -> None:
+    from tandem_core.settings import MonitorSettings
+
+    tpl = _monitor_template()
+    env = tpl.function_environment(MONITOR)
+    known = {f.alias for m in (AwsSettings, MonitorSettings) for f in m.model_fields.values() if f.alias} | {
+        "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
+    }  # fmt: skip
+    assert set(env) <= known
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Tandem/Replication"
+    s = MonitorSettings.from_env(env)
+    assert (s.rpo_budget_seconds, s.lag_warning_seconds) == (5.0, 2.0)
+    assert (s.probe_count, s.probe_interval_seconds) == (6, 10.0)
+    assert s.peer_region == "us-east-1"
+    assert s.peer_archive_bucket == "tandem-archive-primary-123456789012"  # the global stack's name for it
+    assert s.ledger_db_cluster_id == "tandem-ledger-dr"
+    assert s.aurora_observer_function == "tandem-app-dr-replication-monitor-aurora"
+    assert s.peer_health_url is None
+    overridden = MonitorSettings.from_env(
+        _monitor_template(PeerArchiveBucketName="other-bucket", RpoBudgetSeconds="8").function_environment(MONITOR)
+    )
+    assert (overridden.peer_archive_bucket, overridden.rpo_budget_seconds) == ("other-bucket", 8.0)
+    primary = MonitorSettings.from_env(_monitor_template(RegionRole="primary", PeerRegion="us-west-2")
+                                       .function_environment(MONITOR))  # fmt: skip
+    assert primary.peer_archive_bucket == "tandem-archive-dr-123456789012"
+
+
+def test_the_observer_environment_builds_the_ledger_settings_and_never_migrates() -> None:
+    env = _monitor_template().function_environment(OBSERVER)
+    db = LedgerDbSettings.from_env(env)
+    assert db.auto_migrate is False
+    assert db.sslmode == "require"
+    assert db.timeout < float(_monitor_template().properties(OBSERVER)["Timeout"])
+
+
+def test_monitor_iam_names_every_resource_and_writes_only_its_own_keys() -> None:
+    tpl = _monitor_template()
+    tpl.physical["AppKey"] = {"Ref": "k", "Arn": "arn:aws:kms:us-west-2:123456789012:key/app"}
+    tpl.physical["TransactionQueue"]["Arn"] = "arn:aws:sqs:us-west-2:123456789012:q"
+    tpl.physical[OBSERVER]["Arn"] = "arn:aws:lambda:us-west-2:123456789012:function:observer"
+    statements = {st["Sid"]: tpl.resolve(st) for st in _policy_statements(tpl, MONITOR)}
+    for sid, st in statements.items():
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        assert all("*" not in a for a in actions), sid
+        if actions != ["cloudwatch:GetMetricData"]:  # the one API without resource-level permissions
+            assert "*" not in str(st["Resource"]), sid
+    writes = statements["OwnHeartbeatAndReadinessOnly"]
+    assert writes["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"] == [
+        "HEARTBEAT#us-west-2", "READINESS#us-west-2",
+    ]  # fmt: skip
+    reads = statements["PeerHeartbeatInThisReplica"]
+    assert reads["Action"] == "dynamodb:GetItem"
+    assert reads["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"] == ["HEARTBEAT#us-east-1"]
+    assert statements["OwnS3Heartbeat"]["Resource"] == "arn:aws:s3:::tandem-archive-dr/heartbeat/us-west-2"
+    assert statements["PeerS3HeartbeatReplica"]["Resource"] == "arn:aws:s3:::tandem-archive-dr/heartbeat/us-east-1"
+    all_actions = {a for st in statements.values() for a in (st["Action"] if isinstance(st["Action"], list)
+                                                              else [st["Action"]])}  # fmt: skip
+    # it reads and records; nothing that could fail over or touch the pipeline
+    assert not {a for a in all_actions if a.split(":")[1].startswith(("Update", "Delete", "Send", "Failover"))}
+    observer = {st["Sid"] for st in _policy_statements(tpl, OBSERVER)}
+    assert observer == {"LedgerDbSecret", "DataKeyThroughSecretsManager", "AppKeyForEnvironment"}
+
+
+def test_alarms_page_on_a_store_above_budget_and_on_a_region_not_ready() -> None:
+    tpl = _monitor_template()
+    alarms = {k: v["Properties"] for k, v in tpl.resources_of_type("AWS::CloudWatch::Alarm").items()}
+    ours = {p["MetricName"]: p for p in alarms.values() if p["Namespace"] == "Tandem/Replication"}
+    assert set(ours) == {"AuroraLagSeconds", "DynamoDbLagSeconds", "S3LagSeconds", "Ready"}
+    for name, props in ours.items():
+        assert props["Dimensions"] == [{"Name": "Region", "Value": {"Ref": "AWS::Region"}}]
+        assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+        if name != "Ready":
+            assert props["Threshold"] == {"Ref": "RpoBudgetSeconds"}
+            assert props["ComparisonOperator"] == "GreaterThanThreshold"
+    ready = ours["Ready"]
+    assert (ready["Threshold"], ready["ComparisonOperator"]) == (1, "LessThanThreshold")
+    assert ready["TreatMissingData"] == "breaching"  # a silent monitor is not evidence of readiness
+    assert tpl.doc["Parameters"]["RpoBudgetSeconds"]["Default"] == 5
+    assert tpl.doc["Parameters"]["LagWarningSeconds"]["Default"] == 2
+
+
+def test_the_dashboard_shows_lag_readiness_peer_liveness_and_the_pipeline() -> None:
+    tpl = _monitor_template()
+    body = tpl.properties("RegionDashboard")["DashboardBody"]["Fn::Sub"]
+    text = re.sub(r"\$\{([^}]+)\}", lambda m: "7" if m.group(1).endswith("Seconds") else f"<{m.group(1)}>", body)
+    widgets = json.loads(text)["widgets"]
+    metrics = {
+        (m[0], m[1]): (w["properties"].get("period"), m[2:4])
+        for w in widgets
+        if w["type"] == "metric"
+        for m in w["properties"]["metrics"]
+    }
+    for name in ("AuroraLagSeconds", "DynamoDbLagSeconds", "S3LagSeconds", "Ready"):
+        assert metrics[("Tandem/Replication", name)] == (60, ["Region", "<AWS::Region>"])
+    for name in ("PeerHealthy", "PeerHeartbeatAgeSeconds"):
+        assert metrics[("Tandem/Replication", name)] == (10, ["Region", "<AWS::Region>"])  # the probe cadence
+    assert ("Tandem", "TransactionsCommitted") in metrics
+    assert ("AWS/Lambda", "Errors") in metrics
+    assert metrics[("AWS/SQS", "ApproximateNumberOfMessagesVisible")][1] == ["QueueName", "<TransactionDLQ.QueueName>"]
+    assert ("AWS/SQS", "ApproximateAgeOfOldestMessage") in metrics
+    assert any(w["type"] == "text" and "Failover executions" in w["properties"]["markdown"] for w in widgets)
+    alarm_widget = next(w for w in widgets if w["type"] == "alarm")
+    assert "<RegionNotReadyAlarm.Arn>" in alarm_widget["properties"]["alarms"]
