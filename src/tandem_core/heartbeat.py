@@ -121,9 +121,12 @@ class ControlItems:
         raw = response.get("Item")
         if raw is None:
             return None
-        data = from_attributes(raw)
-        outbound = OutboundLag.from_dict(data.get("outbound"))
-        return PeerHeartbeat(str(data["region"]), float(data["written_at"]), outbound)
+        try:
+            data = from_attributes(raw)
+            outbound = OutboundLag.from_dict(data.get("outbound"))
+            return PeerHeartbeat(str(data["region"]), float(data["written_at"]), outbound)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None  # not a heartbeat our monitor wrote: as good as none
 
 
 # ---------------------------------------------------------------------------------------------- S3

@@ -340,3 +340,13 @@ def test_too_little_time_left_ends_the_run_early_with_its_record(world: World) -
     assert len(sink.rounds) == 1
     assert report["verdict"] == "ready"
     assert world.item(readiness_key(REGION)) is not None
+
+
+def test_a_malformed_peer_heartbeat_counts_as_missing(world: World) -> None:
+    world.clients["dynamodb"].put_item(
+        TableName=TABLE, Item={**heartbeat_key(PEER), "written_at": {"S": "yesterday"}, "outbound": {"N": "1"}}
+    )
+    monitor, _ = world.monitor(PROBE_COUNT="1")
+    report = monitor.run(ListSink())
+    assert "dynamodb_heartbeat_missing" in report["reasons"]
+    assert report["dependencies"]["table"] == "ok"
