@@ -2,9 +2,10 @@
 
 The twin's event source mapping (its SQS poller) hands batches to the unmodified handler; SQS's redrive
 moves poison to the DLQ after maxReceiveCount receives. The drill only produces, waits until the queue is
-empty, and audits through the same endpoints and database URI that `tandem twin status --json` prints.
-It starts the twin (on a compressed clock, so retries after the visibility timeout take a fraction of a
-second) when none is running, and stops what it started. On a twin that is already running, the audit
+empty, and has :mod:`tandem.audit` read the data through the same endpoints and database URI that
+`tandem twin status --json` prints; the number of invocations is CloudWatch's, over the drill's window
+of twin time. It starts the twin (on a compressed clock, so retries after the visibility timeout take a
+fraction of a second) when none is running, and stops what it started. On a twin that is already running, the audit
 compares before/after snapshots, so earlier work in the twin does not count, and every run's transaction
 ids are its own (the seed fixes the workload's shape; a per-run salt keeps two runs of one seed apart).
 
@@ -14,7 +15,6 @@ or the drill could not run (:class:`DrillError`, exit 2, one line and whatever p
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -30,14 +30,12 @@ from typing import Any
 import pg8000.native
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tandem.local import emulator_client
-from tandem.localpg import connect_uri
+from tandem.audit import Target, audit, processor_invocations, snapshot
 from tandem.twin import launcher
 from tandem.twin.control import call, default_state_dir
 from tandem.twin.ownership import DRILL_LOCK, FileLock
-from tandem.workload import Workload, generate
+from tandem.workload import generate
 
-FUNCTION = "transaction_processor"
 DRILL_SCALE = 600.0  # ten emulated minutes per real second: a 190 s visibility timeout passes in 0.3 s
 MAX_IN_FLIGHT = 50  # producer back-pressure: keep the queue short, as a consumer that keeps up does
 PROGRESS_EVERY = 5.0  # real seconds between progress lines while waiting
@@ -70,53 +68,16 @@ class DrillOptions:
             raise ValueError(f"timeout must be a finite number of seconds > 0, not {self.timeout}")
 
 
-@dataclass
-class Target:
-    """One region of the twin, reached the way any client would: API endpoint and database URI."""
-
-    region: str
-    endpoint: str
-    postgres: str
-    queue_url: str
-    dlq_url: str
-    table: str
-    bucket: str
-    function_log: Path
-
-    @classmethod
-    def primary_of(cls, status: dict[str, Any], state_dir: Path) -> Target:
-        region, info = next((r, i) for r, i in status["regions"].items() if i["role"] == "primary")
-        res = info["resources"]
-        return cls(
-            region, info["endpoint"], info["postgres"], res["queue_url"], res["dlq_url"], res["ledger_table"],
-            res["archive_bucket"], state_dir / f"{FUNCTION}-{region}.log",
-        )  # fmt: skip
-
-    def client(self, service: str) -> Any:
-        return emulator_client(service, self.region, self.endpoint)
-
-    def ledger(self) -> pg8000.native.Connection:
-        return connect_uri(self.postgres)
+def twin_clock(state_dir: Path) -> float:
+    """The twin's emulated time (epoch seconds), the clock its metrics are stamped with."""
+    return float(call(state_dir, "GET", "/status")["clock"]["now"])
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """What the ledger and the function had done before the drill, so a reused twin audits cleanly."""
-
-    ledger_ids: frozenset[str]
-    balances: dict[tuple[str, str], int]
-    log_offset: int
-
-
-def snapshot(target: Target) -> Snapshot:
-    conn = target.ledger()
-    try:
-        ids = frozenset(_ledger_ids(conn))
-        balances = _balances(conn)
-    finally:
-        conn.close()
-    offset = target.function_log.stat().st_size if target.function_log.exists() else 0
-    return Snapshot(ids, balances, offset)
+def window_start(state_dir: Path, scale: float) -> int:
+    """The next whole emulated second, once the twin's clock has passed it (CloudWatch counts whole seconds)."""
+    now = twin_clock(state_dir)
+    time.sleep((math.floor(now) + 1 - now) / scale)
+    return math.floor(now) + 1
 
 
 def produce(target: Target, bodies: list[str], deadline: float) -> None:
@@ -182,123 +143,6 @@ def take_dlq(target: Target) -> list[str]:
         )
 
 
-def function_reports(target: Target, offset: int) -> dict[str, int]:
-    """Sums of the metrics the function emitted (EMF lines in its log) since ``offset``."""
-    totals = {"TransactionsCommitted": 0.0, "invocations": 0.0}
-    if not target.function_log.exists():
-        return {k: 0 for k in totals}
-    with open(target.function_log, encoding="utf-8", errors="replace") as f:
-        f.seek(offset)
-        for line in f:
-            if '"_aws"' not in line:
-                continue
-            with contextlib.suppress(json.JSONDecodeError):
-                doc = json.loads(line)
-                totals["TransactionsCommitted"] += sum(doc.get("TransactionsCommitted", [0]))
-                totals["invocations"] += 1
-    return {k: int(v) for k, v in totals.items()}
-
-
-def audit(target: Target, wl: Workload, before: Snapshot, committed_metric: int, dlq: list[str]) -> dict[str, Any]:
-    conn = target.ledger()
-    try:
-        ledger_ids = _ledger_ids(conn)
-        balances = _balances(conn)
-        migrated = _table_exists(conn, "ledger_transaction") and _table_exists(conn, "account_balance")
-        from_rows = {
-            (str(a), str(c).strip()): int(b)
-            for a, c, b in conn.run(
-                "SELECT account_id, currency, sum(delta) FROM ("
-                " SELECT account_id, currency, -amount_minor AS delta FROM ledger_transaction"
-                " UNION ALL SELECT counterparty_id, currency, amount_minor FROM ledger_transaction) legs"
-                " GROUP BY 1, 2"
-            )
-            or []
-        } if migrated else {}  # fmt: skip
-        currency_sums = {
-            str(c).strip(): int(s)
-            for c, s in conn.run("SELECT currency, sum(balance_minor) FROM account_balance GROUP BY 1") or []
-        } if migrated else {}  # fmt: skip
-    finally:
-        conn.close()
-
-    valid_ids = set(wl.valid)
-    new_ids = ledger_ids - before.ledger_ids
-    committed = len(valid_ids & ledger_ids)
-    lost = sorted(valid_ids - ledger_ids)
-    delta = {k: balances.get(k, 0) - before.balances.get(k, 0) for k in balances.keys() | before.balances.keys()}
-    status_items = _status_ids(target, valid_ids)
-    journaled = _journal_ids(target, valid_ids)
-    invariants = {
-        "committed_equals_valid": committed == len(valid_ids) and new_ids == valid_ids,
-        "no_duplicates_applied": committed_metric == len(new_ids),
-        "rejected_equals_poison": sorted(dlq) == sorted(wl.poison),
-        "nothing_lost": not lost,
-        "balances_equal_applied_transfers": _nonzero(balances) == _nonzero(from_rows),
-        "currency_sums_zero": all(v == 0 for v in currency_sums.values()),
-        "balances_match_workload": _nonzero(delta) == _nonzero(wl.expected_balances()),
-        "status_recorded_for_every_commit": status_items == valid_ids & ledger_ids,
-        "journal_holds_every_commit": valid_ids & ledger_ids <= journaled,
-    }
-    return {
-        "result": {
-            "committed": committed,
-            "duplicates_applied": max(0, committed_metric - len(new_ids)),
-            "rejected": len(dlq),
-            "lost": len(lost),
-            "lost_ids": lost[:20],
-            "ledger_rows_added": len(new_ids),
-            "status_items": len(status_items),
-            "journaled": len(journaled),
-            "accounts": len(balances),
-        },
-        "invariants": invariants,
-    }
-
-
-def _table_exists(conn: pg8000.native.Connection, table: str) -> bool:
-    """The ledger's tables appear with the first batch that has a valid transaction (the processor migrates)."""
-    return bool((conn.run("SELECT to_regclass(:t) IS NOT NULL", t=table) or [[False]])[0][0])
-
-
-def _ledger_ids(conn: pg8000.native.Connection) -> set[str]:
-    if not _table_exists(conn, "ledger_transaction"):
-        return set()
-    return {str(r[0]) for r in conn.run("SELECT CAST(transaction_id AS text) FROM ledger_transaction") or []}
-
-
-def _balances(conn: pg8000.native.Connection) -> dict[tuple[str, str], int]:
-    if not _table_exists(conn, "account_balance"):
-        return {}
-    rows = conn.run("SELECT account_id, currency, balance_minor FROM account_balance") or []
-    return {(str(a), str(c).strip()): int(b) for a, c, b in rows}
-
-
-def _nonzero(balances: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
-    return {k: v for k, v in balances.items() if v != 0}
-
-
-def _status_ids(target: Target, ids: set[str]) -> set[str]:
-    ddb, found, wanted = target.client("dynamodb"), set(), sorted(ids)
-    for i in range(0, len(wanted), 100):
-        keys = [{"pk": {"S": f"TXN#{t}"}, "sk": {"S": "STATUS"}} for t in wanted[i : i + 100]]
-        request: dict[str, Any] = {target.table: {"Keys": keys, "ConsistentRead": True}}
-        while request:
-            resp = ddb.batch_get_item(RequestItems=request)
-            found |= {item["pk"]["S"][4:] for item in resp["Responses"].get(target.table, [])}
-            request = resp.get("UnprocessedKeys") or {}
-    return found
-
-
-def _journal_ids(target: Target, ids: set[str]) -> set[str]:
-    s3, found = target.client("s3"), set()
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=target.bucket, Prefix="archive/"):
-        for obj in page.get("Contents", []):
-            body = s3.get_object(Bucket=target.bucket, Key=obj["Key"])["Body"].read().decode()
-            found |= {json.loads(line)["transaction"]["transaction_id"] for line in body.splitlines() if line}
-    return found & ids
-
-
 def report_destination(requested: Path | None, run_id: str) -> Path:
     """Where the report goes, checked writable *before* the drill runs (a result is never lost at the end).
 
@@ -349,7 +193,7 @@ def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[s
         with launcher.ensure_running(state_dir, scale=DRILL_SCALE) as started_twin:
             stage = "reading the twin's status"
             status = call(state_dir, "GET", "/status")
-            target = Target.primary_of(status, state_dir)
+            target = Target.primary_of(status)
             scale = float(status["clock"]["scale"])
             report["twin"] = {
                 "region": target.region, "started_by_drill": started_twin, "clock_scale": scale,
@@ -369,14 +213,17 @@ def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[s
             stage = "taking what earlier runs left in the DLQ"
             leftover_dlq = take_dlq(target)
             before = snapshot(target)
+            since = window_start(state_dir, scale)
             stage = "sending the workload"
             produce(target, bodies, deadline)
             stage = "waiting for the queue to drain"
             wait_drained(target, deadline, progress)
+            until = math.floor(twin_clock(state_dir)) + 1
             stage = "auditing"
             dlq = take_dlq(target)
-            reports = function_reports(target, before.log_offset)
-            outcome = audit(target, wl, before, reports["TransactionsCommitted"], dlq)
+            outcome = audit(target, wl, before, dlq)
+            stage = "counting invocations"
+            invocations = processor_invocations(target, since, until, deadline, progress)
     except (DrillError, *RUN_ERRORS) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         report.update(passed=False, completed=False, error={"stage": stage, "message": message})
@@ -386,9 +233,8 @@ def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[s
     finally:
         drill_lock.close()
     report.update(outcome)
-    report["processing"] = {"invocations": reports["invocations"], "dlq_left_from_earlier": len(leftover_dlq)}
+    report["processing"] = {"invocations": invocations, "dlq_left_from_earlier": len(leftover_dlq)}
     report["wall_seconds"] = round(time.monotonic() - started, 3)
-    report["function_log"] = str(target.function_log)
     report["completed"] = True
     report["passed"] = all(outcome["invariants"].values())
     _write(report_path, report)

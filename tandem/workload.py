@@ -1,4 +1,8 @@
-"""Seeded drill workloads: valid transfers, poison messages of every kind, and redeliveries."""
+"""Seeded drill workloads: valid transfers, poison messages of every kind, and redeliveries.
+
+Amounts and currencies mean what the message contract says they mean (:mod:`tandem_core.models`,
+:mod:`tandem_core.currencies`): the workload never keeps a second table of minor units that could disagree.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-CURRENCIES = (("USD", 2, 40), ("EUR", 2, 25), ("GBP", 2, 10), ("JPY", 0, 15), ("BHD", 3, 10))
+from tandem_core.currencies import minor_unit
+from tandem_core.models import Transaction, parse_transaction
+
+#: Currencies the workload draws from, with their weights: 2, 0 and 3 minor digits all appear.
+CURRENCIES = (("USD", 40), ("EUR", 25), ("GBP", 10), ("JPY", 15), ("BHD", 10))
 
 
 @dataclass
@@ -23,16 +31,17 @@ class Workload:
         rng.shuffle(bodies)
         return bodies
 
+    def transfers(self) -> dict[str, Transaction]:
+        """The valid transfers as the contract parses them (minor units, normalised ids), by transaction id."""
+        return {tid: parse_transaction(body) for tid, body in self.valid.items()}
+
     def expected_balances(self) -> dict[tuple[str, str], int]:
-        """Balances if every valid transfer is applied exactly once."""
+        """Balance changes, per (account, currency), if every valid transfer is applied exactly once."""
         out: dict[tuple[str, str], int] = {}
-        for body in self.valid.values():
-            t = json.loads(body)
-            digits = next(d for c, d, _ in CURRENCIES if c == t["currency"])
-            units, _, frac = t["amount"].partition(".")
-            minor = int(units) * 10**digits + int((frac or "0").ljust(digits, "0") or "0")
-            out[(t["account_id"], t["currency"])] = out.get((t["account_id"], t["currency"]), 0) - minor
-            out[(t["counterparty_id"], t["currency"])] = out.get((t["counterparty_id"], t["currency"]), 0) + minor
+        for t in self.transfers().values():
+            debit, credit = (t.account_id, t.currency), (t.counterparty_id, t.currency)
+            out[debit] = out.get(debit, 0) - t.amount_minor
+            out[credit] = out.get(credit, 0) + t.amount_minor
         return out
 
 
@@ -44,7 +53,9 @@ def _amount(rng: random.Random, digits: int) -> str:
 
 
 def _valid(rng: random.Random, accounts: list[str], at: datetime, salt: int = 0) -> dict[str, str]:
-    code, digits, _ = rng.choices(CURRENCIES, weights=[w for *_, w in CURRENCIES])[0]
+    code, _ = rng.choices(CURRENCIES, weights=[w for _, w in CURRENCIES])[0]
+    digits = minor_unit(code)
+    assert digits is not None, f"{code} is not a currency the contract knows"
     a, b = rng.sample(accounts, 2)
     offset = rng.choice(["Z", "+00:00", "+09:00", "-05:00", "+05:30"])
     stamp = at.strftime("%Y-%m-%dT%H:%M:%S") + ("Z" if offset == "Z" else "+00:00")

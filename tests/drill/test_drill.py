@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 
-from tandem.drill import DrillOptions, Target, audit, produce, run, snapshot, take_dlq, wait_drained
+from tandem.audit import LedgerState, Target, audit, duplicates_applied, processor_invocations, snapshot
+from tandem.drill import DrillOptions, produce, run, take_dlq, twin_clock, wait_drained, window_start
 from tandem.twin import launcher
 from tandem.twin.control import call
-from tandem.workload import generate
+from tandem.workload import Workload, generate
+from tandem_core.archive import PREFIX, REFUSED, Journal
+from tandem_core.models import parse_transaction
+from tandem_core.status import status_key
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.drill
@@ -33,6 +39,10 @@ def test_drill_report_holds_every_invariant(twin_dir: Path, tmp_path: Path) -> N
     assert all(report["invariants"].values())
     assert report["passed"] is True
     assert report["twin"]["started_by_drill"] is False
+    assert "function_log" not in report
+    # CloudWatch's Invocations: at least one batch of 10 per 10 messages, and each message is in at most
+    # maxReceiveCount batches (poison is retried until redrive)
+    assert 155 / 10 <= report["processing"]["invocations"] <= 155 * 5
 
 
 def test_a_second_drill_on_the_same_twin_audits_only_its_own_work(twin_dir: Path, tmp_path: Path) -> None:
@@ -67,9 +77,74 @@ def test_workload_is_reproducible_from_its_seed() -> None:
     ]
 
 
+def test_invocations_are_cloudwatchs_count_over_the_drills_window(twin_dir: Path) -> None:
+    """One message at a time, drained before the next: exactly one invocation each, the last one included."""
+    status = call(twin_dir, "GET", "/status")
+    target, scale = Target.primary_of(status), float(status["clock"]["scale"])
+    wl = generate(3, 0, 0, seed=12, salt=uuid.uuid4().int)
+    deadline = time.monotonic() + 60
+    since = window_start(twin_dir, scale)
+    for body in wl.valid.values():
+        produce(target, [body], deadline)
+        wait_drained(target, deadline)
+    until = math.floor(twin_clock(twin_dir)) + 1
+    assert processor_invocations(target, since, until, deadline) == 3
+
+
+def _drained(twin_dir: Path, seed: int) -> tuple[Target, Workload, LedgerState, list[str]]:
+    """A small salted workload through the twin, drained: what the audit of one drill sees."""
+    target = Target.primary_of(call(twin_dir, "GET", "/status"))
+    wl = generate(30, 2, 5, seed=seed, salt=uuid.uuid4().int)
+    take_dlq(target)
+    before = snapshot(target)
+    deadline = time.monotonic() + 120
+    produce(target, wl.messages(random.Random(1)), deadline)
+    wait_drained(target, deadline)
+    return target, wl, before, take_dlq(target)
+
+
+def _flipped(clean: dict[str, bool], tampered: dict[str, bool]) -> dict[str, bool]:
+    """The invariants whose verdict the tampering changed (order-independent: earlier damage stays put)."""
+    return {name: tampered[name] for name, ok in clean.items() if tampered[name] != ok}
+
+
+def test_the_audit_catches_a_commit_without_its_status_item(twin_dir: Path) -> None:
+    target, wl, before, dlq = _drained(twin_dir, seed=6)
+    clean = audit(target, wl, before, dlq=dlq)
+    victim = next(iter(wl.valid))
+    target.client("dynamodb").delete_item(TableName=target.table, Key=status_key(victim))
+    tampered = audit(target, wl, before, dlq=dlq)
+    assert _flipped(clean["invariants"], tampered["invariants"]) == {"status_recorded_for_every_commit": False}
+    assert (clean["result"]["status_items"], tampered["result"]["status_items"]) == (30, 29)
+
+
+def test_the_audit_catches_a_commit_that_reconciliation_would_not_replay(twin_dir: Path) -> None:
+    """A journal line marked refused for a transaction the ledger holds: reconciliation would skip it."""
+    target, wl, before, dlq = _drained(twin_dir, seed=7)
+    clean = audit(target, wl, before, dlq=dlq)
+    victim = next(iter(wl.valid))
+    s3 = target.client("s3")
+    journal = Journal(s3, target.bucket)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=target.bucket, Prefix=PREFIX).get("Contents", [])]
+    marked = 0
+    for key in keys:
+        lines = journal.read(key)
+        if any(line["transaction"]["transaction_id"] == victim for line in lines):
+            for line in lines:
+                if line["transaction"]["transaction_id"] == victim:
+                    line[REFUSED] = "marked by the test"
+                    marked += 1
+            body = "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines)
+            s3.put_object(Bucket=target.bucket, Key=key, Body=body.encode())
+    assert marked >= 1
+    tampered = audit(target, wl, before, dlq=dlq)
+    assert _flipped(clean["invariants"], tampered["invariants"]) == {"journal_holds_every_commit": False}
+    assert (clean["result"]["journaled"], tampered["result"]["journaled"]) == (30, 29)
+
+
 def test_the_audit_catches_a_double_application_and_a_lost_write(twin_dir: Path) -> None:
     """The invariants are not decoration: tamper with the ledger the way a bug would, and they fail."""
-    target = Target.primary_of(call(twin_dir, "GET", "/status"), twin_dir)
+    target = Target.primary_of(call(twin_dir, "GET", "/status"))
     wl = generate(30, 2, 5, seed=5)
     take_dlq(target)
     before = snapshot(target)
@@ -77,7 +152,7 @@ def test_the_audit_catches_a_double_application_and_a_lost_write(twin_dir: Path)
     produce(target, wl.messages(random.Random(1)), deadline)
     wait_drained(target, deadline)
     dlq = take_dlq(target)
-    clean = audit(target, wl, before, committed_metric=30, dlq=dlq)
+    clean = audit(target, wl, before, dlq=dlq)
     assert all(clean["invariants"].values())
 
     conn = target.ledger()
@@ -89,14 +164,15 @@ def test_the_audit_catches_a_double_application_and_a_lost_write(twin_dir: Path)
         " AND b.account_id IN (t.account_id, t.counterparty_id)",
         id=victim,
     )
-    doubled = audit(target, wl, before, committed_metric=31, dlq=dlq)
+    doubled = audit(target, wl, before, dlq=dlq)
     assert doubled["result"]["duplicates_applied"] == 1
+    assert doubled["result"]["duplicate_ids"] == [victim]
     assert not doubled["invariants"]["no_duplicates_applied"]
     assert not doubled["invariants"]["balances_equal_applied_transfers"]
     assert not doubled["invariants"]["balances_match_workload"]
 
     conn.run("DELETE FROM ledger_transaction WHERE transaction_id = CAST(:id AS uuid)", id=victim)
-    lost = audit(target, wl, before, committed_metric=30, dlq=dlq)
+    lost = audit(target, wl, before, dlq=dlq)
     assert lost["result"]["lost"] == 1
     assert not lost["invariants"]["nothing_lost"]
     conn.close()
@@ -131,3 +207,29 @@ def test_a_poison_only_drill_without_a_running_twin_passes(tmp_path: Path) -> No
     result = json.loads(report.read_text())
     assert result["passed"] is True
     assert (result["result"]["committed"], result["result"]["rejected"]) == (0, 3)
+
+
+def test_duplicates_are_counted_from_balance_drift_alone() -> None:
+    """The matching behind duplicates_applied, without a twin: drift is stored balance minus ledger legs."""
+    wl = generate(40, 0, 0, seed=8)
+    transfers = wl.transfers()
+    a, b, c = sorted(transfers, key=lambda t: -transfers[t].amount_minor)[:3]
+
+    def effect(*ids: str) -> dict[tuple[str, str], int]:
+        out: dict[tuple[str, str], int] = {}
+        for tid in ids:
+            t = transfers[tid]
+            out[(t.account_id, t.currency)] = out.get((t.account_id, t.currency), 0) - t.amount_minor
+            out[(t.counterparty_id, t.currency)] = out.get((t.counterparty_id, t.currency), 0) + t.amount_minor
+        return {k: v for k, v in out.items() if v}
+
+    rows = set(transfers)
+    assert duplicates_applied({}, transfers, rows).ids == []
+    found = duplicates_applied(effect(a, b), transfers, rows)
+    assert (found.ids, found.unexplained) == (sorted([a, b]), {})
+    assert duplicates_applied(effect(c, c), transfers, rows).ids == [c]  # three applications: one transfer
+    # applied once without its ledger row: a lost row (nothing_lost catches it), not a duplicate
+    assert duplicates_applied(effect(a), transfers, rows - {a}).ids == []
+    odd = {(transfers[a].account_id, transfers[a].currency): -1, ("nobody", transfers[a].currency): 1}
+    assert duplicates_applied(odd, transfers, rows).unexplained == odd
+    assert parse_transaction(wl.valid[a]).amount_minor == transfers[a].amount_minor
