@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tandem.aws_regions import check_region
-from tandem.lambda_runtime import HANDLERS
+from tandem.lambda_runtime import functions
 
 
 def _non_negative(text: str) -> int:
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--report", type=Path, help="where to write the JSON report (default reports/drill-*.json)")
 
     invoke = sub.add_parser("invoke", help="run one function with an event file, Docker-free")
-    invoke.add_argument("function", choices=sorted(HANDLERS))
+    invoke.add_argument("function", choices=sorted(functions()))
     invoke.add_argument("event", type=Path)
     invoke.add_argument("--region", type=_region, default="us-east-1")
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tandem.lambda_runtime import HANDLERS
+from tandem.lambda_runtime import functions
 from tandem.twin import launcher
 from tandem.twin.control import call, default_state_dir
 
@@ -41,8 +41,8 @@ def invoke(
     Uses the running twin, or starts one for this call and stops it afterwards. A handler exception comes
     back in Lambda's error shape, as ``sam local invoke`` shows it.
     """
-    if function not in HANDLERS:
-        raise InvokeError(f"unknown function {function!r}; known: {', '.join(sorted(HANDLERS))}")
+    if function not in functions():
+        raise InvokeError(f"unknown function {function!r}; template.yaml has {', '.join(sorted(functions()))}")
     event = read_event(event_path)
     state_dir = state_dir or default_state_dir()
     with launcher.ensure_running(state_dir):

@@ -1,19 +1,110 @@
-"""Runs an unmodified handler the way the Lambda runtime does: event dict in, JSON-able response out."""
+"""The Lambda runtime as the twin has it: which functions exist, their environment, how a handler is loaded.
+
+**One function registry**, read from ``template.yaml``: every ``AWS::Serverless::Function`` and its
+``Handler``. A function is named after its logical id in snake case without the ``Function`` suffix
+(``TransactionProcessorFunction`` is ``transaction_processor``). The twin's workers, ``tandem invoke``, the
+tests and the bench all take functions from here, so adding one to the template is the only edit it needs to
+run locally.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import re
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-HANDLERS = {
-    "transaction_processor": "transaction_processor.app.lambda_handler",
-    "region_health": "region_health.app.lambda_handler",
+from tandem.template import APP_TEMPLATE, ROOT, Template, TemplateError, load
+
+#: Credentials the emulator accepts (any would do); never used against AWS.
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
 }
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    """One function of the app: its name (the handler's package), logical id and handler path."""
+
+    name: str
+    logical_id: str
+    handler: str
+
+    @property
+    def module(self) -> str:
+        return self.handler.rpartition(".")[0]
+
+    @property
+    def attribute(self) -> str:
+        return self.handler.rpartition(".")[2]
+
+
+@functools.cache
+def functions(path: Path = APP_TEMPLATE) -> dict[str, FunctionSpec]:
+    """Every function the template declares, by name."""
+    doc = load(path)
+    handler_default = doc.get("Globals", {}).get("Function", {}).get("Handler")
+    found: dict[str, FunctionSpec] = {}
+    for logical_id, resource in doc["Resources"].items():
+        if resource.get("Type") != "AWS::Serverless::Function":
+            continue
+        handler = resource.get("Properties", {}).get("Handler", handler_default)
+        if not isinstance(handler, str) or handler.count(".") < 1:
+            raise TemplateError(f"{logical_id}: Handler must be 'package.module.function', got {handler!r}")
+        found[snake_name(logical_id)] = FunctionSpec(snake_name(logical_id), logical_id, handler)
+    return found
+
+
+def snake_name(logical_id: str) -> str:
+    """``ReplicationMonitorAuroraFunction`` -> ``replication_monitor_aurora``."""
+    stem = logical_id.removesuffix("Function") or logical_id
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", stem).lower()
+
+
+def function(name: str) -> FunctionSpec:
+    try:
+        return functions()[name]
+    except KeyError:
+        raise ValueError(f"unknown function {name!r}; template.yaml has {', '.join(sorted(functions()))}") from None
+
+
+def lambda_environment(template: Template, spec: FunctionSpec, endpoint: str) -> dict[str, str]:
+    """The environment Lambda gives ``spec`` in the template's region: the template's variables plus the
+    runtime's own, pointed at ``endpoint`` the standard way (AWS_ENDPOINT_URL)."""
+    env = template.function_environment(spec.logical_id)
+    props = template.properties(spec.logical_id)
+    memory = props.get("MemorySize", template.doc.get("Globals", {}).get("Function", {}).get("MemorySize", 128))
+    env.update(
+        AWS_REGION=template.region,
+        AWS_DEFAULT_REGION=template.region,
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_LAMBDA_FUNCTION_NAME=function_name(template, spec),
+        AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
+        AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(template.resolve(memory)),
+        AWS_EXECUTION_ENV="AWS_Lambda_python3.12",
+        LAMBDA_TASK_ROOT=str(ROOT / "src"),
+        LAMBDA_RUNTIME_DIR="/var/runtime",
+        POWERTOOLS_TRACE_DISABLED="true",
+        POWERTOOLS_DEV="false",
+        **FAKE_CREDENTIALS,
+    )
+    return env
+
+
+def function_name(template: Template, spec: FunctionSpec) -> str:
+    """The deployed function's name: the template's FunctionName, else what SAM would generate."""
+    declared = template.properties(spec.logical_id).get("FunctionName")
+    if declared is not None:
+        return str(template.resolve(declared))
+    return f"{template.resolve({'Ref': 'AWS::StackName'})}-{spec.logical_id}"
 
 
 @dataclass
@@ -38,21 +129,19 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-def load_handler(function: str) -> Callable[[dict[str, Any], Any], Any]:
+def load_handler(name: str) -> Callable[[dict[str, Any], Any], Any]:
     """Import the handler as a new execution environment would (a cold start).
 
-    Lambda imports the module in a fresh process with the function's environment already set; here the
-    module is (re)imported after the caller has set the environment, and the cached AWS clients are
-    dropped, so module-level state (Logger, Metrics, cached settings) reflects this environment.
+    Lambda imports the module in a fresh process with the function's environment already set; the twin's
+    workers do exactly that. In-process callers (tests) set the environment first; the module is then
+    (re)imported and the cached AWS clients dropped, so module-level state reflects this environment.
     """
-    if function not in HANDLERS:
-        raise KeyError(f"unknown function {function!r}; known: {', '.join(sorted(HANDLERS))}")
-    module_name, _, attr = HANDLERS[function].rpartition(".")
+    spec = function(name)
     from tandem_core import clients
 
     clients.client.cache_clear()
     clients.session.cache_clear()  # a new environment resolves its credentials afresh
-    module = sys.modules.get(module_name)
-    module = importlib.reload(module) if module is not None else importlib.import_module(module_name)
-    handler: Callable[[dict[str, Any], Any], Any] = getattr(module, attr)
+    module = sys.modules.get(spec.module)
+    module = importlib.reload(module) if module is not None else importlib.import_module(spec.module)
+    handler: Callable[[dict[str, Any], Any], Any] = getattr(module, spec.attribute)
     return handler

@@ -1,18 +1,17 @@
-"""One local AWS region for drills and invokes: a moto server on loopback plus a real PostgreSQL.
+"""One region, deployed the way the twin deploys each of its two, for the integration tests and the bench.
 
-Resources are provisioned from ``template.yaml`` (queue settings, the function's environment) with the
-values a deployment would pass as parameters; the handler then runs unmodified against them, configured
-only through the standard variables (AWS_REGION, AWS_ENDPOINT_URL) and the template's own.
+It is the twin's own building block: a region endpoint (:class:`tandem.twin.regions.RegionEndpoint`), one
+PostgreSQL server as the writer, and the same provisioning from the templates - the ``global-primary``
+stack without a peer, then the ``primary`` app stack - with samconfig's parameter values. Functions are
+registered as in the twin but not given workers: a test runs a handler in-process (``function_env`` +
+:func:`tandem.lambda_runtime.load_handler`), which is the one in-process path, kept for tests that need to
+see inside an invocation.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import logging
 import os
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,32 +19,9 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
-from tandem import moto_ext
-from tandem.localpg import LocalPostgres, free_port
-from tandem.template import GLOBAL_TEMPLATE, ROOT, Template, TemplateError
-from tandem.template import load as load_template
-
-FAKE_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-}
-
-
-@functools.cache
-def ledger_table_keys() -> dict[str, Any]:
-    """The DynamoDB global table's key schema, as infra_global/template.yaml declares it."""
-    doc = load_template(GLOBAL_TEMPLATE)
-    tables = [r for r in doc["Resources"].values() if r.get("Type") == "AWS::DynamoDB::GlobalTable"]
-    if len(tables) != 1:
-        raise TemplateError(f"{GLOBAL_TEMPLATE} must declare exactly one AWS::DynamoDB::GlobalTable")
-    props = tables[0]["Properties"]
-    return {"AttributeDefinitions": props["AttributeDefinitions"], "KeySchema": props["KeySchema"]}
-
-
-FUNCTIONS = {"transaction_processor": "TransactionProcessorFunction", "region_health": "RegionHealthFunction"}
+from tandem.localpg import LocalPostgres, connect_uri, free_port
+from tandem.template import GLOBAL_TEMPLATE, Template, TemplateError, load
 
 
 def emulator_client(service: str, region: str, endpoint: str) -> Any:
@@ -60,16 +36,25 @@ def emulator_client(service: str, region: str, endpoint: str) -> Any:
     )
 
 
+def ledger_table_keys() -> dict[str, Any]:
+    """The DynamoDB global table's key schema, as infra_global/template.yaml declares it (for moto-only tests)."""
+    tables = [r for r in load(GLOBAL_TEMPLATE)["Resources"].values() if r.get("Type") == "AWS::DynamoDB::GlobalTable"]
+    if len(tables) != 1:
+        raise TemplateError(f"{GLOBAL_TEMPLATE} must declare exactly one AWS::DynamoDB::GlobalTable")
+    props = tables[0]["Properties"]
+    return {"AttributeDefinitions": props["AttributeDefinitions"], "KeySchema": props["KeySchema"]}
+
+
 @dataclass
 class RegionResources:
+    """What a client of the region reads: the deployed names and URLs (from the stacks, never re-derived)."""
+
     table: str
     bucket: str
     queue_url: str
     queue_arn: str
     dlq_url: str
     secret_arn: str
-    max_receive_count: int
-    visibility_timeout: int
 
 
 @dataclass
@@ -79,8 +64,9 @@ class LocalRegion:
     region: str
     endpoint: str
     postgres: LocalPostgres
-    template: Template
+    template: Template  # the app stack's template, resolved as deployed
     resources: RegionResources
+    environments: dict[str, dict[str, str]]
     _clients: dict[str, Any] = field(default_factory=dict)
 
     def client(self, service: str) -> Any:
@@ -90,135 +76,76 @@ class LocalRegion:
 
     def function_env(self, function: str) -> dict[str, str]:
         """The environment Lambda would give ``function`` in this region (template + runtime variables)."""
-        logical_id = FUNCTIONS[function]
-        env = self.template.function_environment(logical_id)
-        env.update(
-            AWS_REGION=self.region,
-            AWS_DEFAULT_REGION=self.region,
-            AWS_ENDPOINT_URL=self.endpoint,
-            AWS_LAMBDA_FUNCTION_NAME=f"tandem-{function}",
-            AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
-            AWS_EXECUTION_ENV="AWS_Lambda_python3.12",
-            LAMBDA_TASK_ROOT=str(ROOT / "src"),
-            LAMBDA_RUNTIME_DIR="/var/runtime",
-            AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(self.template.properties(logical_id).get("MemorySize", 512)),
-            POWERTOOLS_TRACE_DISABLED="true",
-            POWERTOOLS_DEV="false",
-            **FAKE_CREDENTIALS,
-        )
-        return env
+        return dict(self.environments[function])
 
 
-def _parameters(region: str, pg: LocalPostgres, secret_arn: str, role: str) -> dict[str, str]:
-    return {
-        "RegionRole": role,
-        "ProcessingEnabled": "true" if role == "primary" else "false",
-        "LedgerTableName": "tandem-ledger",
-        "ArchiveBucketName": f"tandem-archive-{region}",
-        "LedgerDbHost": "127.0.0.1",
-        "LedgerDbPort": str(pg.port),
-        "LedgerDbName": pg.database,
-        "LedgerDbSecretArn": secret_arn,
-        "DataKeyArn": f"arn:aws:kms:{region}:123456789012:key/{uuid.UUID(int=1)}",
-    }
+class _OneWriter:
+    """The Aurora side of a one-region deployment: its only cluster is this server."""
+
+    def __init__(self, server: LocalPostgres) -> None:
+        self._server = server
+
+    def attach_cluster(self, region: str, props: dict[str, Any]) -> tuple[str, int]:  # noqa: ARG002 - one region
+        from pg8000.native import identifier, literal
+
+        user, password = props.get("MasterUsername"), props.get("MasterUserPassword")
+        if user and password:
+            conn = connect_uri(self._server.uri)
+            try:
+                conn.run(f"CREATE ROLE {identifier(str(user))} WITH LOGIN SUPERUSER PASSWORD {literal(str(password))}")
+            finally:
+                conn.close()
+        return "127.0.0.1", self._server.port
 
 
-def provision(region: LocalRegion) -> None:
-    """Create the region's resources in the emulator from the template's definitions."""
-    res, tpl = region.resources, region.template
-    ddb = region.client("dynamodb")
-    ddb.create_table(TableName=res.table, BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
-    s3 = region.client("s3")
-    if region.region == "us-east-1":
-        s3.create_bucket(Bucket=res.bucket)
-    else:
-        s3.create_bucket(Bucket=res.bucket, CreateBucketConfiguration={"LocationConstraint": region.region})
-    s3.put_bucket_versioning(Bucket=res.bucket, VersioningConfiguration={"Status": "Enabled"})
-
-    sqs = region.client("sqs")
-    dlq_props = tpl.properties("TransactionDLQ")
-    dlq_attrs = {"MessageRetentionPeriod": str(tpl.resolve(dlq_props.get("MessageRetentionPeriod", 1209600)))}
-    res.dlq_url = sqs.create_queue(QueueName="tandem-transactions-dlq", Attributes=dlq_attrs)["QueueUrl"]
-    dlq_arn = sqs.get_queue_attributes(QueueUrl=res.dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    q_props = tpl.properties("TransactionQueue")
-    redrive = q_props["RedrivePolicy"]
-    res.max_receive_count = int(tpl.resolve(redrive["maxReceiveCount"]))
-    res.visibility_timeout = int(tpl.resolve(q_props.get("VisibilityTimeout", 30)))
-    attrs = {
-        "VisibilityTimeout": str(res.visibility_timeout),
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": res.max_receive_count}),
-    }
-    if "MessageRetentionPeriod" in q_props:
-        attrs["MessageRetentionPeriod"] = str(tpl.resolve(q_props["MessageRetentionPeriod"]))
-    res.queue_url = sqs.create_queue(QueueName="tandem-transactions", Attributes=attrs)["QueueUrl"]
-    res.queue_arn = sqs.get_queue_attributes(QueueUrl=res.queue_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    tpl.physical["TransactionQueue"] = {"Ref": res.queue_url, "Arn": res.queue_arn, "QueueName": "tandem-transactions"}
-    tpl.physical["TransactionDLQ"] = {"Ref": res.dlq_url, "Arn": dlq_arn, "QueueName": "tandem-transactions-dlq"}
-    for logical in FUNCTIONS.values():
-        function_name = str(tpl.resolve(tpl.properties(logical)["FunctionName"]))
-        tpl.physical[logical] = {
-            "Ref": function_name,
-            "Arn": f"arn:aws:lambda:{region.region}:{tpl.account}:function:{function_name}",
-        }
-    provision_alarms(region)
-
-
-def provision_alarms(region: LocalRegion) -> None:
-    """The template's SNS topic and CloudWatch alarms, with their properties as written there."""
-    tpl = region.template
-    sns, cloudwatch = region.client("sns"), region.client("cloudwatch")
-    for logical in tpl.resources_of_type("AWS::SNS::Topic"):
-        arn = sns.create_topic(Name=f"{tpl.parameter('RegionRole')}-{logical}")["TopicArn"]
-        tpl.physical[logical] = {"Ref": arn, "TopicArn": arn}
-    keys = (
-        "AlarmName", "AlarmDescription", "Namespace", "MetricName", "Dimensions", "Statistic", "ExtendedStatistic",
-        "Period", "EvaluationPeriods", "DatapointsToAlarm", "Threshold", "ComparisonOperator", "TreatMissingData",
-        "AlarmActions", "OKActions", "InsufficientDataActions", "ActionsEnabled", "Unit", "Metrics",
-    )  # fmt: skip
-    for logical, resource in tpl.resources_of_type("AWS::CloudWatch::Alarm").items():
-        props = {k: tpl.resolve(v) for k, v in resource.get("Properties", {}).items() if k in keys}
-        cloudwatch.put_metric_alarm(**props)
-        tpl.physical[logical] = {"Ref": str(props["AlarmName"])}
-
-
-def provision_region(region: str, endpoint: str, pg: LocalPostgres, role: str) -> LocalRegion:
-    """Create one region's resources behind ``endpoint`` for a ledger served by ``pg``."""
-    secret_arn = emulator_client("secretsmanager", region, endpoint).create_secret(
-        Name="tandem/ledger/master",
-        SecretString=json.dumps({"username": pg.user, "password": pg.password}),
-    )["ARN"]
-    template = Template.from_file(parameters=_parameters(region, pg, secret_arn, role), region=region)
-    resources = RegionResources(
-        table=template.parameter("LedgerTableName"),
-        bucket=template.parameter("ArchiveBucketName"),
-        queue_url="", queue_arn="", dlq_url="", secret_arn=secret_arn,
-        max_receive_count=0, visibility_timeout=0,
-    )  # fmt: skip
-    local = LocalRegion(region, endpoint, pg, template, resources)
-    provision(local)
-    return local
+def _no_workers(region: str, function: str, _event: dict[str, Any]) -> dict[str, Any]:
+    """A one-region setup runs handlers in-process only (see the module docstring)."""
+    return {"ok": False, "errorType": "NoWorker", "errorMessage": f"{function} has no worker in {region}"}
 
 
 @contextmanager
-def local_region(region: str = "us-east-1", role: str = "primary") -> Iterator[LocalRegion]:
-    """Start PostgreSQL and a moto server, provision, yield; stop both on the way out, whatever happens."""
-    moto_ext.apply()
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    pg = LocalPostgres()
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request access log on stderr
-    server.start()
+def local_region(region: str = "us-east-1") -> Iterator[LocalRegion]:
+    """Start PostgreSQL and the region's endpoint, deploy both stacks, yield; stop both on the way out."""
+    from tandem.twin.extensions import event_routing
+    from tandem.twin.ingress import Ingress
+    from tandem.twin.lambdas import LambdaService
+    from tandem.twin.provision import Region
+    from tandem.twin.regions import RegionEndpoint
+    from tandem.twin.stacks import deploy_one_region
+
+    endpoint = RegionEndpoint(region, free_port())
+    server = LocalPostgres()
+    endpoint.start()
     try:
         # moto keeps its state per process, not per server: start every local region from a clean slate.
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/moto-api/reset", data=b"", timeout=10).close()
-        pg.start()
-        local = provision_region(region, f"http://127.0.0.1:{port}", pg, role)
-        yield local
+        urllib.request.urlopen(f"{endpoint.url}/moto-api/reset", data=b"", timeout=10).close()  # noqa: S310
+        event_routing.install()  # moto itself never consumes a queue for a mapping
+        server.start()
+        clients: dict[str, Any] = {}
+
+        def client(service: str) -> Any:
+            return clients.setdefault(service, emulator_client(service, region, endpoint.url))
+
+        ingress = Ingress(region, free_port(), _no_workers, client)
+        lambdas = LambdaService(
+            None, lambda _r: endpoint.url, lambda _r, m, p, fn: ingress.add_function_route(m, p, fn)
+        )
+        app = deploy_one_region(
+            Region(region, client, databases=_OneWriter(server)), database_port=server.port,
+            creators={"AWS::Serverless::Function": lambdas.create_function, **ingress.creators()},
+        )  # fmt: skip
+        tpl = app.template
+        resources = RegionResources(
+            table=str(tpl.parameter("LedgerTableName")), bucket=str(tpl.parameter("ArchiveBucketName")),
+            queue_url=app.ref("TransactionQueue"), queue_arn=str(app.physical["TransactionQueue"]["Arn"]),
+            dlq_url=app.ref("TransactionDLQ"), secret_arn=str(tpl.parameter("LedgerDbSecretArn")),
+        )  # fmt: skip
+        environments = {fn: env for (_r, fn), env in lambdas.environments.items()}
+        yield LocalRegion(region, endpoint.url, server, tpl, resources, environments)
     finally:
-        pg.stop()
         server.stop()
+        ingress.stop()
+        endpoint.stop()
 
 
 @contextmanager

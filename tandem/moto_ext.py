@@ -35,3 +35,48 @@ def apply() -> None:
         return modules
 
     backends.list_of_moto_modules = cached_modules
+    _hosted_zone_ids_like_aws()
+    _bucket_policies_see_tls()
+
+
+def _hosted_zone_ids_like_aws() -> None:
+    """moto makes hosted zone ids of 22 random characters; AWS's start with ``Z`` (e.g. Z1RWWTK7Y8UDDQ), and
+    infra_global's HostedZoneId parameter checks that, so a twin-made zone must look the same."""
+    from moto.route53 import models
+
+    original = models.create_route53_zone_id
+
+    def zone_id(*args: object, **kwargs: object) -> str:
+        return "Z" + str(original(*args, **kwargs))[1:]
+
+    models.create_route53_zone_id = zone_id
+
+
+def _bucket_policies_see_tls() -> None:
+    """moto applies a bucket policy statement without looking at its Condition, so the archive bucket's
+    "deny aws:SecureTransport=false" (infra_global) denies every request. In AWS every SDK call is TLS; the
+    twin's loopback endpoints stand in for those TLS endpoints, so such a statement never applies here.
+    Other statements (and conditions) are left to moto as they are."""
+    import json
+
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+    from moto.s3.models import FakeBucket
+
+    def insecure_only(statement: dict[str, object]) -> bool:
+        condition = statement.get("Condition")
+        if not isinstance(condition, dict):
+            return False
+        flags = condition.get("Bool")
+        return isinstance(flags, dict) and str(flags.get("aws:SecureTransport", "")).lower() == "false"
+
+    def get_permission(self: FakeBucket, action: str, resource: str) -> object:
+        if self.policy is None:
+            return PermissionResult.NEUTRAL
+        document = json.loads(self.policy.decode())
+        statements = document.get("Statement", [])
+        kept = [s for s in (statements if isinstance(statements, list) else [statements]) if not insecure_only(s)]
+        if not kept:
+            return PermissionResult.NEUTRAL
+        return IAMPolicy(json.dumps({**document, "Statement": kept})).is_action_permitted(action, resource)
+
+    FakeBucket.get_permission = get_permission  # type: ignore[method-assign]

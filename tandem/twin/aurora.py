@@ -15,8 +15,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pg8000.native
+from pg8000.native import identifier, literal
 
 from tandem.localpg import LocalPostgres, pg_bin
 
@@ -56,6 +58,22 @@ class AuroraGlobal:
         with self._lock:
             for node in self.nodes.values():
                 node.halt("immediate")
+
+    def attach_cluster(self, region: str, props: dict[str, Any]) -> tuple[str, int]:
+        """A deployment's cluster in ``region``: served by that region's server; a cluster that declares master
+        credentials (the primary's, from the generated secret) gets that user on the writer, and through
+        replication on the standby too. Returns (host, port) for the cluster's endpoint attributes."""
+        with self._lock:
+            user, password = props.get("MasterUsername"), props.get("MasterUserPassword")
+            if user and password:
+                self._query(
+                    self.nodes[self.writer],
+                    f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {literal(str(user))}) THEN"
+                    f" ALTER ROLE {identifier(str(user))} WITH LOGIN SUPERUSER PASSWORD {literal(str(password))};"
+                    f" ELSE CREATE ROLE {identifier(str(user))} WITH LOGIN SUPERUSER PASSWORD"
+                    f" {literal(str(password))}; END IF; END $$",
+                )
+            return "127.0.0.1", self.nodes[region].port
 
     def uri(self, region: str) -> str:
         return self.nodes[region].uri

@@ -18,15 +18,16 @@ from werkzeug.serving import ThreadedWSGIServer, make_server
 from tandem import moto_ext
 
 
-class _TrackingServer:
+class TrackingServer:
     """A werkzeug server that remembers its client sockets so an outage can cut them."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, app: Any = None, request_handler: Any = None) -> None:
         self.clients: set[socket.socket] = set()
         self.lock = threading.Lock()
-        app = DomainDispatcherApplication(create_backend_app)
+        if app is None:  # the region's AWS endpoint: moto
+            app, request_handler = DomainDispatcherApplication(create_backend_app), MotoRequestHandler
         self.server: ThreadedWSGIServer = make_server(  # type: ignore[assignment]
-            host, port, app, threaded=True, request_handler=MotoRequestHandler
+            host, port, app, threaded=True, request_handler=request_handler
         )
         original = self.server.process_request
 
@@ -61,7 +62,7 @@ class RegionEndpoint:
         self.region = region
         self.host = host
         self.port = port
-        self._server: _TrackingServer | None = None
+        self._server: TrackingServer | None = None
 
     @property
     def url(self) -> str:
@@ -73,7 +74,7 @@ class RegionEndpoint:
 
     def start(self) -> None:
         if self._server is None:
-            server = _TrackingServer(self.host, self.port)
+            server = TrackingServer(self.host, self.port)
             server.start()
             self._server = server
 

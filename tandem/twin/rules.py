@@ -31,20 +31,27 @@ class RuleSpec:
         return args
 
 
+def rules_of_function(tpl: Template, logical: str, arn: str) -> list[RuleSpec]:
+    """The rules a SAM function declares in its ``Events`` (schedules and event patterns)."""
+    specs: list[RuleSpec] = []
+    for event_name, event in tpl.properties(logical).get("Events", {}).items():
+        kind, props = event.get("Type"), event.get("Properties", {})
+        name = str(tpl.resolve(props.get("Name", f"{logical}-{event_name}")))
+        if kind in {"Schedule", "ScheduleV2"}:
+            expression = props.get("Schedule") or props.get("ScheduleExpression")
+            enabled = _enabled(tpl, props)
+            specs.append(RuleSpec(name, arn, schedule=str(tpl.resolve(expression)), enabled=enabled))
+        elif kind in {"EventBridgeRule", "CloudWatchEvent"}:
+            pattern = json.dumps(tpl.resolve(props["Pattern"]))
+            specs.append(RuleSpec(name, arn, pattern=pattern, enabled=_enabled(tpl, props)))
+    return specs
+
+
 def rules_from_template(tpl: Template, function_arns: dict[str, str]) -> list[RuleSpec]:
     """Every rule the template declares; ``function_arns`` maps a function's logical id to its ARN."""
     specs: list[RuleSpec] = []
     for logical, arn in function_arns.items():
-        for event_name, event in tpl.properties(logical).get("Events", {}).items():
-            kind, props = event.get("Type"), event.get("Properties", {})
-            name = str(tpl.resolve(props.get("Name", f"{logical}-{event_name}")))
-            if kind in {"Schedule", "ScheduleV2"}:
-                expression = props.get("Schedule") or props.get("ScheduleExpression")
-                enabled = _enabled(tpl, props)
-                specs.append(RuleSpec(name, arn, schedule=str(tpl.resolve(expression)), enabled=enabled))
-            elif kind in {"EventBridgeRule", "CloudWatchEvent"}:
-                pattern = json.dumps(tpl.resolve(props["Pattern"]))
-                specs.append(RuleSpec(name, arn, pattern=pattern, enabled=_enabled(tpl, props)))
+        specs += rules_of_function(tpl, logical, arn)
     arn_of_ref = {logical: arn for logical, arn in function_arns.items()}
     for logical, resource in tpl.resources_of_type("AWS::Events::Rule").items():
         props = resource.get("Properties", {})

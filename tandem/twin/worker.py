@@ -1,33 +1,109 @@
-"""A function worker: one process per (region, function), the unmodified handler, that region's environment.
+"""Function workers: one process per (region, function), the unmodified handler, that region's environment.
 
-Protocol with the twin daemon: one JSON event per line on stdin, one JSON reply per line on the original
-stdout - ``{"ok": true, "response": ...}`` or ``{"ok": false, "errorType": ..., "errorMessage": ...}`` as the
-Lambda runtime reports a function error. The handler's own output (Powertools logs, EMF) goes to stderr,
-which the daemon writes to the worker's log file.
+Both ends of one protocol live here. The worker process (:func:`serve`, ``python -m tandem.twin.worker``)
+reads one JSON event per line on stdin and answers one JSON line on its original stdout -
+``{"ok": true, "response": ...}`` or ``{"ok": false, "errorType": ..., "errorMessage": ...}`` as the Lambda
+runtime reports a function error; the handler's own output (Powertools logs, EMF) goes to stderr, which the
+twin writes to the worker's log file. :class:`Worker` is the twin's side: it starts the process and hands it
+one invocation at a time, like one Lambda execution environment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import subprocess
 import sys
+import threading
+from pathlib import Path
 from typing import Any
+
+from tandem.template import ROOT
+
+log = logging.getLogger("tandem.twin")
+
+
+class Worker:
+    """One execution environment of a function in a region.
+
+    A worker that died (killed, or the runtime crashed) is replaced on the next invocation, as Lambda
+    replaces a failed execution environment: a new process, with its cold start. The death is logged.
+    """
+
+    def __init__(self, function: str, region: str, environment: dict[str, str], log_path: Path) -> None:
+        self.function, self.region = function, region
+        self._lock = threading.Lock()
+        self._log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the worker
+        self._env = {**os.environ, **environment, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+        self.restarts = 0
+        self._proc = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tandem.twin.worker", self.function, self.region],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=self._env, text=True, bufsize=1,
+        )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The handler's reply: {"ok": True, "response": ...} or a function error."""
+        with self._lock:
+            if self._proc.poll() is not None:
+                self._replace(f"exited with {self._proc.returncode} between invocations")
+            assert self._proc.stdin is not None
+            assert self._proc.stdout is not None
+            try:
+                self._proc.stdin.write(json.dumps(event) + "\n")
+                self._proc.stdin.flush()
+                line = self._proc.stdout.readline()
+            except (BrokenPipeError, ValueError):
+                line = ""
+            if not line:  # died during this invocation: Lambda reports Runtime.ExitError for it
+                code = self._proc.wait()
+                self._replace(f"exited with {code} during an invocation")
+                return {"ok": False, "errorType": "Runtime.ExitError", "errorMessage": f"runtime exited ({code})"}
+        reply: dict[str, Any] = json.loads(line)
+        return reply
+
+    def _replace(self, why: str) -> None:
+        log.warning("worker %s in %s %s; starting a new one", self.function, self.region, why)
+        self._log.write(f"tandem twin: execution environment {why}; starting a new one\n")
+        self._log.flush()
+        self.restarts += 1
+        self._proc = self._spawn()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._proc.stdin:
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._log.close()
 
 
 def serve(function: str, region: str) -> int:
+    """The worker process: load the handler once (the cold start), then one invocation per stdin line."""
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # everything the handler prints -> the log
 
     from tandem.lambda_runtime import LambdaContext, load_handler
 
     handler = load_handler(function)
+    name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", function)
     for line in sys.stdin:
         if not line.strip():
             continue
         try:
             event = json.loads(line)
-            context = LambdaContext(function_name=f"tandem-{function}", region=region)
-            reply: dict[str, Any] = {"ok": True, "response": handler(event, context)}
+            reply: dict[str, Any] = {"ok": True, "response": handler(event, LambdaContext(name, region))}
         except Exception as exc:
             reply = {"ok": False, "errorType": type(exc).__name__, "errorMessage": str(exc)}
         sys.stdout.flush()

@@ -44,9 +44,10 @@ def deployment(pg_server: LocalPostgres, database: str) -> Iterator[dict[str, An
                 "RegionRole": "primary", "LedgerTableName": "tandem-ledger",
                 "ArchiveBucketName": "tandem-archive-primary", "LedgerDbHost": "127.0.0.1",
                 "LedgerDbPort": str(pg_server.port), "LedgerDbName": database, "LedgerDbSecretArn": secret_arn,
-                "DataKeyArn": f"arn:aws:kms:{REGION}:123456789012:key/data",
+                "DataKeyArn": f"arn:aws:kms:{REGION}:123456789012:key/data", "PeerRegion": "us-west-2",
             },
             region=REGION,
+            ssm=lambda name: name,  # the values above are what the SSM parameters would hold
         )  # fmt: skip
         tpl.physical["AppKey"] = {"Ref": "app", "Arn": f"arn:aws:kms:{REGION}:123456789012:key/app"}
         statements = [

@@ -131,7 +131,8 @@ def test_an_alarm_goes_to_alarm_on_the_compressed_clock_and_its_event_reaches_th
 def _writer(twin: dict[str, Any], region: str) -> bool:
     clusters = aws(twin, region, "rds").describe_global_clusters(GlobalClusterIdentifier=twin["global_cluster"])
     members = clusters["GlobalClusters"][0]["GlobalClusterMembers"]
-    return bool(next(m["IsWriter"] for m in members if m["DBClusterArn"].endswith(f"-{region}")))
+    cluster = twin["regions"][region]["cluster"]
+    return bool(next(m["IsWriter"] for m in members if m["DBClusterArn"].endswith(f":cluster:{cluster}")))
 
 
 def _writer_and_reader(twin: dict[str, Any]) -> tuple[str, str]:
@@ -154,7 +155,7 @@ def test_promotion_through_the_rds_api_moves_the_writer_and_keeps_committed_rows
     assert eventually(lambda: reader.run("SELECT count(*) FROM promo WHERE id = ANY(:ids)", ids=ids)[0][0] == 50)
     reader.close()
     rds = aws(twin, target, "rds")
-    member = f"{twin['global_cluster']}-{target}"
+    member = twin["regions"][target]["cluster"]
     if mode == "switchover":
         rds.switchover_global_cluster(GlobalClusterIdentifier=twin["global_cluster"], TargetDbClusterIdentifier=member)
     else:
@@ -190,7 +191,7 @@ def test_failover_while_the_writer_region_is_down_promotes_what_the_standby_had(
     try:
         aws(twin, target, "rds").failover_global_cluster(
             GlobalClusterIdentifier=twin["global_cluster"],
-            TargetDbClusterIdentifier=f"{twin['global_cluster']}-{target}",
+            TargetDbClusterIdentifier=twin["regions"][target]["cluster"],
             AllowDataLoss=True,
         )
         promoted = pg(twin, target)

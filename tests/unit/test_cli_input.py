@@ -8,7 +8,7 @@ import pytest
 
 from tandem.cli import main
 from tandem.drill import DrillError, report_destination
-from tandem.twin.daemon import TwinConfig
+from tandem.twin.twin import TwinConfig
 
 
 def _refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:

@@ -22,9 +22,14 @@ PARAMS = {
 }
 
 
+def _given(name: str) -> str:
+    """PARAMS hold the values the SSM parameters would: read them back as given."""
+    return name
+
+
 @pytest.fixture
 def tpl() -> Template:
-    return Template.from_file(parameters=PARAMS, region="us-west-2")
+    return Template.from_file(parameters=PARAMS, region="us-west-2", ssm=_given)
 
 
 def test_processor_runs_the_handler_we_ship_on_python312_arm64(tpl: Template) -> None:
@@ -61,7 +66,7 @@ def test_sqs_mapping_reports_partial_failures_and_follows_the_parameter(tpl: Tem
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert props["BatchSize"] == 10
     assert tpl.resolve(props["Enabled"]) is False  # DR: warm standby
-    primary = Template(tpl.doc, parameters={**PARAMS, "ProcessingEnabled": "true"})
+    primary = Template(tpl.doc, parameters={**PARAMS, "ProcessingEnabled": "true"}, ssm=_given)
     assert primary.resolve(props["Enabled"]) is True
 
 
@@ -132,7 +137,7 @@ def test_ingress_sends_signed_posts_straight_to_the_queue_and_serves_health(tpl:
 def test_health_function_environment_is_what_its_settings_read() -> None:
     from tandem_core.settings import HealthSettings
 
-    tpl = Template.from_file(parameters=PARAMS, region="us-west-2")
+    tpl = Template.from_file(parameters=PARAMS, region="us-west-2", ssm=_given)
     tpl.physical["TransactionQueue"] = {"Ref": "https://sqs.us-west-2.amazonaws.com/111122223333/q"}
     env = tpl.function_environment("RegionHealthFunction")
     known = {f.alias for f in HealthSettings.model_fields.values()} | {

@@ -1,0 +1,101 @@
+"""The twin's control API on loopback (what `tandem twin …`, the drill and `tandem invoke` call).
+
+Routing is werkzeug's (the WSGI toolkit moto's server is built on), so each route is one line and one
+method; errors are JSON ``{"error": ...}`` with 400 for a request the twin refuses and 500 for a bug.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any, Protocol
+
+from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+log = logging.getLogger("tandem.twin")
+
+
+class Controlled(Protocol):
+    """What the control API drives (the Twin)."""
+
+    def status(self) -> dict[str, Any]: ...
+    def outage(self, region: str) -> None: ...
+    def restore(self, region: str) -> None: ...
+    def replication(self, action: str) -> None: ...
+    def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]: ...
+
+
+ROUTES = Map([
+    Rule("/status", methods=["GET"], endpoint="status"),
+    Rule("/down", methods=["POST"], endpoint="down"),
+    Rule("/outage/<region>", methods=["POST"], endpoint="outage"),
+    Rule("/restore/<region>", methods=["POST"], endpoint="restore"),
+    Rule("/replication/<action>", methods=["POST"], endpoint="replication"),
+    Rule("/invoke/<region>/<function>", methods=["POST"], endpoint="invoke"),
+])  # fmt: skip
+
+
+class ControlApi:
+    def __init__(self, twin: Controlled, shutdown: threading.Event) -> None:
+        self._twin = twin
+        self._shutdown = shutdown
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        try:
+            endpoint, args = ROUTES.bind_to_environ(environ).match()
+            body = getattr(self, f"_{endpoint}")(request, **args)
+            response = _json(200, body)
+        except NotFound:
+            response = _json(404, {"error": f"no such action {request.method} {request.path}"})
+        except HTTPException as exc:
+            response = _json(exc.code or 400, {"error": exc.description})
+        except ValueError as exc:
+            response = _json(400, {"error": str(exc)})
+        except Exception as exc:
+            log.exception("control request failed")
+            response = _json(500, {"error": f"{type(exc).__name__}: {exc}"})
+        return response(environ, start_response)
+
+    def _status(self, _request: Request) -> dict[str, Any]:
+        return self._twin.status()
+
+    def _down(self, _request: Request) -> dict[str, Any]:
+        self._shutdown.set()
+        return {"stopping": True}
+
+    def _outage(self, _request: Request, region: str) -> dict[str, Any]:
+        self._twin.outage(region)
+        return self._twin.status()
+
+    def _restore(self, _request: Request, region: str) -> dict[str, Any]:
+        self._twin.restore(region)
+        return self._twin.status()
+
+    def _replication(self, _request: Request, action: str) -> dict[str, Any]:
+        self._twin.replication(action)
+        return self._twin.status()
+
+    def _invoke(self, request: Request, region: str, function: str) -> dict[str, Any]:
+        try:
+            event = json.loads(request.get_data() or b"{}")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"the event is not JSON: {exc}") from None
+        if not isinstance(event, dict):
+            raise ValueError("the event must be a JSON object")
+        return self._twin.invoke(region, function, event)
+
+
+def _json(code: int, body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body, default=str), status=code, mimetype="application/json")
+
+
+def serve(twin: Controlled, shutdown: threading.Event) -> BaseWSGIServer:
+    """Start the API on a free loopback port in a thread; the server's ``port`` goes into twin.json."""
+    server = make_server("127.0.0.1", 0, ControlApi(twin, shutdown), threaded=True)
+    threading.Thread(target=server.serve_forever, name="twin-control", daemon=True).start()
+    return server

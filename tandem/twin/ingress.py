@@ -1,0 +1,126 @@
+"""Each region's ingress (the template's HTTP API) on its own loopback port: the edge producers and probes use.
+
+Routes come from the template as deployed: ``AWS::ApiGatewayV2::Route`` + ``Integration`` of subtype
+``SQS-SendMessage`` (``POST /transactions`` straight to the queue: a 200 means the message is durable) and
+functions' ``HttpApi`` events (``GET /health`` -> region_health, with API Gateway's payload format 2.0).
+The ingress dies with its region in an outage (port closed, connections cut) and comes back on restore.
+SigV4 on ``POST /transactions`` is not checked: the twin has no IAM to check it against.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from tandem.twin.provision import Creator, Deployment
+from tandem.twin.regions import TrackingServer
+
+Invoke = Callable[[str, str, dict[str, Any]], dict[str, Any]]  # (region, function, event) -> reply
+
+
+class Ingress:
+    """One region's HTTP API: a fixed loopback port (known before deployment, so peers can be told it)."""
+
+    def __init__(self, region: str, port: int, invoke: Invoke, client: Callable[[str], Any]) -> None:
+        self.region, self.port = region, port
+        self.api_id = f"twin{uuid.uuid4().hex[:6]}"
+        self._invoke, self._client = invoke, client
+        self._routes: dict[tuple[str, str], tuple[str, str]] = {}  # (method, path) -> ("sqs", url) | ("fn", name)
+        self._integrations: dict[str, dict[str, Any]] = {}
+        self._server: TrackingServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def up(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> None:
+        if self._server is None:
+            self._server = TrackingServer("127.0.0.1", self.port, self._app)
+            self._server.start()
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.kill()
+
+    # ---------------------------------------------------------------- the provisioner's creators
+    def creators(self) -> dict[str, Creator]:
+        """The HTTP API's resources, served by this ingress when its region's app stack is deployed."""
+        return {
+            "AWS::Serverless::HttpApi": self.create_api,
+            "AWS::ApiGatewayV2::Integration": self.create_integration,
+            "AWS::ApiGatewayV2::Route": self.create_route,
+        }
+
+    def create_api(self, d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:  # noqa: ARG002
+        self.start()
+        return {"Ref": self.api_id, "ApiEndpoint": self.url, "ApiId": self.api_id}
+
+    def create_integration(self, d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:  # noqa: ARG002
+        integration_id = f"{logical.lower()}"
+        self._integrations[integration_id] = props
+        return {"Ref": integration_id}
+
+    def create_route(self, d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:  # noqa: ARG002
+        method, _, path = str(props["RouteKey"]).partition(" ")
+        integration = self._integrations[str(props["Target"]).removeprefix("integrations/")]
+        if integration.get("IntegrationSubtype") != "SQS-SendMessage":
+            raise ValueError(f"{logical}: the twin's ingress serves SQS-SendMessage integrations only")
+        self._routes[(method, path)] = ("sqs", str(integration["RequestParameters"]["QueueUrl"]))
+        return {"Ref": f"{logical.lower()}"}
+
+    def add_function_route(self, method: str, path: str, function: str) -> None:
+        self._routes[(method.upper(), path)] = ("fn", function)
+
+    # ---------------------------------------------------------------- serving
+    def _app(self, environ: dict[str, Any], start_response: Any) -> Any:
+        request = Request(environ)
+        target = self._routes.get((request.method, request.path))
+        if target is None:
+            response = _json(404, {"message": "Not Found"})
+        elif target[0] == "sqs":
+            response = self._send(target[1], request)
+        else:
+            response = self._call(target[1], request)
+        return response(environ, start_response)
+
+    def _send(self, queue_url: str, request: Request) -> Response:
+        body = request.get_data(as_text=True)
+        if not body:
+            return _json(400, {"message": "the message body is empty"})
+        sent = self._client("sqs").send_message(QueueUrl=queue_url, MessageBody=body)
+        return _json(200, {"SendMessageResponse": {"SendMessageResult": {"MessageId": sent["MessageId"]}}})
+
+    def _call(self, function: str, request: Request) -> Response:
+        event = {
+            "version": "2.0", "routeKey": f"{request.method} {request.path}", "rawPath": request.path,
+            "rawQueryString": request.query_string.decode(), "headers": dict(request.headers),
+            "requestContext": {
+                "apiId": self.api_id, "http": {"method": request.method, "path": request.path, "protocol": "HTTP/1.1",
+                "sourceIp": request.remote_addr or "127.0.0.1", "userAgent": request.user_agent.string},
+                "requestId": str(uuid.uuid4()), "routeKey": f"{request.method} {request.path}", "stage": "$default",
+                "timeEpoch": int(time.time() * 1000),
+            },
+            "body": request.get_data(as_text=True) or None, "isBase64Encoded": False,
+        }  # fmt: skip
+        reply = self._invoke(self.region, function, event)
+        if not reply.get("ok"):
+            return _json(500, {"message": "Internal Server Error"})
+        result = reply.get("response")
+        if isinstance(result, dict) and "statusCode" in result:
+            headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
+            return Response(result.get("body") or "", status=int(result["statusCode"]), headers=headers)
+        return _json(200, result)
+
+
+def _json(code: int, body: Any) -> Response:
+    return Response(json.dumps(body, default=str), status=code, mimetype="application/json")

@@ -1,0 +1,180 @@
+"""The twin's Lambda service: the template's functions, their event sources and rules, run by workers.
+
+:meth:`LambdaService.create_function` is the provisioner's creator for ``AWS::Serverless::Function``: it
+registers the function, its SQS event source mappings and its schedule/pattern rules in moto (whose state
+the failover handler and the operator flip through the real API), and starts one worker per function with
+the environment Lambda would give it. moto never runs code; invocations go to the workers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tandem.lambda_runtime import FunctionSpec, function_name, functions, lambda_environment
+from tandem.template import TemplateError
+from tandem.twin.provision import Deployment
+from tandem.twin.rules import rules_of_function
+from tandem.twin.worker import Worker
+
+FUNCTION_ROLE = "tandem-twin-function"
+log = logging.getLogger("tandem.twin")
+
+
+class LambdaService:
+    """All functions of all regions: who they are (by ARN or name) and the worker that runs each."""
+
+    def __init__(
+        self,
+        state_dir: Path | None,
+        endpoint_of: Callable[[str], str],
+        http_route: Callable[[str, str, str, str], None] | None = None,
+    ) -> None:
+        """``state_dir`` None: register functions and their environments, start no workers (in-process tests).
+        ``http_route(region, method, path, function)`` receives the functions' HttpApi events (the ingress)."""
+        self._state_dir = state_dir
+        self._http_route = http_route
+        self._endpoint_of = endpoint_of
+        self._lock = threading.Lock()
+        self.workers: dict[tuple[str, str], Worker] = {}  # (region, function) -> worker
+        self.environments: dict[tuple[str, str], dict[str, str]] = {}  # (region, function) -> Lambda's env
+        self._names: dict[tuple[str, str], str] = {}  # (region, deployed name) -> function
+
+    def create_function(self, d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:
+        spec = _spec_of(logical)
+        region = d.region.name
+        name = function_name(d.template, spec)
+        lam = d.client("lambda")
+        if logical not in d.template.physical:
+            lam.create_function(
+                FunctionName=name, Runtime=str(props.get("Runtime", "python3.12")), Role=_role(d),
+                Handler=spec.handler, Code={"ZipFile": _placeholder_zip()},
+                Architectures=[str(a) for a in props.get("Architectures", ["x86_64"])],
+            )  # fmt: skip
+        arn = lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+        for event_name, event in props.get("Events", {}).items():
+            if event.get("Type") == "SQS" and f"{logical}{event_name}" not in d.template.physical:
+                ev = event["Properties"]
+                mapping = lam.create_event_source_mapping(
+                    EventSourceArn=str(ev["Queue"]), FunctionName=name, BatchSize=int(ev.get("BatchSize", 10)),
+                    Enabled=_bool(ev.get("Enabled", True)),
+                    FunctionResponseTypes=[str(t) for t in ev.get("FunctionResponseTypes", [])],
+                )  # fmt: skip
+                d.template.physical[f"{logical}{event_name}"] = {"Ref": mapping["UUID"]}
+            elif event.get("Type") == "HttpApi" and self._http_route is not None:
+                ev = event["Properties"]
+                self._http_route(region, str(ev.get("Method", "ANY")), str(ev["Path"]), spec.name)
+        events = d.client("events")
+        for rule in rules_of_function(d.template, logical, arn):
+            events.put_rule(**rule.put_rule_args())
+            events.put_targets(Rule=rule.name, Targets=[{"Id": "function", "Arn": rule.target_arn}])
+        environment = lambda_environment(d.template, spec, self._endpoint_of(region))
+        with self._lock:
+            self._names[(region, name)] = spec.name
+            self.environments[(region, spec.name)] = environment
+            if self._state_dir is None:
+                return {"Ref": name, "Arn": arn}
+            old = self.workers.get((region, spec.name))
+            self.workers[(region, spec.name)] = Worker(
+                spec.name, region, environment, self._state_dir / f"{spec.name}-{region}.log"
+            )
+        if old is not None:
+            old.stop()  # a redeploy starts new execution environments with the new configuration
+        return {"Ref": name, "Arn": arn}
+
+    def function_of(self, region: str, name_or_arn: str) -> str:
+        """Our function's name (``transaction_processor``) behind a deployed name or ARN in ``region``."""
+        name = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0]
+        try:
+            return self._names[(region, name)]
+        except KeyError:
+            raise ValueError(f"no twin function {name_or_arn!r} in {region}") from None
+
+    def deployed_name(self, region: str, function: str) -> str:
+        return next(n for (r, n), f in self._names.items() if r == region and f == function)
+
+    def worker(self, region: str, function: str) -> Worker:
+        try:
+            return self.workers[(region, function)]
+        except KeyError:
+            raise ValueError(
+                f"unknown function {function!r}; template.yaml has {', '.join(sorted(functions()))}"
+            ) from None
+
+    def stop(self) -> None:
+        for worker in self.workers.values():
+            worker.stop()
+
+
+def _spec_of(logical: str) -> FunctionSpec:
+    spec = next((s for s in functions().values() if s.logical_id == logical), None)
+    if spec is None:
+        raise TemplateError(f"{logical} is not a function of template.yaml")
+    return spec
+
+
+def _role(d: Deployment) -> str:
+    """One execution role for every twin function (moto requires a role; IAM is not enforced in the twin)."""
+    iam = d.client("iam")
+    try:
+        return str(iam.get_role(RoleName=FUNCTION_ROLE)["Role"]["Arn"])
+    except iam.exceptions.NoSuchEntityException:
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                 "Principal": {"Service": "lambda.amazonaws.com"}}]}  # fmt: skip
+        return str(iam.create_role(RoleName=FUNCTION_ROLE, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"])
+
+
+def _bool(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() == "true"
+
+
+def _placeholder_zip() -> bytes:
+    """A deployment package for moto's bookkeeping only: the twin's workers run the real code from src/."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("README.txt", "Tandem twin: the code runs in the twin's function workers, from src/.\n")
+    return buf.getvalue()
+
+
+class AsyncInvocations:
+    """Lambda's asynchronous invocation (EventBridge targets): the caller never waits for the function.
+
+    Each function has at most one event waiting behind the one running; another event arriving meanwhile is
+    dropped and logged as throttled. On a compressed clock a schedule can fire faster than a real handler
+    runs, and an unbounded queue would only make the twin fall ever further behind its own clock.
+    """
+
+    def __init__(self, invoke: Callable[[str, str, dict[str, Any]], dict[str, Any]], max_workers: int = 4) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._invoke = invoke
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="twin-async")
+        self._lock = threading.Lock()
+        self._waiting: set[tuple[str, str]] = set()
+        self.throttled = 0
+
+    def submit(self, region: str, function: str, event: dict[str, Any]) -> bool:
+        key = (region, function)
+        with self._lock:
+            if key in self._waiting:
+                self.throttled += 1
+                return False
+            self._waiting.add(key)
+        self._pool.submit(self._run, key, event)
+        return True
+
+    def _run(self, key: tuple[str, str], event: dict[str, Any]) -> None:
+        with self._lock:
+            self._waiting.discard(key)  # from now on the next event may wait behind this one
+        reply = self._invoke(key[0], key[1], event)
+        if not reply.get("ok"):
+            log.warning("asynchronous invocation of %s in %s failed: %s", key[1], key[0], reply)
+
+    def stop(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,85 @@
+"""The README's deploy order, as the twin runs it: both templates, two regions, samconfig's envs.
+
+1. ``global-secondary`` in the DR region; 2. ``global-primary`` (Aurora global + writer, the global table,
+replication to DR); 3. ``global-secondary`` again with the primary's key and secret (the DR cluster, DR -> primary
+replication); 4./5. the app in each region (``primary``, ``dr``); 6. ``global-primary`` again with the
+Route53 inputs taken from the apps' outputs. Parameter values are samconfig's; the twin supplies only what
+the README says the operator must (placeholders marked REPLACE-ME: the peer's key between steps, the hosted
+zone and ingress domains), plus what differs on one machine (the regions' names, each database's port).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tandem.template import APP_TEMPLATE, GLOBAL_TEMPLATE, samconfig_parameters
+from tandem.twin.provision import Creator, Region, Stack, deploy
+
+#: The hosted zone the twin's failover records live in (no such zone exists anywhere but in the twin).
+TWIN_ZONE = "tandem.twin.internal."
+PLACEHOLDER = "REPLACE-ME"
+
+
+@dataclass
+class Deployed:
+    """Every stack of the twin, as the deploy order left them."""
+
+    global_stacks: dict[str, Stack] = field(default_factory=dict)  # region -> its global stack
+    apps: dict[str, Stack] = field(default_factory=dict)  # region -> its app stack
+    hosted_zone: str = ""
+
+
+def _values(env: str, **overrides: str) -> tuple[str, dict[str, str]]:
+    """The env's stack name and parameter values, without the operator's placeholders, plus ``overrides``."""
+    config = samconfig_parameters(env)
+    values = {k: v for k, v in config.parameters.items() if PLACEHOLDER not in v}
+    values.update(overrides)
+    return config.stack_name, values
+
+
+def deploy_regions(
+    primary: Region, dr: Region, *, database_port: dict[str, int], creators: Callable[[str], dict[str, Creator]]
+) -> Deployed:
+    """Run the six steps; ``creators(region)`` serve the app's functions and ingress in that region."""
+    out = Deployed()
+    name, params = _values("global-secondary", PeerRegion=primary.name)
+    secondary = deploy(GLOBAL_TEMPLATE, dr, name, params)
+    gp_name, gp_params = _values("global-primary", PeerRegion=dr.name, PeerDataKeyArn=_output(secondary, "DataKeyArn"))
+    global_primary = deploy(GLOBAL_TEMPLATE, primary, gp_name, gp_params)
+    params.update(
+        PeerDataKeyArn=_output(global_primary, "DataKeyArn"),
+        PrimaryLedgerDbSecretArn=_output(global_primary, "LedgerDbSecretArn"),
+    )
+    out.global_stacks[dr.name] = deploy(GLOBAL_TEMPLATE, dr, name, params, previous=secondary)
+    for env, region in (("primary", primary), ("dr", dr)):
+        app_name, app_params = _values(env, LedgerDbPort=str(database_port[region.name]))
+        out.apps[region.name] = deploy(APP_TEMPLATE, region, app_name, app_params, creators=creators(region.name))
+
+    zone = primary.client("route53").create_hosted_zone(Name=TWIN_ZONE, CallerReference=str(uuid.uuid4()))
+    out.hosted_zone = str(zone["HostedZone"]["Id"]).rsplit("/", 1)[-1]
+    ingress = {r: _output(s, "IngressHealthCheckDomain") for r, s in out.apps.items()}
+    gp_params.update(
+        HostedZoneId=out.hosted_zone, RecordName=f"txn.{TWIN_ZONE}".rstrip("."),
+        PrimaryIngressDomain=ingress[primary.name], DrIngressDomain=ingress[dr.name],
+        PrimaryHealthCheckDomain=ingress[primary.name], DrHealthCheckDomain=ingress[dr.name],
+    )  # fmt: skip
+    out.global_stacks[primary.name] = deploy(GLOBAL_TEMPLATE, primary, gp_name, gp_params, previous=global_primary)
+    return out
+
+
+def deploy_one_region(region: Region, *, database_port: int, creators: dict[str, Creator]) -> Stack:
+    """A region on its own (integration tests, the bench): its global stack without a peer, then its app."""
+    name, params = _values("global-primary")
+    deploy(GLOBAL_TEMPLATE, region, name, params)
+    app_name, app_params = _values("primary", LedgerDbPort=str(database_port))
+    return deploy(APP_TEMPLATE, region, app_name, app_params, creators=creators)
+
+
+def _output(stack: Stack, key: str) -> Any:
+    try:
+        return stack.outputs[key]
+    except KeyError:
+        raise RuntimeError(f"stack {stack.name} in {stack.region} has no output {key!r}") from None

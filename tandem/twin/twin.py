@@ -1,0 +1,312 @@
+"""The twin: two emulated regions, the Aurora pair, the app's functions, and the operations on them.
+
+What each part does lives in its own module - endpoints (:mod:`.regions`), the database pair
+(:mod:`.aurora`), provisioning from the templates (:mod:`.provision`, :mod:`.stacks`), functions and
+workers (:mod:`.lambdas`, :mod:`.worker`), what moto lacks (:mod:`.extensions`), the clock and its tick
+loop. This class puts them together in the deploy order and carries the operator's operations: outage,
+restore, replication pause/resume, invoke, status.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import shutil
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tandem.aws_regions import check_region_pair
+from tandem.local import emulator_client
+from tandem.localpg import free_port
+from tandem.twin.aurora import AuroraGlobal
+from tandem.twin.clock import TwinClock
+from tandem.twin.extensions import Ticking
+from tandem.twin.ingress import Ingress
+from tandem.twin.lambdas import AsyncInvocations, LambdaService
+from tandem.twin.ownership import new_postgres_root, stop_postgres_under
+from tandem.twin.provision import Creator, Region, Stack
+from tandem.twin.regions import RegionEndpoint
+from tandem.twin.service_metrics import ServiceMetrics
+from tandem.twin.stacks import Deployed, deploy_regions
+from tandem.twin.ticks import TickLoop
+
+log = logging.getLogger("tandem.twin")
+
+
+@dataclass
+class TwinConfig:
+    state_dir: Path
+    primary: str = "us-east-1"
+    dr: str = "us-west-2"
+    scale: float = 1.0
+    tick_seconds: float = 0.05  # real seconds between extension ticks
+    ephemeral: bool = False  # started for a drill or an invoke: the last such user stops it
+
+    def __post_init__(self) -> None:
+        check_region_pair(self.primary, self.dr)
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"clock scale must be a finite number > 0, not {self.scale}")
+
+    @property
+    def regions(self) -> tuple[str, str]:
+        return (self.primary, self.dr)
+
+    def role(self, region: str) -> str:
+        return "primary" if region == self.primary else "dr"
+
+
+@dataclass
+class Twin:
+    config: TwinConfig
+    clock: TwinClock = field(init=False)
+    endpoints: dict[str, RegionEndpoint] = field(default_factory=dict)
+    ingress: dict[str, Ingress] = field(default_factory=dict)
+    aurora: AuroraGlobal | None = None
+    lambdas: LambdaService = field(init=False)
+    deployed: Deployed = field(default_factory=Deployed)
+    replication_paused: bool = False
+    pg_root: Path | None = None
+    started_at: float = 0.0
+    _tickers: list[Ticking] = field(default_factory=list)
+    _clients: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _ticks: TickLoop | None = None
+
+    def __post_init__(self) -> None:
+        self.clock = TwinClock(self.config.scale)
+        self.async_invocations = AsyncInvocations(self.invoke)
+        self.lambdas = LambdaService(
+            self.config.state_dir,
+            lambda r: self.endpoints[r].url,
+            lambda region, method, path, fn: self.ingress[region].add_function_route(method, path, fn),
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        started = time.monotonic()
+        cfg = self.config
+        self.pg_root = new_postgres_root(cfg.state_dir)
+        self.aurora = AuroraGlobal(self.pg_root, cfg.primary, cfg.dr)
+        for region in cfg.regions:
+            self.endpoints[region] = RegionEndpoint(region, free_port())
+            self.endpoints[region].start()
+            self.ingress[region] = Ingress(region, free_port(), self.invoke, functools.partial(self.client, region))
+        urllib.request.urlopen(  # noqa: S310 - loopback emulator: start from a clean slate
+            f"{self.endpoints[cfg.primary].url}/moto-api/reset", data=b"", timeout=10
+        ).close()
+        self.aurora.start()
+        self._install_extensions()
+        regions = {r: Region(r, functools.partial(self.client, r), databases=self.aurora) for r in cfg.regions}
+        self.deployed = deploy_regions(
+            regions[cfg.primary], regions[cfg.dr],
+            database_port={r: self.aurora.nodes[r].port for r in cfg.regions},
+            creators=self._creators,
+        )  # fmt: skip
+        self._ticks = TickLoop(self.clock, self._tickers, cfg.tick_seconds)
+        self._ticks.start()
+        self.started_at = time.monotonic() - started
+
+    def stop(self) -> None:
+        if self._ticks is not None:
+            self._ticks.stop()
+        self.async_invocations.stop()
+        log.info("stopping workers")
+        self.lambdas.stop()
+        log.info("stopping region endpoints")
+        for ingress in self.ingress.values():
+            ingress.stop()
+        for endpoint in self.endpoints.values():
+            endpoint.stop()
+        log.info("stopping databases")
+        if self.aurora is not None:
+            self.aurora.stop()
+        if self.pg_root is not None:
+            stop_postgres_under(self.pg_root)  # servers a start-up cut short left outside self.aurora
+            shutil.rmtree(self.pg_root, ignore_errors=True)
+
+    # ------------------------------------------------------------------ operations
+    def outage(self, region: str) -> None:
+        self._check_region(region)
+        if not self.endpoints[region].up:
+            raise ValueError(f"{region} is already down")
+        self.endpoints[region].stop()
+        self.ingress[region].stop()
+        assert self.aurora is not None
+        self.aurora.outage(region)
+
+    def restore(self, region: str) -> None:
+        self._check_region(region)
+        if self.endpoints[region].up:
+            raise ValueError(f"{region} is not down; nothing to restore")
+        assert self.aurora is not None
+        self.aurora.restore(region)
+        self.endpoints[region].start()
+        self.ingress[region].start()
+
+    def replication(self, action: str) -> None:
+        """Pause or resume DynamoDB and S3 replication (Aurora's is PostgreSQL's own and stops in an outage)."""
+        if action not in {"pause", "resume"}:
+            raise ValueError(f"replication action must be pause or resume, not {action!r}")
+        for replicator in (self.dynamo, self.s3):
+            getattr(replicator, action)()
+        self.replication_paused = action == "pause"
+
+    def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]:
+        """Run a function in a region as Lambda would (refused while that region is down)."""
+        self._check_region(region)
+        worker = self.lambdas.worker(region, function)
+        if not self.endpoints[region].up:
+            return {"ok": False, "errorType": "RegionDown", "errorMessage": f"{region} is down"}
+        reply = worker.invoke(event)
+        name = self.lambdas.deployed_name(region, function)
+        self.metrics.record_invocation(region, name, bool(reply.get("ok")), self.clock.now())
+        return reply
+
+    def status(self) -> dict[str, Any]:
+        assert self.aurora is not None
+        regions = {}
+        for region in self.config.regions:
+            app = self.deployed.apps[region]
+            regions[region] = {
+                "role": self.config.role(region),
+                "endpoint": self.endpoints[region].url,
+                "ingress": self.ingress[region].url,
+                "postgres": self.aurora.uri(region),
+                "up": self.endpoints[region].up,
+                "database": self.aurora.role(region),
+                "cluster": _cluster_of(self.deployed.global_stacks[region]),
+                "functions": {
+                    fn: {"name": self.lambdas.deployed_name(r, fn), "pid": w.pid, "restarts": w.restarts}
+                    for (r, fn), w in self.lambdas.workers.items()
+                    if r == region
+                },
+                "resources": _app_resources(app),
+            }
+        return {
+            "regions": regions,
+            "global_cluster": self.deployed.global_stacks[self.config.primary].outputs.get("GlobalClusterIdentifier"),
+            "writer_region": self.aurora.writer,
+            "hosted_zone": self.deployed.hosted_zone,
+            "replication": {
+                "aurora_replay_lag_bytes": self.aurora.replay_lag_bytes(),
+                "dynamodb_pending_changes": self.dynamo.pending(),
+                "s3_pending_objects": self.s3.pending(),
+                "paused": self.replication_paused,
+            },
+            "clock": {"scale": self.clock.scale, "now": self.clock.now()},
+            "startup_seconds": round(self.started_at, 3),
+        }
+
+    # ------------------------------------------------------------------ internals
+    def client(self, region: str, service: str) -> Any:
+        """A cached boto3 client for one region of the twin (boto3 clients are thread-safe)."""
+        key = (region, service)
+        if key not in self._clients:
+            self._clients[key] = emulator_client(service, region, self.endpoints[region].url)
+        return self._clients[key]
+
+    def _creators(self, region: str) -> dict[str, Creator]:
+        """What serves the app's resources that live outside moto: functions (workers) and the ingress."""
+        return {"AWS::Serverless::Function": self.lambdas.create_function, **self.ingress[region].creators()}
+
+    def _check_region(self, region: str) -> None:
+        if region not in self.endpoints:
+            raise ValueError(f"unknown region {region!r}; the twin has {', '.join(self.config.regions)}")
+
+    def _install_extensions(self) -> None:
+        """moto extensions (see tandem.twin.extensions), all driven by the twin clock."""
+        from tandem.twin.extensions import (
+            cloudwatch_alarms,
+            dynamodb_replication,
+            event_routing,
+            lambda_invoke,
+            rds_global,
+            route53_health,
+            s3_replication,
+        )
+
+        assert self.aurora is not None
+        aurora, clock, up = self.aurora, self.clock, (lambda r: self.endpoints[r].up)
+
+        def promote(request: rds_global.PromotionRequest) -> None:
+            if request.mode == "switchover":
+                aurora.switchover(request.to_region)
+            else:
+                aurora.failover(request.to_region)
+
+        rds_global.install()
+        rds_global.set_promotion_handler(promote)
+        lambda_invoke.install()
+        lambda_invoke.set_invoker(self._invoke_by_api)
+        self.dynamo = dynamodb_replication.DynamoReplicator(lag_seconds=0.5, clock=clock)
+        dynamodb_replication.install(self.dynamo)
+        self.s3 = s3_replication.S3Replicator(delay_seconds=2.0, clock=clock)
+        s3_replication.install(self.s3)
+        self.alarms = cloudwatch_alarms.AlarmEvaluator(clock, is_region_up=up)
+        self.router = event_routing.EventRouter(self._deliver, clock, is_region_up=up)
+        self.alarms.add_listener(self.router.on_alarm_state_change)
+        self.poller = event_routing.SqsPoller(self._invoke_arn, clock, is_region_up=up)
+        self.health = route53_health.HealthChecker(clock, endpoint_probe=self._probe)
+        route53_health.install()
+        self.metrics = ServiceMetrics(
+            clock, list(self.config.regions), functools.partial(self.client, service="cloudwatch"), up
+        )
+        self._tickers += [self.metrics, self.dynamo, self.s3, self.alarms, self.router, self.poller, self.health]
+
+    def _invoke_by_api(self, region: str, name: str, event: Any, kind: str) -> dict[str, Any] | None:
+        """Lambda's Invoke API: synchronous runs wait for the worker, Event invocations are queued."""
+        function = self.lambdas.function_of(region, name)
+        if kind == "Event":
+            self.async_invocations.submit(region, function, event)
+            return None
+        return self.invoke(region, function, event)
+
+    def _invoke_arn(self, region: str, function_arn: str, event: dict[str, Any]) -> Any:
+        """The SQS poller's invoker: run the function behind ``function_arn``; raise on a function error."""
+        reply = self.invoke(region, self.lambdas.function_of(region, function_arn), event)
+        if not reply.get("ok"):
+            raise RuntimeError(f"{reply.get('errorType')}: {reply.get('errorMessage')}")
+        return reply.get("response")
+
+    def _deliver(self, region: str, target_arn: str, payload: Any) -> None:
+        """EventBridge rule targets: our functions (asynchronous invocation: errors are logged) and queues."""
+        if ":function:" in target_arn:
+            self.async_invocations.submit(region, self.lambdas.function_of(region, target_arn), payload)
+        elif target_arn.startswith("arn:aws:sqs:"):
+            _, _, _, queue_region, account, name = target_arn.split(":", 5)
+            sqs = self.client(queue_region, "sqs")
+            url = sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
+            sqs.send_message(QueueUrl=url, MessageBody=payload if isinstance(payload, str) else json.dumps(payload))
+        else:
+            log.warning("event target %s is not a kind the twin delivers to", target_arn)
+
+    def _probe(self, config: dict[str, Any]) -> bool:
+        """Route53 endpoint checks: the ingress of a region answers while that region is up."""
+        target = str(config.get("FullyQualifiedDomainName") or config.get("IPAddress") or "")
+        for region, endpoint in self.endpoints.items():
+            if region in target:
+                return endpoint.up
+        return True
+
+
+def _cluster_of(stack: Stack) -> str:
+    """The region's member of the global database, as its global stack created it."""
+    return next(stack.ref(k) for k in stack.template.resources_of_type("AWS::RDS::DBCluster") if k in stack.physical)
+
+
+def _app_resources(app: Stack) -> dict[str, Any]:
+    """What a client of the region needs, read from the app stack (parameters as deployed, physical ids)."""
+    tpl = app.template
+    return {
+        "stack": app.name,
+        "ledger_table": tpl.parameter("LedgerTableName"),
+        "archive_bucket": tpl.parameter("ArchiveBucketName"),
+        "queue_url": app.ref("TransactionQueue"),
+        "dlq_url": app.ref("TransactionDLQ"),
+        "db_secret_arn": tpl.parameter("LedgerDbSecretArn"),
+        "alarm_topic_arn": app.ref("AlarmTopic"),
+    }
