@@ -10,6 +10,7 @@ see inside an invocation.
 
 from __future__ import annotations
 
+import functools
 import os
 import urllib.request
 from collections.abc import Iterator
@@ -24,9 +25,15 @@ from tandem.localpg import LocalPostgres, connect_uri, free_port
 from tandem.template import GLOBAL_TEMPLATE, Template, TemplateError, load
 
 
+@functools.cache
+def _session() -> boto3.session.Session:
+    """One session for every emulator client: a session per client costs ~0.1 s of loading botocore data."""
+    return boto3.session.Session()
+
+
 def emulator_client(service: str, region: str, endpoint: str) -> Any:
     """A boto3 client for one emulated region (the emulator accepts any credentials; these are fixed)."""
-    return boto3.client(
+    return _session().client(
         service,
         region_name=region,
         endpoint_url=endpoint,

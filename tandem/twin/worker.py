@@ -28,8 +28,10 @@ log = logging.getLogger("tandem.twin")
 class Worker:
     """One execution environment of a function in a region.
 
-    A worker that died (killed, or the runtime crashed) is replaced on the next invocation, as Lambda
-    replaces a failed execution environment: a new process, with its cold start. The death is logged.
+    Like Lambda's, it is created by the first invocation (with its cold start), not at deployment: a twin
+    whose schedules have not fired yet has no processes importing handlers while it provisions. A worker
+    that died (killed, or the runtime crashed) is replaced on the next invocation, as Lambda replaces a failed
+    execution environment: a new process, with its cold start. The death is logged.
     """
 
     def __init__(self, function: str, region: str, environment: dict[str, str], log_path: Path) -> None:
@@ -38,7 +40,7 @@ class Worker:
         self._log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the worker
         self._env = {**os.environ, **environment, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
         self.restarts = 0
-        self._proc = self._spawn()
+        self._proc: subprocess.Popen[str] | None = None
 
     def _spawn(self) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -47,13 +49,16 @@ class Worker:
         )  # fmt: skip
 
     @property
-    def pid(self) -> int:
-        return self._proc.pid
+    def pid(self) -> int | None:
+        """The execution environment's process, None before the first invocation."""
+        return self._proc.pid if self._proc is not None else None
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
         """The handler's reply: {"ok": True, "response": ...} or a function error."""
         with self._lock:
-            if self._proc.poll() is not None:
+            if self._proc is None:
+                self._proc = self._spawn()
+            elif self._proc.poll() is not None:
                 self._replace(f"exited with {self._proc.returncode} between invocations")
             assert self._proc.stdin is not None
             assert self._proc.stdout is not None
@@ -78,6 +83,9 @@ class Worker:
         self._proc = self._spawn()
 
     def stop(self) -> None:
+        if self._proc is None:
+            self._log.close()
+            return
         with contextlib.suppress(Exception):
             if self._proc.stdin:
                 self._proc.stdin.close()

@@ -150,10 +150,11 @@ def test_restore_or_outage_of_a_region_in_that_state_already_is_one_line(twin: d
 def test_a_dead_function_worker_is_replaced_on_the_next_invocation(twin: dict[str, Any], twin_dir: Path) -> None:
     """As Lambda replaces a failed execution environment: a new process (cold start), and the death is logged."""
     fn = "transaction_processor"
+    event = json.loads((ROOT / "events" / "sqs_valid_batch.json").read_text())
+    assert call(twin_dir, "POST", f"/invoke/{PRIMARY}/{fn}", body=event)["ok"] is True  # it has a process now
     before = call(twin_dir, "GET", "/status")["regions"][PRIMARY]["functions"][fn]
     os.kill(before["pid"], 9)
     time.sleep(0.2)
-    event = json.loads((ROOT / "events" / "sqs_valid_batch.json").read_text())
     reply = call(twin_dir, "POST", f"/invoke/{PRIMARY}/{fn}", body=event)
     assert reply["ok"] is True
     after = call(twin_dir, "GET", "/status")["regions"][PRIMARY]["functions"][fn]
