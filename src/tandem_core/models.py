@@ -24,6 +24,7 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from tandem_core.currencies import minor_unit
+from tandem_core.validation import describe
 
 #: Largest amount in minor units we accept: keeps every balance well inside a signed 64-bit integer.
 MAX_AMOUNT_MINOR = 10**15
@@ -228,13 +229,4 @@ def parse_transaction(body: str) -> Transaction:
     try:
         return Transaction.model_validate(data)
     except ValidationError as exc:
-        raise InvalidMessage(_describe(exc)) from None
-
-
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False):
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {msg}")
-    return "; ".join(parts)
+        raise InvalidMessage(describe(exc, "body")) from None

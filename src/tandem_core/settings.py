@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tandem_core.validation import describe
+
 
 class ConfigurationError(RuntimeError):
     """The function's environment is incomplete or wrong; nothing can be processed until it is fixed."""
@@ -27,11 +29,8 @@ class _EnvModel(BaseModel):
         try:
             return cls.model_validate(dict(source))
         except ValidationError as exc:
-            names = "; ".join(
-                f"{err['loc'][0] if err['loc'] else 'settings'}: {err['msg'].removeprefix('Value error, ')}"
-                for err in exc.errors(include_url=False, include_input=False)
-            )
-            raise ConfigurationError(f"{cls.__name__}: bad or missing environment variables: {names}") from None
+            reason = describe(exc, "settings")
+            raise ConfigurationError(f"{cls.__name__}: bad or missing environment variables: {reason}") from None
 
 
 class AwsSettings(_EnvModel):
