@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from tandem_core.ledger import Entry
+from tandem_core.models import Entry
 
 PREFIX = "archive/"
 REFUSED = "ledger_refused"  # a line's mark: the ledger refused it, with this reason

@@ -23,7 +23,7 @@ import pg8000.native
 
 from tandem_core.database import CONNECTION_ERRORS, LedgerConnector
 from tandem_core.database import sqlstate as _sqlstate
-from tandem_core.models import Transaction, one_line
+from tandem_core.models import Entry, one_line
 from tandem_core.schema import SqlRunner, migrate
 
 
@@ -32,12 +32,6 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"  # applied before with the same content: success, nothing changed
     CONFLICT = "conflict"  # the id was applied before with different content: the first stays
     REJECTED_BY_LEDGER = "rejected_by_ledger"  # the database refused this record (see Applied.refused)
-
-
-@dataclass(frozen=True)
-class Entry:
-    transaction: Transaction
-    message_id: str
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Self
@@ -200,6 +201,14 @@ class Transaction(BaseModel):
             "currency": self.currency,
             "created_at": self.created_at,
         }
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A transaction and the id of the message that carried it: what the ledger, journal and status store record."""
+
+    transaction: Transaction
+    message_id: str
 
 
 def _to_utc(value: str) -> datetime:

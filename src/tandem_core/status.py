@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tandem_core.ledger import Entry
+from tandem_core.models import Entry
 
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 

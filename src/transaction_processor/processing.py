@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from tandem_core.ledger import Applied, Entry, Outcome
-from tandem_core.models import InvalidMessage, parse_transaction
+from tandem_core.ledger import Applied, Outcome
+from tandem_core.models import Entry, InvalidMessage, parse_transaction
 from tandem_core.status import StatusConflict, StatusWrite
 
 

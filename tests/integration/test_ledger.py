@@ -15,8 +15,8 @@ from moto import mock_aws
 
 from tandem.localpg import LocalPostgres
 from tandem_core.database import LedgerConnector, SecretCredentials
-from tandem_core.ledger import Entry, Ledger, Outcome, apply_batch
-from tandem_core.models import parse_transaction
+from tandem_core.ledger import Ledger, Outcome, apply_batch
+from tandem_core.models import Entry, parse_transaction
 from tandem_core.schema import Migration, MigrationError, load_migrations, migrate
 from tandem_core.settings import LedgerDbSettings
 from tests.integration.conftest import connect

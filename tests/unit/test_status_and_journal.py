@@ -13,8 +13,7 @@ from moto import mock_aws
 
 from tandem.local import ledger_table_keys
 from tandem_core.archive import REFUSED, Journal, journal_key
-from tandem_core.ledger import Entry
-from tandem_core.models import parse_transaction
+from tandem_core.models import Entry, parse_transaction
 from tandem_core.status import StatusConflict, StatusStore, StatusWrite
 from tests.conftest import load_event
 
