@@ -66,7 +66,6 @@ class LedgerDbSettings(_EnvModel):
 class ProcessorSettings(_EnvModel):
     """Everything the transaction processor needs besides the database."""
 
-    region_role: Literal["primary", "dr"] = Field(default="primary", alias="TANDEM_REGION_ROLE")
     ledger_table: str = Field(alias="LEDGER_TABLE_NAME", min_length=3)
     archive_bucket: str = Field(alias="ARCHIVE_BUCKET_NAME", min_length=3)
 

@@ -7,7 +7,6 @@ everything up consistently. ``scale=60`` makes one emulated minute pass in one r
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +16,6 @@ class TwinClock:
     scale: float = 1.0
     _origin_real: float = field(default_factory=time.time, init=False)
     _origin_mono: float = field(default_factory=time.monotonic, init=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.scale <= 0:
@@ -34,6 +32,3 @@ class TwinClock:
     def real_seconds(self, emulated: float) -> float:
         """How long ``emulated`` seconds take in real time."""
         return emulated / self.scale
-
-    def sleep(self, emulated: float) -> None:
-        time.sleep(max(0.0, self.real_seconds(emulated)))
