@@ -49,8 +49,12 @@ class FunctionSpec:
 
 @functools.cache
 def functions(path: Path = APP_TEMPLATE) -> dict[str, FunctionSpec]:
-    """Every function the template declares, by name."""
-    doc = load(path)
+    """Every function the template at ``path`` declares, by name."""
+    return functions_of(load(path))
+
+
+def functions_of(doc: dict[str, Any]) -> dict[str, FunctionSpec]:
+    """Every function a loaded template declares, by name."""
     handler_default = doc.get("Globals", {}).get("Function", {}).get("Handler")
     found: dict[str, FunctionSpec] = {}
     for logical_id, resource in doc["Resources"].items():
@@ -67,6 +71,14 @@ def snake_name(logical_id: str) -> str:
     """``ReplicationMonitorAuroraFunction`` -> ``replication_monitor_aurora``."""
     stem = logical_id.removesuffix("Function") or logical_id
     return re.sub(r"(?<!^)(?=[A-Z])", "_", stem).lower()
+
+
+def spec_of(doc: dict[str, Any], logical_id: str) -> FunctionSpec:
+    """The function behind a logical id of the template being deployed."""
+    spec = next((s for s in functions_of(doc).values() if s.logical_id == logical_id), None)
+    if spec is None:
+        raise TemplateError(f"{logical_id} is not an AWS::Serverless::Function of the template")
+    return spec
 
 
 def function(name: str) -> FunctionSpec:
@@ -129,14 +141,14 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-def load_handler(name: str) -> Callable[[dict[str, Any], Any], Any]:
+def load_handler(function_or_spec: str | FunctionSpec) -> Callable[[dict[str, Any], Any], Any]:
     """Import the handler as a new execution environment would (a cold start).
 
     Lambda imports the module in a fresh process with the function's environment already set; the twin's
     workers do exactly that. In-process callers (tests) set the environment first; the module is then
     (re)imported and the cached AWS clients dropped, so module-level state reflects this environment.
     """
-    spec = function(name)
+    spec = function_or_spec if isinstance(function_or_spec, FunctionSpec) else function(function_or_spec)
     from tandem_core import clients
 
     clients.client.cache_clear()

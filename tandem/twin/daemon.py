@@ -88,12 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--lock-fd", type=int, required=True, help="the twin lock, taken by the launcher")
     parser.add_argument("--ephemeral", action="store_true")
+    parser.add_argument("--templates", type=Path, nargs=2, metavar=("GLOBAL", "APP"), help="edited copies (tests)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     os.set_inheritable(args.lock_fd, False)  # held for this process's life; no worker or server inherits it
     try:
         config = TwinConfig(args.state_dir, args.primary, args.dr, args.scale, ephemeral=args.ephemeral)
+        if args.templates:
+            config.global_template, config.app_template = args.templates
     except ValueError as exc:
         print(f"tandem twin: {exc}", file=sys.stderr, flush=True)
         return 2

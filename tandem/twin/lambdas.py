@@ -17,8 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tandem.lambda_runtime import FunctionSpec, function_name, functions, lambda_environment
-from tandem.template import TemplateError
+from tandem.lambda_runtime import function_name, functions, lambda_environment, spec_of
 from tandem.twin.provision import Deployment
 from tandem.twin.rules import rules_of_function
 from tandem.twin.worker import Worker
@@ -47,7 +46,7 @@ class LambdaService:
         self._names: dict[tuple[str, str], str] = {}  # (region, deployed name) -> function
 
     def create_function(self, d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:
-        spec = _spec_of(logical)
+        spec = spec_of(d.template.doc, logical)
         region = d.region.name
         name = function_name(d.template, spec)
         lam = d.client("lambda")
@@ -82,7 +81,7 @@ class LambdaService:
                 return {"Ref": name, "Arn": arn}
             old = self.workers.get((region, spec.name))
             self.workers[(region, spec.name)] = Worker(
-                spec.name, region, environment, self._state_dir / f"{spec.name}-{region}.log"
+                spec, region, environment, self._state_dir / f"{spec.name}-{region}.log"
             )
         if old is not None:
             old.stop()  # a redeploy starts new execution environments with the new configuration
@@ -110,13 +109,6 @@ class LambdaService:
     def stop(self) -> None:
         for worker in self.workers.values():
             worker.stop()
-
-
-def _spec_of(logical: str) -> FunctionSpec:
-    spec = next((s for s in functions().values() if s.logical_id == logical), None)
-    if spec is None:
-        raise TemplateError(f"{logical} is not a function of template.yaml")
-    return spec
 
 
 def _role(d: Deployment) -> str:

@@ -47,10 +47,12 @@ def cleanup_after_crash(state_dir: Path) -> list[str]:
 
 
 def start(state_dir: Path, *, scale: float = 1.0, primary: str = "us-east-1", dr: str = "us-west-2",
-          ephemeral: bool = False, timeout: float = 90.0) -> dict[str, Any]:  # fmt: skip
+          ephemeral: bool = False, timeout: float = 90.0,
+          templates: tuple[Path, Path] | None = None) -> dict[str, Any]:  # fmt: skip
     """Start a detached twin and wait until it is provisioned; returns its status.
 
     ``ephemeral`` marks a twin started only for a drill or an invoke: the last such user stops it.
+    ``templates`` (global, app) replace the repository's templates (tests deploy edited copies).
     Whatever ends the wait early (start-up failure, timeout, Ctrl-C, SIGTERM) stops the daemon and removes
     what it created before the exception goes on.
     """
@@ -65,6 +67,7 @@ def start(state_dir: Path, *, scale: float = 1.0, primary: str = "us-east-1", dr
         command = [
             sys.executable, "-m", "tandem.twin.daemon", "--state-dir", str(state_dir.resolve()), "--scale", repr(scale),
             "--primary", primary, "--dr", dr, "--lock-fd", str(lock.fd), *(["--ephemeral"] if ephemeral else []),
+            *(["--templates", *map(str, templates)] if templates else []),
         ]  # fmt: skip
         with open(log_path, "a", encoding="utf-8") as log:
             proc = subprocess.Popen(

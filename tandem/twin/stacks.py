@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tandem.template import APP_TEMPLATE, GLOBAL_TEMPLATE, samconfig_parameters
@@ -41,22 +42,31 @@ def _values(env: str, **overrides: str) -> tuple[str, dict[str, str]]:
 
 
 def deploy_regions(
-    primary: Region, dr: Region, *, database_port: dict[str, int], creators: Callable[[str], dict[str, Creator]]
+    primary: Region,
+    dr: Region,
+    *,
+    database_port: dict[str, int],
+    creators: Callable[[str], dict[str, Creator]],
+    templates: tuple[Path, Path] = (GLOBAL_TEMPLATE, APP_TEMPLATE),
 ) -> Deployed:
-    """Run the six steps; ``creators(region)`` serve the app's functions and ingress in that region."""
+    """Run the six steps; ``creators(region)`` serve the app's functions and ingress in that region.
+
+    ``templates`` (global, app) are the repository's; a test passes edited copies to see the twin follow.
+    """
+    global_template, app_template = templates
     out = Deployed()
     name, params = _values("global-secondary", PeerRegion=primary.name)
-    secondary = deploy(GLOBAL_TEMPLATE, dr, name, params)
+    secondary = deploy(global_template, dr, name, params)
     gp_name, gp_params = _values("global-primary", PeerRegion=dr.name, PeerDataKeyArn=_output(secondary, "DataKeyArn"))
-    global_primary = deploy(GLOBAL_TEMPLATE, primary, gp_name, gp_params)
+    global_primary = deploy(global_template, primary, gp_name, gp_params)
     params.update(
         PeerDataKeyArn=_output(global_primary, "DataKeyArn"),
         PrimaryLedgerDbSecretArn=_output(global_primary, "LedgerDbSecretArn"),
     )
-    out.global_stacks[dr.name] = deploy(GLOBAL_TEMPLATE, dr, name, params, previous=secondary)
+    out.global_stacks[dr.name] = deploy(global_template, dr, name, params, previous=secondary)
     for env, region in (("primary", primary), ("dr", dr)):
         app_name, app_params = _values(env, LedgerDbPort=str(database_port[region.name]))
-        out.apps[region.name] = deploy(APP_TEMPLATE, region, app_name, app_params, creators=creators(region.name))
+        out.apps[region.name] = deploy(app_template, region, app_name, app_params, creators=creators(region.name))
 
     zone = primary.client("route53").create_hosted_zone(Name=TWIN_ZONE, CallerReference=str(uuid.uuid4()))
     out.hosted_zone = str(zone["HostedZone"]["Id"]).rsplit("/", 1)[-1]
@@ -66,7 +76,7 @@ def deploy_regions(
         PrimaryIngressDomain=ingress[primary.name], DrIngressDomain=ingress[dr.name],
         PrimaryHealthCheckDomain=ingress[primary.name], DrHealthCheckDomain=ingress[dr.name],
     )  # fmt: skip
-    out.global_stacks[primary.name] = deploy(GLOBAL_TEMPLATE, primary, gp_name, gp_params, previous=global_primary)
+    out.global_stacks[primary.name] = deploy(global_template, primary, gp_name, gp_params, previous=global_primary)
     return out
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from tandem.aws_regions import check_region_pair
 from tandem.local import emulator_client
 from tandem.localpg import free_port
+from tandem.template import APP_TEMPLATE, GLOBAL_TEMPLATE
 from tandem.twin.aurora import AuroraGlobal
 from tandem.twin.clock import TwinClock
 from tandem.twin.extensions import Ticking
@@ -46,6 +47,8 @@ class TwinConfig:
     scale: float = 1.0
     tick_seconds: float = 0.05  # real seconds between extension ticks
     ephemeral: bool = False  # started for a drill or an invoke: the last such user stops it
+    app_template: Path = APP_TEMPLATE
+    global_template: Path = GLOBAL_TEMPLATE
 
     def __post_init__(self) -> None:
         check_region_pair(self.primary, self.dr)
@@ -105,6 +108,7 @@ class Twin:
             regions[cfg.primary], regions[cfg.dr],
             database_port={r: self.aurora.nodes[r].port for r in cfg.regions},
             creators=self._creators,
+            templates=(cfg.global_template, cfg.app_template),
         )  # fmt: skip
         self._ticks = TickLoop(self.clock, self._tickers, cfg.tick_seconds)
         self._ticks.start()

@@ -18,9 +18,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tandem.template import ROOT
+
+if TYPE_CHECKING:
+    from tandem.lambda_runtime import FunctionSpec
 
 log = logging.getLogger("tandem.twin")
 
@@ -34,8 +37,8 @@ class Worker:
     execution environment: a new process, with its cold start. The death is logged.
     """
 
-    def __init__(self, function: str, region: str, environment: dict[str, str], log_path: Path) -> None:
-        self.function, self.region = function, region
+    def __init__(self, spec: FunctionSpec, region: str, environment: dict[str, str], log_path: Path) -> None:
+        self.spec, self.function, self.region = spec, spec.name, region
         self._lock = threading.Lock()
         self._log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the worker
         self._env = {**os.environ, **environment, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
@@ -44,7 +47,7 @@ class Worker:
 
     def _spawn(self) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "tandem.twin.worker", self.function, self.region],
+            [sys.executable, "-m", "tandem.twin.worker", self.function, self.region, self.spec.handler],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=self._env, text=True, bufsize=1,
         )  # fmt: skip
 
@@ -97,14 +100,14 @@ class Worker:
         self._log.close()
 
 
-def serve(function: str, region: str) -> int:
+def serve(function: str, region: str, handler_path: str) -> int:
     """The worker process: load the handler once (the cold start), then one invocation per stdin line."""
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # everything the handler prints -> the log
 
-    from tandem.lambda_runtime import LambdaContext, load_handler
+    from tandem.lambda_runtime import FunctionSpec, LambdaContext, load_handler
 
-    handler = load_handler(function)
+    handler = load_handler(FunctionSpec(function, "", handler_path))
     name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", function)
     for line in sys.stdin:
         if not line.strip():
@@ -120,4 +123,4 @@ def serve(function: str, region: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(sys.argv[1], sys.argv[2]))
+    sys.exit(serve(sys.argv[1], sys.argv[2], sys.argv[3]))

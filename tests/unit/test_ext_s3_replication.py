@@ -176,3 +176,10 @@ def test_replication_needs_a_versioned_source_bucket(world: World) -> None:
     with pytest.raises(ClientError) as exc:
         replicate(world.s3[EAST], "unversioned-bucket", B)
     assert exc.value.response["Error"]["Code"] == "InvalidRequest"
+
+
+def test_the_configuration_reads_back_as_it_was_put(world: World) -> None:
+    """moto alone answers every rule with Filter.Prefix "" whatever was put; readers must see the real rule."""
+    replicate(world.s3[EAST], A, B, Prefix="archive/")
+    rules = world.s3[EAST].get_bucket_replication(Bucket=A)["ReplicationConfiguration"]["Rules"]
+    assert [(r["ID"], r["Priority"], r["Filter"]) for r in rules] == [(f"to-{B}", 1, {"Prefix": "archive/"})]

@@ -12,7 +12,10 @@ but copies nothing, and its objects have no replication status. This module:
   account's buckets, whatever their region, in one backend per partition); the copy is ``REPLICA``, the
   source ``COMPLETED`` (``FAILED`` when the destination is missing or unversioned);
 - adds ``x-amz-replication-status`` to the object's response headers (``FakeKey.response_dict``), so
-  HeadObject/GetObject report ``ReplicationStatus``.
+  HeadObject/GetObject report ``ReplicationStatus``;
+- answers ``GetBucketReplication`` with the rules as stored (moto answers every rule with ``Filter.Prefix``
+  "" and ``DeleteMarkerReplication`` Disabled, whatever was put, so a reader would see another configuration
+  than the one that replicates).
 
 A replica is never replicated again (AWS only does so with ReplicaModifications/two-way setups; we keep it
 simple). Deletes and delete markers are not replicated (the V2 default, DeleteMarkerReplication Disabled).
@@ -32,7 +35,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from moto.core.responses import ActionResult
+from moto.s3.exceptions import ReplicationConfigurationNotFoundError
 from moto.s3.models import FakeKey, S3Backend, s3_backends
+from moto.s3.responses import S3Response
 
 from tandem import moto_ext
 from tandem.twin.clock import TwinClock
@@ -298,6 +304,36 @@ def _wrap_response_dict(original: property) -> property:
     return property(response_dict)
 
 
+def _get_bucket_replication(self: S3Response) -> Any:
+    """GetBucketReplication with each rule as it was put (ID, Priority, Status, Filter, Destination, ...)."""
+    self.data["Action"] = "GetBucketReplication"
+    replication = self.backend.get_bucket_replication(self.bucket_name)
+    if not replication:
+        raise ReplicationConfigurationNotFoundError(bucket_name=self.bucket_name)
+    stored = replication["Rule"] if isinstance(replication["Rule"], list) else [replication["Rule"]]
+    rules = [_typed_rule(rule) for rule in stored]
+    result = {"ReplicationConfiguration": {"Role": replication["Role"], "Rules": rules}}
+    return self.serialized(ActionResult(result))
+
+
+def _typed_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """A stored rule (parsed XML: every value a string) in the API's shape, with its numbers as numbers."""
+
+    def typed(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: typed(v) for k, v in value.items()}
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        return value
+
+    out = {k: typed(v) for k, v in rule.items()}
+    if "Filter" in out and out["Filter"] is None:
+        out["Filter"] = {"Prefix": ""}
+    if isinstance(out.get("Filter"), dict) and out["Filter"].get("Prefix") is None and "Prefix" in out["Filter"]:
+        out["Filter"]["Prefix"] = ""
+    return out
+
+
 @functools.cache
 def _patch() -> None:
     moto_ext.apply()
@@ -307,3 +343,4 @@ def _patch() -> None:
     ]
     for cls, name, wrap in patches:
         setattr(cls, name, wrap(cls.__dict__[name]))  # the raw attribute: response_dict is a property
+    S3Response.get_bucket_replication = _get_bucket_replication  # type: ignore[method-assign]
