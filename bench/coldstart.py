@@ -51,11 +51,7 @@ class ColdStart:
 
 def _check_committed(pg: LocalPostgres, expected: list[str]) -> None:
     """Every cold child's batch must be in the ledger: a child that did nothing would look fast."""
-    import pg8000.native
-
-    conn = pg8000.native.Connection(
-        user=pg.user, password=pg.password, host="127.0.0.1", port=pg.port, database=pg.database
-    )
+    conn = pg.connect()
     try:
         rows = conn.run(
             "SELECT count(*) FROM ledger_transaction WHERE transaction_id = ANY(CAST(:ids AS uuid[]))", ids=expected

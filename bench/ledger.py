@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pg8000.native
-
 from bench.spawn import BenchError, child_env, run_child
 from bench.stats import percentile
 from bench.workload import BATCH_SIZE
@@ -55,14 +53,8 @@ class PgbenchTps:
     seconds: int
 
 
-def _connect(pg: LocalPostgres, database: str) -> pg8000.native.Connection:
-    return pg8000.native.Connection(
-        user=pg.user, password=pg.password, host="127.0.0.1", port=pg.port, database=database
-    )
-
-
 def _ledger_rows(pg: LocalPostgres) -> int:
-    conn = _connect(pg, pg.database)
+    conn = pg.connect()
     try:
         exists = conn.run("SELECT to_regclass('ledger_transaction') IS NOT NULL")
         if not exists or not exists[0][0]:
@@ -124,7 +116,7 @@ def _pgbench(pg: LocalPostgres, *args: str) -> str:
 def pgbench_tps(local: LocalRegion, *, seconds: int) -> PgbenchTps:
     """pgbench's built-in TPC-B-like script, scale 1, one client, one thread, on the handler's server."""
     pg = local.postgres
-    admin = _connect(pg, "postgres")
+    admin = pg.connect("postgres")
     try:
         admin.run(f"DROP DATABASE IF EXISTS {PGBENCH_DB}")
         admin.run(f"CREATE DATABASE {PGBENCH_DB}")

@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from tandem.localpg import LocalPostgres, connect_uri, free_port
+from tandem.localpg import LocalPostgres, free_port
 from tandem.template import GLOBAL_TEMPLATE, Template, TemplateError, load
 
 
@@ -97,7 +97,7 @@ class _OneWriter:
 
         user, password = props.get("MasterUsername"), props.get("MasterUserPassword")
         if user and password:
-            conn = connect_uri(self._server.uri)
+            conn = self._server.connect()
             try:
                 conn.run(f"CREATE ROLE {identifier(str(user))} WITH LOGIN SUPERUSER PASSWORD {literal(str(password))}")
             finally:

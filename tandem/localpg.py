@@ -84,6 +84,13 @@ class LocalPostgres:
     def uri(self) -> str:
         return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
 
+    def connect(self, database: str | None = None, timeout: float = 30) -> pg8000.native.Connection:
+        """A connection over loopback as this server's user, to ``database`` (default: its own)."""
+        return pg8000.native.Connection(
+            user=self.user, password=self.password, host="127.0.0.1", port=self.port,
+            database=database or self.database, timeout=timeout,
+        )  # fmt: skip
+
     def __enter__(self) -> LocalPostgres:
         self.start()
         return self

@@ -22,6 +22,8 @@ from pg8000.native import identifier, literal
 
 from tandem.localpg import LocalPostgres, pg_bin
 
+STATUS_SQL = Path(__file__).with_name("aurora_global_db_status.sql")
+
 
 class AuroraError(RuntimeError):
     pass
@@ -36,6 +38,7 @@ class AuroraGlobal:
     writer: str = ""
     down: set[str] = field(default_factory=set)
     stale: set[str] = field(default_factory=set)  # regions whose data diverged: rebuild before serving
+    replay_paused: bool = False  # WAL replay paused on the standby (also on one rebuilt meanwhile)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
@@ -49,8 +52,11 @@ class AuroraGlobal:
             primary = LocalPostgres(base_dir=self.base_dir / self.primary_region)
             primary.start()
             self.nodes[self.primary_region] = primary
+            self._name_region(primary, self.primary_region)
+            self._install_schema(primary)
             standby = LocalPostgres(base_dir=self.base_dir / self.secondary_region)
-            standby.standby_of(primary)
+            standby.standby_of(primary, application_name=self.secondary_region)
+            self._name_region(standby, self.secondary_region)
             self.nodes[self.secondary_region] = standby
             self.writer = self.primary_region
 
@@ -102,6 +108,8 @@ class AuroraGlobal:
                 self._rebuild_standby(region)
             else:
                 node.launch()
+                if self.replay_paused:  # a pause does not survive a restart; the operator's pause does
+                    self._query(node, "SELECT pg_wal_replay_pause()")
 
     # ------------------------------------------------------------------ role changes
     def failover(self, to_region: str) -> None:
@@ -131,9 +139,26 @@ class AuroraGlobal:
             self.writer = to_region
             self._rebuild_standby(old)
 
+    @property
+    def reader(self) -> str:
+        return next(r for r in self.regions if r != self.writer)
+
+    def pause_replay(self) -> None:
+        """Stop applying WAL on the standby (it keeps receiving): the secondary falls behind for real."""
+        with self._lock:
+            self.replay_paused = True
+            if self.reader not in self.down:
+                self._query(self.nodes[self.reader], "SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self) -> None:
+        with self._lock:
+            self.replay_paused = False
+            if self.reader not in self.down:
+                self._query(self.nodes[self.reader], "SELECT pg_wal_replay_resume()")
+
     def replay_lag_bytes(self) -> int | None:
         """WAL bytes the standby has not replayed yet (None when either side is down)."""
-        reader = next(r for r in self.regions if r != self.writer)
+        reader = self.reader
         if self.writer in self.down or reader in self.down:
             return None
         try:
@@ -155,8 +180,34 @@ class AuroraGlobal:
     def _rebuild_standby(self, region: str) -> None:
         node = self.nodes[region]
         node.halt("immediate")
-        node.standby_of(self.nodes[self.writer])
+        node.standby_of(self.nodes[self.writer], application_name=region)
+        self._name_region(node, region)  # pg_basebackup copied the writer's postgresql.auto.conf
         self.stale.discard(region)
+        if self.replay_paused:
+            self._query(node, "SELECT pg_wal_replay_pause()")
+
+    @staticmethod
+    def _name_region(node: LocalPostgres, region: str) -> None:
+        """The server's own region for aurora_global_db_status(): a per-server setting, not a replicated one."""
+        conn = _connect(node, 10)
+        try:
+            conn.run(f"SET tandem.aws_region = {literal(region)}")  # PostgreSQL 15 wants the placeholder known
+            conn.run(f"ALTER SYSTEM SET tandem.aws_region = {literal(region)}")
+            conn.run("SELECT pg_reload_conf()")
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _install_schema(node: LocalPostgres) -> None:
+        """The ledger migrations and the status function on the writer; the standby gets both by replication."""
+        from tandem_core.schema import migrate
+
+        conn = _connect(node, 30)
+        try:
+            migrate(conn)
+            conn.run(STATUS_SQL.read_text(encoding="utf-8"))
+        finally:
+            conn.close()
 
     @staticmethod
     def _checkpoint_lsn(node: LocalPostgres) -> str:
@@ -179,12 +230,16 @@ class AuroraGlobal:
 
     @staticmethod
     def _query(node: LocalPostgres, sql: str) -> object:
-        conn = pg8000.native.Connection(
-            user=node.user, password=node.password, host="127.0.0.1", port=node.port, database=node.database,
-            timeout=5,
-        )  # fmt: skip
+        conn = node.connect(timeout=5)
         try:
             rows = conn.run(sql) or [[None]]
             return rows[0][0]
         finally:
             conn.close()
+
+
+def _connect(node: LocalPostgres, timeout: float) -> pg8000.native.Connection:
+    return pg8000.native.Connection(
+        user=node.user, password=node.password, host="127.0.0.1", port=node.port, database=node.database,
+        timeout=timeout,
+    )  # fmt: skip

@@ -19,18 +19,11 @@ def pg_server() -> Iterator[LocalPostgres]:
         yield server
 
 
-def connect(server: LocalPostgres, database: str, **kwargs: object) -> pg8000.native.Connection:
-    return pg8000.native.Connection(
-        user=server.user, password=server.password, host="127.0.0.1", port=server.port, database=database,
-        **kwargs,
-    )  # fmt: skip
-
-
 @pytest.fixture
 def database(pg_server: LocalPostgres) -> Iterator[str]:
     """A new, empty database for one test."""
     name = f"t{next(_counter)}"
-    admin = connect(pg_server, "postgres")
+    admin = pg_server.connect("postgres")
     admin.run(f"CREATE DATABASE {name}")
     try:
         yield name
@@ -41,6 +34,6 @@ def database(pg_server: LocalPostgres) -> Iterator[str]:
 
 @pytest.fixture
 def db(pg_server: LocalPostgres, database: str) -> Iterator[pg8000.native.Connection]:
-    conn = connect(pg_server, database)
+    conn = pg_server.connect(database)
     yield conn
     conn.close()

@@ -43,10 +43,7 @@ def invoke(region: LocalRegion) -> Iterator[Any]:
 
 
 def ledger(region: LocalRegion) -> pg8000.native.Connection:
-    pg = region.postgres
-    return pg8000.native.Connection(
-        user=pg.user, password=pg.password, host="127.0.0.1", port=pg.port, database=pg.database
-    )
+    return region.postgres.connect()
 
 
 def failures(response: dict[str, Any]) -> set[str]:

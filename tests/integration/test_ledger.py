@@ -19,7 +19,6 @@ from tandem_core.ledger import Ledger, Outcome, apply_batch
 from tandem_core.models import Entry, parse_transaction
 from tandem_core.schema import Migration, MigrationError, load_migrations, migrate
 from tandem_core.settings import LedgerDbSettings
-from tests.integration.conftest import connect
 
 
 def txn(n: int, amount: str = "10.00", a: str = "acc-1", b: str = "acc-2", currency: str = "USD") -> Any:
@@ -112,7 +111,7 @@ def test_concurrent_writers_of_the_same_transactions_apply_each_once(
     errors: list[BaseException] = []
 
     def worker(order: int) -> None:
-        conn = connect(pg_server, database)
+        conn = pg_server.connect(database)
         try:
             batch = entries if order == 0 else list(reversed(entries))
             for i in range(0, len(batch), 10):

@@ -53,12 +53,6 @@ def eventually[T](probe: Callable[[], T], until: Callable[[T], bool], what: str,
         time.sleep(0.2)
 
 
-def connect(node: LocalPostgres, database: str | None = None) -> pg8000.native.Connection:
-    return pg8000.native.Connection(
-        user=node.user, password=node.password, host="127.0.0.1", port=node.port, database=database or node.database
-    )
-
-
 def set_region(conn: pg8000.native.Connection, region: str) -> None:
     """The server's own region, as the twin sets it (a per-server setting: it must not replicate)."""
     conn.run(f"SET tandem.aws_region = '{region}'")  # PostgreSQL 15 wants the placeholder known first
@@ -72,13 +66,13 @@ def pair() -> Iterator[tuple[LocalPostgres, LocalPostgres]]:
     primary.start()
     standby = LocalPostgres()
     try:
-        conn = connect(primary)
+        conn = primary.connect()
         set_region(conn, PRIMARY)
         conn.run(EMULATION.read_text(encoding="utf-8"))
         migrate(conn)
         conn.close()
         standby.standby_of(primary, application_name=DR)
-        conn = connect(standby)
+        conn = standby.connect()
         set_region(conn, DR)
         conn.close()
         yield primary, standby
@@ -89,7 +83,7 @@ def pair() -> Iterator[tuple[LocalPostgres, LocalPostgres]]:
 
 @pytest.fixture
 def writer(pair: tuple[LocalPostgres, LocalPostgres]) -> Iterator[pg8000.native.Connection]:
-    conn = connect(pair[0])
+    conn = pair[0].connect()
     conn.run("CREATE TABLE IF NOT EXISTS churn (n bigint)")
     yield conn
     conn.close()
@@ -97,7 +91,7 @@ def writer(pair: tuple[LocalPostgres, LocalPostgres]) -> Iterator[pg8000.native.
 
 @pytest.fixture
 def paused_replay(pair: tuple[LocalPostgres, LocalPostgres]) -> Iterator[pg8000.native.Connection]:
-    conn = connect(pair[1])
+    conn = pair[1].connect()
     conn.run("SELECT pg_wal_replay_pause()")
     try:
         yield conn
@@ -113,8 +107,8 @@ def status(conn: pg8000.native.Connection) -> dict[str, dict[str, Any]]:
 
 def replicated(pair: tuple[LocalPostgres, LocalPostgres]) -> None:
     """Wait until the standby has replayed everything the primary has written so far."""
-    lsn = connect(pair[0]).run("SELECT CAST(pg_current_wal_lsn() AS text)")[0][0]
-    standby = connect(pair[1])
+    lsn = pair[0].connect().run("SELECT CAST(pg_current_wal_lsn() AS text)")[0][0]
+    standby = pair[1].connect()
     eventually(lambda: standby.run(f"SELECT pg_last_wal_replay_lsn() >= CAST('{lsn}' AS pg_lsn)")[0][0],
                bool, "the standby catching up")  # fmt: skip
     standby.close()
@@ -122,7 +116,7 @@ def replicated(pair: tuple[LocalPostgres, LocalPostgres]) -> None:
 
 # ------------------------------------------------------------------------------------------------ the emulation
 def test_the_emulation_has_auroras_columns_and_a_row_per_region(pair: tuple[LocalPostgres, LocalPostgres]) -> None:
-    conn = connect(pair[0])
+    conn = pair[0].connect()
     conn.run("SELECT * FROM aurora_global_db_status()")
     assert [c["name"] for c in conn.columns] == AURORA_COLUMNS
     rows = eventually(lambda: status(conn), lambda s: DR in s, "the standby's row")
@@ -182,7 +176,7 @@ def test_the_writer_writes_the_heartbeat_and_the_secondary_reads_it_replicated(
     on_writer = ledger_aurora(pair[0], PRIMARY, secret).observe()
     assert (on_writer.reachable, on_writer.writer, on_writer.heartbeat_written) == (True, True, True)
     assert on_writer.rpo_lag_seconds == 0.0
-    row = connect(pair[0]).run("SELECT region, beats FROM replication_heartbeat")
+    row = pair[0].connect().run("SELECT region, beats FROM replication_heartbeat")
     assert row is not None
     assert row[0][0] == PRIMARY
     replicated(pair)
@@ -197,7 +191,7 @@ def test_the_writer_writes_the_heartbeat_and_the_secondary_reads_it_replicated(
 def test_without_the_function_or_the_table_the_lag_is_unknown_and_the_heartbeat_missing(
     pair: tuple[LocalPostgres, LocalPostgres], secret: str
 ) -> None:
-    admin = connect(pair[0], "postgres")
+    admin = pair[0].connect("postgres")
     admin.run("DROP DATABASE IF EXISTS bare")
     admin.run("CREATE DATABASE bare")
     admin.close()
