@@ -189,7 +189,7 @@ class AuroraGlobal:
     @staticmethod
     def _name_region(node: LocalPostgres, region: str) -> None:
         """The server's own region for aurora_global_db_status(): a per-server setting, not a replicated one."""
-        conn = _connect(node, 10)
+        conn = node.connect(timeout=10)
         try:
             conn.run(f"SET tandem.aws_region = {literal(region)}")  # PostgreSQL 15 wants the placeholder known
             conn.run(f"ALTER SYSTEM SET tandem.aws_region = {literal(region)}")
@@ -202,7 +202,7 @@ class AuroraGlobal:
         """The ledger migrations and the status function on the writer; the standby gets both by replication."""
         from tandem_core.schema import migrate
 
-        conn = _connect(node, 30)
+        conn = node.connect()
         try:
             migrate(conn)
             conn.run(STATUS_SQL.read_text(encoding="utf-8"))
@@ -236,10 +236,3 @@ class AuroraGlobal:
             return rows[0][0]
         finally:
             conn.close()
-
-
-def _connect(node: LocalPostgres, timeout: float) -> pg8000.native.Connection:
-    return pg8000.native.Connection(
-        user=node.user, password=node.password, host="127.0.0.1", port=node.port, database=node.database,
-        timeout=timeout,
-    )  # fmt: skip
