@@ -1,7 +1,8 @@
-"""`tandem`: the operator CLI (drill, invoke, twin). Errors are one clear line on stderr, never a traceback.
+"""`tandem`: the operator CLI (status, drill, invoke, twin). Errors are one clear line on stderr, never a traceback.
 
-Exit codes: 0 done (a drill that PASSED); 1 a drill whose audit FAILED, or a function error from invoke;
-2 could not run (bad input, no twin, an outage mid-run); 130 interrupted (Ctrl-C or SIGTERM).
+Exit codes: 0 done (a drill that PASSED; a status shown, even with a region unreachable); 1 a drill whose audit
+FAILED, or a function error from invoke; 2 could not run (bad input, no twin, an outage mid-run); 130 interrupted
+(Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -44,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     invoke.add_argument("function", choices=sorted(functions()))
     invoke.add_argument("event", type=Path)
     invoke.add_argument("--region", type=_region, default="us-east-1")
+
+    status = sub.add_parser("status", help="both regions: role, writer, processing, readiness, lag, peer liveness")
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument(
+        "--target", choices=["twin", "aws"], help="default: the running twin (aws when --profile is given)"
+    )
+    status.add_argument("--profile", help="AWS profile for --target aws (default: the boto3 credential chain)")
+    status.add_argument(
+        "--state-dir", type=Path, default=None, help="the twin's (default .tandem/twin or $TANDEM_TWIN_DIR)"
+    )
 
     twin = sub.add_parser("twin", help="the local twin: two AWS regions on this machine")
     twin.add_argument("--state-dir", type=Path, default=None, help="default .tandem/twin (or $TANDEM_TWIN_DIR)")
@@ -121,6 +132,29 @@ def _twin(args: argparse.Namespace) -> int:
     return 2
 
 
+def _status(args: argparse.Namespace) -> int:
+    """Exit 0 whenever the view is shown: an unreachable region is part of the answer, not a failure to run."""
+    from tandem import status
+    from tandem.twin.control import TwinNotRunning, default_state_dir
+
+    target = args.target or ("aws" if args.profile else None)
+    if target == "twin" and args.profile:
+        raise ValueError("--profile applies to --target aws only")
+    if target == "aws" and args.state_dir is not None:
+        raise ValueError("--state-dir applies to the twin only")
+    if target == "aws":
+        view = status.aws_view(args.profile)
+    else:
+        try:
+            view = status.twin_view(args.state_dir or default_state_dir())
+        except TwinNotRunning as exc:
+            if target is None:
+                raise RuntimeError(f"{exc}, or read AWS with --target aws") from None
+            raise
+    print(status.to_json(view) if args.json else status.describe(view))
+    return 0
+
+
 def _describe(status: dict[str, Any]) -> str:
     lines = [f"twin ({status.get('startup_seconds', '?')} s to start, clock x{status['clock']['scale']:g})"]
     for region, info in status["regions"].items():
@@ -153,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if report["passed"] else 1
         if args.command == "twin":
             return _twin(args)
+        if args.command == "status":
+            return _status(args)
         if args.command == "invoke":
             from tandem.invoke import invoke
 
