@@ -87,5 +87,5 @@ def test_a_function_added_to_the_template_runs_with_no_other_edit(edited: dict[s
     reply = lam.invoke(FunctionName="tandem-app-dr-echo", Payload=json.dumps({"rawPath": "/echo"}).encode())
     assert "FunctionError" not in reply
     assert json.loads(reply["Payload"].read())["statusCode"] == 200
-    with urllib.request.urlopen(f"{edited['regions'][DR]['ingress']}/echo", timeout=30) as resp:  # noqa: S310
+    with urllib.request.urlopen(f"{edited['regions'][DR]['ingress']}/echo", timeout=30) as resp:
         assert json.loads(resp.read())["region"] == DR
