@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import threading
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -106,9 +107,13 @@ class LambdaService:
                 f"unknown function {function!r}; template.yaml has {', '.join(sorted(functions()))}"
             ) from None
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 2.0) -> None:
+        """Every execution environment at once: EOF to all, ``grace`` seconds for runs to end, then kill."""
         for worker in self.workers.values():
-            worker.stop()
+            worker.begin_stop()
+        deadline = time.monotonic() + grace
+        for worker in self.workers.values():
+            worker.finish_stop(deadline)
 
 
 def _role(d: Deployment) -> str:
@@ -169,4 +174,4 @@ class AsyncInvocations:
             log.warning("asynchronous invocation of %s in %s failed: %s", key[1], key[0], reply)
 
     def stop(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)  # running ones end when their worker is stopped

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ class Worker:
         self._env = {**os.environ, **environment, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
         self.restarts = 0
         self._proc: subprocess.Popen[str] | None = None
+        self._stopping = False
 
     def _spawn(self) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -58,6 +60,8 @@ class Worker:
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
         """The handler's reply: {"ok": True, "response": ...} or a function error."""
+        if self._stopping:
+            return {"ok": False, "errorType": "TwinStopping", "errorMessage": "the twin is going down"}
         with self._lock:
             if self._proc is None:
                 self._proc = self._spawn()
@@ -73,7 +77,8 @@ class Worker:
                 line = ""
             if not line:  # died during this invocation: Lambda reports Runtime.ExitError for it
                 code = self._proc.wait()
-                self._replace(f"exited with {code} during an invocation")
+                if not self._stopping:
+                    self._replace(f"exited with {code} during an invocation")
                 return {"ok": False, "errorType": "Runtime.ExitError", "errorMessage": f"runtime exited ({code})"}
         reply: dict[str, Any] = json.loads(line)
         return reply
@@ -85,19 +90,26 @@ class Worker:
         self.restarts += 1
         self._proc = self._spawn()
 
-    def stop(self) -> None:
-        if self._proc is None:
-            self._log.close()
-            return
-        with contextlib.suppress(Exception):
-            if self._proc.stdin:
+    def begin_stop(self) -> None:
+        """No new invocation; the process sees EOF and exits once its current invocation (if any) ends."""
+        self._stopping = True
+        if self._proc is not None and self._proc.stdin is not None:
+            with contextlib.suppress(Exception):
                 self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+
+    def finish_stop(self, deadline: float) -> None:
+        """Wait for the process until ``deadline`` (monotonic), then kill it: the twin does not wait out a run."""
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
         self._log.close()
+
+    def stop(self, grace: float = 2.0) -> None:
+        self.begin_stop()
+        self.finish_stop(time.monotonic() + grace)
 
 
 def serve(function: str, region: str, handler_path: str) -> int:
