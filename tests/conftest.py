@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,3 +31,25 @@ class FakeClock:
 
     def now(self) -> float:
         return self.t
+
+
+def eventually(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """``check()``'s first truthy result, or its last result once ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(interval)
+
+
+def transfer(account: str, counterparty: str, amount: str = "1.00", **changes: str) -> dict[str, str]:
+    """A valid transfer body (a fresh id), with ``changes`` applied on top."""
+    return {
+        "transaction_id": str(uuid.uuid4()),
+        "account_id": account,
+        "counterparty_id": counterparty,
+        "amount": amount,
+        "currency": "USD",
+        "created_at": "2026-11-28T10:15:00Z",
+    } | changes

@@ -19,7 +19,7 @@ from tandem.local import LocalRegion, function_environment, local_region
 from tandem_core.archive import REFUSED, Journal
 from tandem_core.models import InvalidMessage, parse_transaction
 from tandem_core.schema import migrate
-from tests.conftest import load_event
+from tests.conftest import load_event, transfer
 
 FN = "transaction_processor"
 
@@ -154,17 +154,6 @@ def sqs_event(bodies: list[str]) -> dict[str, Any]:
     """An SQS event as Lambda sends it, one record per body, with fresh message ids."""
     template = load_event("sqs_valid_batch.json")["Records"][0]
     return {"Records": [{**copy.deepcopy(template), "messageId": str(uuid.uuid4()), "body": b} for b in bodies]}
-
-
-def transfer(account: str, counterparty: str, amount: str = "1.00", **changes: str) -> dict[str, str]:
-    return {
-        "transaction_id": str(uuid.uuid4()),
-        "account_id": account,
-        "counterparty_id": counterparty,
-        "amount": amount,
-        "currency": "USD",
-        "created_at": "2026-11-28T10:15:00Z",
-    } | changes
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from typing import Any
 
 from tandem_core.archive import REFUSED
 from tandem_core.schema import migrate
+from tests.conftest import eventually as shared_eventually
+from tests.conftest import transfer
 from tests.twin.conftest import aws, pg
 
 PRIMARY = "us-east-1"
@@ -24,23 +26,7 @@ PATIENCE = 120.0  # seconds; a wait, not an assertion on speed (two cores, tests
 
 
 def eventually(check: Callable[[], Any], timeout: float = PATIENCE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.1)
-
-
-def transfer(account: str, counterparty: str, amount: str = "1.00") -> dict[str, str]:
-    return {
-        "transaction_id": str(uuid.uuid4()),
-        "account_id": account,
-        "counterparty_id": counterparty,
-        "amount": amount,
-        "currency": "USD",
-        "created_at": "2026-11-28T10:15:00Z",
-    }
+    return shared_eventually(check, timeout, interval=0.1)
 
 
 def send(twin: dict[str, Any], bodies: list[str]) -> list[str]:
