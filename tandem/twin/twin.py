@@ -256,10 +256,14 @@ class Twin:
         self.poller = event_routing.SqsPoller(self._invoke_arn, clock, is_region_up=up)
         self.health = route53_health.HealthChecker(clock, endpoint_probe=self._probe)
         route53_health.install()
-        self.metrics = ServiceMetrics(
-            clock, list(self.config.regions), functools.partial(self.client, service="cloudwatch"), up
-        )
-        self._tickers += [self.metrics, self.dynamo, self.s3, self.alarms, self.router, self.poller, self.health]
+        cloudwatch = functools.partial(self.client, service="cloudwatch")
+        self.metrics = ServiceMetrics(clock, list(self.config.regions), cloudwatch, up)
+        replication_metrics = [  # after the replicators: a period's datapoint includes that tick's copies
+            dynamodb_replication.LatencyPublisher(self.dynamo, cloudwatch, up, clock.real_seconds),
+            s3_replication.RuleMetricsPublisher(self.s3, cloudwatch, up, clock.real_seconds),
+        ]
+        self._tickers += [self.metrics, self.dynamo, self.s3, *replication_metrics, self.alarms, self.router]
+        self._tickers += [self.poller, self.health]
 
     def _invoke_by_api(self, region: str, name: str, event: Any, kind: str) -> dict[str, Any] | None:
         """Lambda's Invoke API: synchronous runs wait for the worker, Event invocations are queued."""

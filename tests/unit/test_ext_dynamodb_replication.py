@@ -232,3 +232,55 @@ def test_no_active_replicator_captures_nothing(world: World) -> None:
     world.tick(1001)
     assert world.get(WEST, "a") is None
     assert world.replicator.pending() == 0
+
+
+def _latencies(cw: Any, region: str) -> list[tuple[float, list[dict[str, str]]]]:
+    metrics = cw.list_metrics(Namespace="AWS/DynamoDB", MetricName="ReplicationLatency")["Metrics"]
+    out = []
+    for metric in metrics:
+        stats = cw.get_metric_statistics(
+            Namespace="AWS/DynamoDB", MetricName="ReplicationLatency", Dimensions=metric["Dimensions"],
+            StartTime=WALL - 600, EndTime=WALL + 600, Period=60, Statistics=["Maximum"],
+        )  # fmt: skip
+        out += [(p["Maximum"], metric["Dimensions"]) for p in stats["Datapoints"]]
+    return out
+
+
+WALL = 1_700_000_000.0
+
+
+def test_latency_publisher_reports_the_observed_lag_in_the_source_region_once_a_minute(world: World) -> None:
+    cw = {r: boto3.client("cloudwatch", region_name=r) for r in (EAST, WEST)}
+    up = {EAST: True, WEST: True}
+    publisher = dynamodb_replication.LatencyPublisher(
+        world.replicator, lambda r: cw[r], up.__getitem__, real_seconds=lambda s: s / 10, wall=lambda: WALL
+    )
+    world.put(EAST, "a", "1")
+    world.tick(1002)  # applied 2 emulated s after the write: 0.2 real s at x10
+    publisher.tick(1002)
+    assert _latencies(cw[EAST], EAST) == [
+        (200.0, [{"Name": "TableName", "Value": TABLE}, {"Name": "ReceivingRegion", "Value": WEST}])
+    ]
+    assert _latencies(cw[WEST], WEST) == []  # published where the change came from
+    world.put(EAST, "b", "1")
+    world.tick(1003)
+    publisher.tick(1030)  # within the minute: nothing new
+    assert len(_latencies(cw[EAST], EAST)) == 1
+
+
+def test_latency_publisher_publishes_nothing_while_stalled_or_for_a_region_that_is_down(world: World) -> None:
+    cw = {r: boto3.client("cloudwatch", region_name=r) for r in (EAST, WEST)}
+    up = {EAST: True, WEST: True}
+    publisher = dynamodb_replication.LatencyPublisher(
+        world.replicator, lambda r: cw[r], up.__getitem__, real_seconds=lambda s: s, wall=lambda: WALL
+    )
+    world.replicator.pause()
+    world.put(EAST, "a", "1")
+    world.tick(1010)
+    publisher.tick(1010)
+    assert _latencies(cw[EAST], EAST) == []  # nothing replicated: no datapoint, as AWS
+    up[EAST] = False
+    world.replicator.resume()
+    world.tick(1070)
+    publisher.tick(1070)
+    assert _latencies(cw[EAST], EAST) == []

@@ -183,3 +183,56 @@ def test_the_configuration_reads_back_as_it_was_put(world: World) -> None:
     replicate(world.s3[EAST], A, B, Prefix="archive/")
     rules = world.s3[EAST].get_bucket_replication(Bucket=A)["ReplicationConfiguration"]["Rules"]
     assert [(r["ID"], r["Priority"], r["Filter"]) for r in rules] == [(f"to-{B}", 1, {"Prefix": "archive/"})]
+
+
+WALL = 1_700_000_000.0
+
+
+def _rule_metrics(cw: Any) -> dict[str, list[float]]:
+    dims = [
+        {"Name": "SourceBucket", "Value": A}, {"Name": "DestinationBucket", "Value": B},
+        {"Name": "RuleId", "Value": f"to-{B}"},
+    ]  # fmt: skip
+    out = {}
+    for name in ("ReplicationLatency", "OperationsPendingReplication"):
+        stats = cw.get_metric_statistics(
+            Namespace="AWS/S3", MetricName=name, Dimensions=dims, StartTime=WALL - 600, EndTime=WALL + 600,
+            Period=60, Statistics=["Maximum"],
+        )  # fmt: skip
+        out[name] = [p["Maximum"] for p in stats["Datapoints"]]
+    return out
+
+
+def test_rule_metrics_publisher_reports_latency_and_backlog_per_rule_in_the_source_region(world: World) -> None:
+    cw = {r: boto3.client("cloudwatch", region_name=r) for r in (EAST, WEST)}
+    wall = [WALL]
+    up = {EAST: True, WEST: True}
+    publisher = s3_replication.RuleMetricsPublisher(
+        world.replicator, lambda r: cw[r], up.__getitem__, real_seconds=lambda s: s / 10, wall=lambda: wall[0]
+    )
+    replicate(world.s3[EAST], A, B)
+    world.s3[EAST].put_object(Bucket=A, Key="k1", Body=b"1")
+    world.tick(1006)  # copied 6 emulated s after the put
+    publisher.tick(1006)
+    assert _rule_metrics(cw[EAST]) == {"ReplicationLatency": [0.6], "OperationsPendingReplication": [0.0]}
+    assert cw[WEST].list_metrics(Namespace="AWS/S3", MetricName="OperationsPendingReplication")["Metrics"] == []
+
+    world.replicator.pause()  # a stalled rule: the latency is how far behind it is, and keeps rising
+    world.s3[EAST].put_object(Bucket=A, Key="k2", Body=b"2")
+    world.tick(1106)
+    wall[0] += 120
+    publisher.tick(1106)
+    metrics = _rule_metrics(cw[EAST])
+    assert sorted(metrics["ReplicationLatency"]) == [0.6, 10.0]
+    assert sorted(metrics["OperationsPendingReplication"]) == [0.0, 1.0]
+
+
+def test_rule_metrics_publisher_is_silent_for_a_region_that_is_down(world: World) -> None:
+    cw = {r: boto3.client("cloudwatch", region_name=r) for r in (EAST, WEST)}
+    publisher = s3_replication.RuleMetricsPublisher(
+        world.replicator, lambda r: cw[r], lambda r: r != EAST, real_seconds=lambda s: s, wall=lambda: WALL
+    )
+    replicate(world.s3[EAST], A, B)
+    world.s3[EAST].put_object(Bucket=A, Key="k1", Body=b"1")
+    publisher.tick(1001)
+    assert _rule_metrics(cw[EAST]) == {"ReplicationLatency": [], "OperationsPendingReplication": []}

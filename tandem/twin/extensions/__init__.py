@@ -15,3 +15,28 @@ class Ticking(Protocol):
     """Periodic work of an extension; ``now`` is the twin clock's emulated epoch seconds."""
 
     def tick(self, now: float) -> None: ...
+
+
+#: Emulated seconds between the samples of a metric AWS publishes per minute.
+METRIC_PERIOD = 60.0
+
+
+class MinutePublisher:
+    """Calls ``publish(now)`` once per emulated minute (AWS publishes the replication metrics per minute).
+
+    The datapoints are stamped with the wall-clock instant and carry real seconds: their reader is the
+    replication monitor, a function whose own clock is the real one (``time.time``) and which asks
+    GetMetricData for the last minutes of *that* clock; the twin clock sets only the cadence.
+    """
+
+    def __init__(self) -> None:
+        self._next = 0.0
+
+    def tick(self, now: float) -> None:
+        if now < self._next:
+            return
+        self._next = now + METRIC_PERIOD
+        self.publish(now)
+
+    def publish(self, now: float) -> None:
+        raise NotImplementedError

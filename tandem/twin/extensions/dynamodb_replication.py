@@ -26,9 +26,11 @@ import copy
 import functools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from moto.dynamodb.exceptions import MockValidationException
@@ -38,6 +40,7 @@ from moto.dynamodb.responses import DynamoHandler
 
 from tandem import moto_ext
 from tandem.twin.clock import TwinClock
+from tandem.twin.extensions import MinutePublisher
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,8 @@ class DynamoReplicator:
         self._versions: dict[tuple[str, str, str, KeyId], tuple[float, str]] = {}
         self._tables: set[str] = set()
         self._paused = False
+        # Observed lag (emulated s) of changes applied since the last drain, max per (account, source, table, target).
+        self._observed: dict[tuple[str, str, str, str], float] = {}
         # Reentrant: held around every moto write to a replicated table and around tick, so a replicated
         # change can never interleave with a local write (or a transaction's copy-and-restore) of that table.
         self.lock = threading.RLock()
@@ -181,6 +186,13 @@ class DynamoReplicator:
                 result[change.table] = max(result[change.table], at - change.timestamp)
         return result
 
+    def drain_latencies(self) -> dict[tuple[str, str, str, str], float]:
+        """The slowest change applied per (account, source region, table, receiving region) since the last
+        call, in emulated seconds; a pair that replicated nothing is absent (AWS publishes no datapoint)."""
+        with self.lock:
+            observed, self._observed = self._observed, {}
+        return observed
+
     # ------------------------------------------------------------------ recording (called by the hooks)
     def record(self, writes: Iterable[_Write]) -> None:
         with self.lock:
@@ -214,6 +226,8 @@ class DynamoReplicator:
                 change = self._queue.popleft()
                 try:
                     self._apply(change)
+                    key = (change.account_id, change.source_region, change.table, change.target_region)
+                    self._observed[key] = max(self._observed.get(key, 0.0), now - change.timestamp)
                 except Exception:
                     log.exception("could not replicate %s to %s", change.table, change.target_region)
 
@@ -235,6 +249,37 @@ class DynamoReplicator:
         finally:
             _thread.replaying = False
         self._versions[version_key] = incoming
+
+
+class LatencyPublisher(MinutePublisher):
+    """``AWS/DynamoDB ReplicationLatency`` (Milliseconds; TableName, ReceivingRegion) in the source region,
+    from the lag the replicator observed applying changes - so a stalled replica stops getting datapoints,
+    as in AWS. Nothing is published for a source region that is down."""
+
+    def __init__(
+        self,
+        replicator: DynamoReplicator,
+        cloudwatch: Callable[[str], Any],
+        is_up: Callable[[str], bool],
+        real_seconds: Callable[[float], float],
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self._replicator, self._cloudwatch, self._is_up = replicator, cloudwatch, is_up
+        self._real_seconds, self._wall = real_seconds, wall
+
+    def publish(self, now: float) -> None:  # noqa: ARG002 - the cadence is the twin clock's, the stamp the wall's
+        stamp = datetime.fromtimestamp(self._wall(), UTC)
+        per_region: dict[str, list[dict[str, Any]]] = {}
+        for (_, source, table, target), lag in sorted(self._replicator.drain_latencies().items()):
+            per_region.setdefault(source, []).append({
+                "MetricName": "ReplicationLatency", "Unit": "Milliseconds", "Timestamp": stamp,
+                "Value": round(self._real_seconds(lag) * 1000, 3),
+                "Dimensions": [{"Name": "TableName", "Value": table}, {"Name": "ReceivingRegion", "Value": target}],
+            })  # fmt: skip
+        for region, data in per_region.items():
+            if self._is_up(region):
+                self._cloudwatch(region).put_metric_data(Namespace="AWS/DynamoDB", MetricData=data)
 
 
 def set_active(replicator: DynamoReplicator | None) -> None:

@@ -30,18 +30,21 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, Protocol
 
 from moto.core.responses import ActionResult
-from moto.s3.exceptions import ReplicationConfigurationNotFoundError
+from moto.s3.exceptions import MissingBucket, ReplicationConfigurationNotFoundError
 from moto.s3.models import FakeKey, S3Backend, s3_backends
 from moto.s3.responses import S3Response
 
 from tandem import moto_ext
 from tandem.twin.clock import TwinClock
+from tandem.twin.extensions import MinutePublisher
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,15 @@ STATUS_ATTR = "tandem_replication_status"  # set on moto FakeKey objects: PENDIN
 
 class Clock(Protocol):
     def now(self) -> float: ...
+
+
+class RuleKey(NamedTuple):
+    """One replication rule as CloudWatch names it, with the source bucket's region (where AWS publishes)."""
+
+    region: str
+    source_bucket: str
+    destination_bucket: str
+    rule_id: str
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,7 @@ class _Rule:
     tags: dict[str, str]
     destination: str  # bucket name
     storage_class: str | None
+    rule_id: str = ""
 
     def matches(self, key: str, tags: dict[str, str] | None) -> bool:
         """Prefix always; tags only when known (``None``: not yet)."""
@@ -118,6 +131,7 @@ def _rules(bucket: Any) -> list[_Rule]:
                 tags=tags,
                 destination=str(destination.get("Bucket", "")).split(":")[-1],
                 storage_class=destination.get("StorageClass"),
+                rule_id=str(raw.get("ID") or ""),
             )
         )
     return rules
@@ -150,6 +164,8 @@ class S3Replicator:
         self._clock: Clock = clock if clock is not None else TwinClock()
         self._queue: deque[PendingObject] = deque()
         self._buckets: set[str] = set()
+        self._sources: dict[str, tuple[str, str]] = {}  # source bucket -> (account, partition)
+        self._observed: dict[RuleKey, float] = {}  # copy latency (emulated s), max since the last drain
         self._paused = False
         self._lock = threading.RLock()
 
@@ -193,6 +209,7 @@ class S3Replicator:
         with self._lock:
             setattr(key, STATUS_ATTR, "PENDING")
             self._buckets.add(bucket)
+            self._sources[bucket] = (key.account_id, key.partition)
             self._queue.append(PendingObject(self._clock.now(), bucket, key.name, key.version_id, key))
 
     # ------------------------------------------------------------------ copying
@@ -204,12 +221,12 @@ class S3Replicator:
             while self._queue and self._queue[0].timestamp + self.delay_seconds <= now:
                 item = self._queue.popleft()
                 try:
-                    self._replicate(item)
+                    self._replicate(item, now)
                 except Exception:
                     log.exception("could not replicate s3://%s/%s", item.bucket, item.key_name)
                     setattr(item.key, STATUS_ATTR, "FAILED")
 
-    def _replicate(self, item: PendingObject) -> None:
+    def _replicate(self, item: PendingObject, now: float) -> None:
         src: Any = item.key
         if src.disposed:
             return  # the version was deleted before it could be copied
@@ -220,8 +237,53 @@ class S3Replicator:
         if not rules:
             setattr(src, STATUS_ATTR, None)  # a tag filter excluded it after all
             return
-        ok = all(self._copy(backend, src, rule, tags) for rule in rules)
-        setattr(src, STATUS_ATTR, "COMPLETED" if ok else "FAILED")
+        done = [self._copy(backend, src, rule, tags) for rule in rules]
+        for rule, copied in zip(rules, done, strict=True):
+            if copied:
+                key = RuleKey(bucket.region_name, item.bucket, rule.destination, rule.rule_id)
+                self._observed[key] = max(self._observed.get(key, 0.0), now - item.timestamp)
+        setattr(src, STATUS_ATTR, "COMPLETED" if all(done) else "FAILED")
+
+    # ------------------------------------------------------------------ what AWS publishes (RTC metrics)
+    def drain_rule_metrics(self, now: float) -> dict[RuleKey, tuple[float | None, int]]:
+        """Per replication rule of every bucket seen: (latency, pending operations), then a new period.
+
+        Latency is how far the destination is behind (S3's definition for ReplicationLatency): the slowest
+        copy made since the last call, or the age of the oldest object still waiting, whichever is more -
+        so a stalled rule's latency keeps rising. None when nothing was copied and nothing waits (AWS then
+        publishes no latency datapoint). Seconds are emulated.
+        """
+        with self._lock:
+            observed, self._observed = self._observed, {}
+            out: dict[RuleKey, tuple[float | None, int]] = {}
+            for name, (account, partition) in self._sources.items():
+                try:
+                    bucket = s3_backends[account][partition].get_bucket(name)
+                except MissingBucket:
+                    continue  # deleted meanwhile
+                for rule in _rules(bucket):
+                    key = RuleKey(bucket.region_name, name, rule.destination, rule.rule_id)
+                    out[key] = (observed.get(key), 0)
+            for item in self._queue:
+                key_rules = self._rules_of(item)
+                for key in key_rules:
+                    latency, count = out.get(key, (None, 0))
+                    behind = now - item.timestamp
+                    out[key] = (behind if latency is None else max(latency, behind), count + 1)
+            for key, latency in observed.items():
+                out.setdefault(key, (latency, 0))
+            return out
+
+    def _rules_of(self, item: PendingObject) -> list[RuleKey]:
+        account, partition = self._sources.get(item.bucket, ("", ""))
+        try:
+            bucket = s3_backends[account][partition].get_bucket(item.bucket)
+        except (MissingBucket, KeyError):
+            return []
+        return [
+            RuleKey(bucket.region_name, item.bucket, r.destination, r.rule_id)
+            for r in _destinations(bucket, item.key_name, None)
+        ]
 
     def _copy(self, backend: Any, src: Any, rule: _Rule, tags: dict[str, str]) -> bool:
         try:
@@ -254,6 +316,44 @@ class S3Replicator:
             dest_backend.tagger.tag_resource(replica.arn, [{"Key": k, "Value": v} for k, v in tags.items()])
         setattr(replica, STATUS_ATTR, "REPLICA")
         return True
+
+
+class RuleMetricsPublisher(MinutePublisher):
+    """``AWS/S3 ReplicationLatency`` (Seconds) and ``OperationsPendingReplication`` (Count) per rule
+    (SourceBucket, DestinationBucket, RuleId) in the source bucket's region, as S3 Replication Time Control
+    publishes them, from the replicator's queue. Nothing is published for a source region that is down."""
+
+    def __init__(
+        self,
+        replicator: S3Replicator,
+        cloudwatch: Callable[[str], Any],
+        is_up: Callable[[str], bool],
+        real_seconds: Callable[[float], float],
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self._replicator, self._cloudwatch, self._is_up = replicator, cloudwatch, is_up
+        self._real_seconds, self._wall = real_seconds, wall
+
+    def publish(self, now: float) -> None:
+        stamp = datetime.fromtimestamp(self._wall(), UTC)
+        per_region: dict[str, list[dict[str, Any]]] = {}
+        for key, (latency, pending) in sorted(self._replicator.drain_rule_metrics(now).items()):
+            dims = [
+                {"Name": "SourceBucket", "Value": key.source_bucket},
+                {"Name": "DestinationBucket", "Value": key.destination_bucket},
+                {"Name": "RuleId", "Value": key.rule_id},
+            ]
+            data = per_region.setdefault(key.region, [])
+            data.append({"MetricName": "OperationsPendingReplication", "Unit": "Count", "Value": float(pending),
+                         "Timestamp": stamp, "Dimensions": dims})  # fmt: skip
+            if latency is not None:
+                data.append({"MetricName": "ReplicationLatency", "Unit": "Seconds", "Timestamp": stamp,
+                             "Value": round(self._real_seconds(latency), 3), "Dimensions": dims})  # fmt: skip
+        for region, data in per_region.items():
+            if self._is_up(region):
+                for i in range(0, len(data), 20):
+                    self._cloudwatch(region).put_metric_data(Namespace="AWS/S3", MetricData=data[i : i + 20])
 
 
 def set_active(replicator: S3Replicator | None) -> None:
