@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("region")
     rep = tsub.add_parser("replication", help="pause or resume DynamoDB and S3 replication between the regions")
     rep.add_argument("action", choices=["pause", "resume"])
+    rep.add_argument("--store", choices=["aurora", "dynamodb", "s3"], help="one store (default: all three)")
     tsub.add_parser("down", help="stop the twin and remove everything it created")
     return parser
 
@@ -122,7 +123,7 @@ def _twin(args: argparse.Namespace) -> int:
             print(_describe(call(state_dir, "POST", f"/{args.twin_command}/{args.region}")))
             return 0
         case "replication":
-            status = call(state_dir, "POST", f"/replication/{args.action}")
+            status = call(state_dir, "POST", f"/replication/{args.action}" + (f"/{args.store}" if args.store else ""))
             print(json.dumps(status["replication"], indent=2))
             return 0
         case "down":

@@ -25,7 +25,7 @@ class Controlled(Protocol):
     def status(self) -> dict[str, Any]: ...
     def outage(self, region: str) -> None: ...
     def restore(self, region: str) -> None: ...
-    def replication(self, action: str) -> None: ...
+    def replication(self, action: str, store: str | None = None) -> None: ...
     def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]: ...
 
 
@@ -35,6 +35,7 @@ ROUTES = Map([
     Rule("/outage/<region>", methods=["POST"], endpoint="outage"),
     Rule("/restore/<region>", methods=["POST"], endpoint="restore"),
     Rule("/replication/<action>", methods=["POST"], endpoint="replication"),
+    Rule("/replication/<action>/<store>", methods=["POST"], endpoint="replication"),
     Rule("/invoke/<region>/<function>", methods=["POST"], endpoint="invoke"),
 ])  # fmt: skip
 
@@ -76,8 +77,8 @@ class ControlApi:
         self._twin.restore(region)
         return self._twin.status()
 
-    def _replication(self, _request: Request, action: str) -> dict[str, Any]:
-        self._twin.replication(action)
+    def _replication(self, _request: Request, action: str, store: str | None = None) -> dict[str, Any]:
+        self._twin.replication(action, store)
         return self._twin.status()
 
     def _invoke(self, request: Request, region: str, function: str) -> dict[str, Any]:

@@ -38,6 +38,9 @@ from tandem.twin.ticks import TickLoop
 
 log = logging.getLogger("tandem.twin")
 
+#: The replicated stores, as ``tandem twin replication --store`` names them.
+STORES = ("aurora", "dynamodb", "s3")
+
 
 @dataclass
 class TwinConfig:
@@ -72,7 +75,7 @@ class Twin:
     aurora: AuroraGlobal | None = None
     lambdas: LambdaService = field(init=False)
     deployed: Deployed = field(default_factory=Deployed)
-    replication_paused: bool = False
+    replication_paused: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(STORES, False))
     pg_root: Path | None = None
     started_at: float = 0.0
     _tickers: list[Ticking] = field(default_factory=list)
@@ -151,13 +154,23 @@ class Twin:
         self.endpoints[region].start()
         self.ingress[region].start()
 
-    def replication(self, action: str) -> None:
-        """Pause or resume DynamoDB and S3 replication (Aurora's is PostgreSQL's own and stops in an outage)."""
+    def replication(self, action: str, store: str | None = None) -> None:
+        """Pause or resume one store's replication for real, or all three (``store`` None).
+
+        Aurora: WAL replay on the standby (it keeps receiving, so its lag grows as a stalled secondary's);
+        DynamoDB and S3: the replicators hold their changes and apply them on resume.
+        """
         if action not in {"pause", "resume"}:
             raise ValueError(f"replication action must be pause or resume, not {action!r}")
-        for replicator in (self.dynamo, self.s3):
-            getattr(replicator, action)()
-        self.replication_paused = action == "pause"
+        if store is not None and store not in STORES:
+            raise ValueError(f"store must be one of {', '.join(STORES)}, not {store!r}")
+        assert self.aurora is not None
+        for name in STORES if store is None else (store,):
+            if name == "aurora":
+                (self.aurora.pause_replay if action == "pause" else self.aurora.resume_replay)()
+            else:
+                getattr(self.dynamo if name == "dynamodb" else self.s3, action)()
+            self.replication_paused[name] = action == "pause"
 
     def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]:
         """Run a function in a region as Lambda would (refused while that region is down)."""
@@ -199,7 +212,7 @@ class Twin:
                 "aurora_replay_lag_bytes": self.aurora.replay_lag_bytes(),
                 "dynamodb_pending_changes": self.dynamo.pending(),
                 "s3_pending_objects": self.s3.pending(),
-                "paused": self.replication_paused,
+                "paused": dict(self.replication_paused),
             },
             "clock": {"scale": self.clock.scale, "now": self.clock.now()},
             "startup_seconds": round(self.started_at, 3),
