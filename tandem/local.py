@@ -93,15 +93,9 @@ class _OneWriter:
         self._server = server
 
     def attach_cluster(self, region: str, props: dict[str, Any]) -> tuple[str, int]:  # noqa: ARG002 - one region
-        from pg8000.native import identifier, literal
-
         user, password = props.get("MasterUsername"), props.get("MasterUserPassword")
         if user and password:
-            conn = self._server.connect()
-            try:
-                conn.run(f"CREATE ROLE {identifier(str(user))} WITH LOGIN SUPERUSER PASSWORD {literal(str(password))}")
-            finally:
-                conn.close()
+            self._server.ensure_superuser(str(user), str(password))
         return "127.0.0.1", self._server.port
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pg8000.native
+from pg8000.native import identifier, literal
 
 SERVER_USER = "postgres"  # OS user that runs the server when we are root
 
@@ -90,6 +91,19 @@ class LocalPostgres:
             user=self.user, password=self.password, host="127.0.0.1", port=self.port,
             database=database or self.database, timeout=timeout,
         )  # fmt: skip
+
+    def ensure_superuser(self, user: str, password: str) -> None:
+        """A login role with ``password`` (created, or its password reset): a cluster's master user.
+
+        Two plain statements, the password a quoted literal: any character a generated password may hold
+        (``$``, quotes) stays inside the string (a ``DO $$ … $$`` block would end at a ``$$`` in it)."""
+        conn = self.connect(timeout=10)
+        try:
+            exists = conn.run("SELECT 1 FROM pg_roles WHERE rolname = :u", u=user)
+            verb = "ALTER" if exists else "CREATE"
+            conn.run(f"{verb} ROLE {identifier(user)} WITH LOGIN SUPERUSER PASSWORD {literal(password)}")
+        finally:
+            conn.close()
 
     def __enter__(self) -> LocalPostgres:
         self.start()

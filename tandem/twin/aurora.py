@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pg8000.native
-from pg8000.native import identifier, literal
+from pg8000.native import literal
 
 from tandem.localpg import LocalPostgres, pg_bin
 
@@ -72,13 +72,7 @@ class AuroraGlobal:
         with self._lock:
             user, password = props.get("MasterUsername"), props.get("MasterUserPassword")
             if user and password:
-                self._query(
-                    self.nodes[self.writer],
-                    f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {literal(str(user))}) THEN"
-                    f" ALTER ROLE {identifier(str(user))} WITH LOGIN SUPERUSER PASSWORD {literal(str(password))};"
-                    f" ELSE CREATE ROLE {identifier(str(user))} WITH LOGIN SUPERUSER PASSWORD"
-                    f" {literal(str(password))}; END IF; END $$",
-                )
+                self.nodes[self.writer].ensure_superuser(str(user), str(password))
             return "127.0.0.1", self.nodes[region].port
 
     def uri(self, region: str) -> str:
