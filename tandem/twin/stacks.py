@@ -48,6 +48,8 @@ def deploy_regions(
     database_port: dict[str, int],
     creators: Callable[[str], dict[str, Creator]],
     templates: tuple[Path, Path] = (GLOBAL_TEMPLATE, APP_TEMPLATE),
+    ingress_urls: dict[str, str] | None = None,
+    clock_scale: float = 1.0,
 ) -> Deployed:
     """Run the six steps; ``creators(region)`` serve the app's functions and ingress in that region.
 
@@ -65,7 +67,12 @@ def deploy_regions(
     )
     out.global_stacks[dr.name] = deploy(global_template, dr, name, params, previous=secondary)
     for env, region in (("primary", primary), ("dr", dr)):
-        app_name, app_params = _values(env, LedgerDbPort=str(database_port[region.name]))
+        peer = dr if region is primary else primary
+        app_name, app_params = _values(
+            env,
+            LedgerDbPort=str(database_port[region.name]),
+            **_monitor_overrides(peer.name, ingress_urls, clock_scale),
+        )
         out.apps[region.name] = deploy(app_template, region, app_name, app_params, creators=creators(region.name))
 
     zone = primary.client("route53").create_hosted_zone(Name=TWIN_ZONE, CallerReference=str(uuid.uuid4()))
@@ -86,6 +93,15 @@ def deploy_one_region(region: Region, *, database_port: int, creators: dict[str,
     deploy(GLOBAL_TEMPLATE, region, name, params)
     app_name, app_params = _values("primary", LedgerDbPort=str(database_port))
     return deploy(APP_TEMPLATE, region, app_name, app_params, creators=creators)
+
+
+def _monitor_overrides(peer: str, ingress_urls: dict[str, str] | None, scale: float) -> dict[str, str]:
+    """What the replication monitor needs on one machine: the peer's ingress (its loopback port, which the
+    operator would give as the peer's execute-api URL) and the probe spacing on the twin clock (the handler
+    sleeps in real time, so an emulated 10 s is 10/scale real seconds)."""
+    if ingress_urls is None:
+        return {}
+    return {"PeerHealthUrl": f"{ingress_urls[peer]}/health", "ProbeIntervalSeconds": f"{10.0 / scale:.6g}"}
 
 
 def _output(stack: Stack, key: str) -> Any:

@@ -112,6 +112,8 @@ class Twin:
             database_port={r: self.aurora.nodes[r].port for r in cfg.regions},
             creators=self._creators,
             templates=(cfg.global_template, cfg.app_template),
+            ingress_urls={r: ingress.url for r, ingress in self.ingress.items()},
+            clock_scale=cfg.scale,
         )  # fmt: skip
         self._ticks = TickLoop(self.clock, self._tickers, cfg.tick_seconds)
         self._ticks.start()

@@ -309,3 +309,18 @@ def test_the_dashboard_shows_lag_readiness_peer_liveness_and_the_pipeline() -> N
     assert any(w["type"] == "text" and "Failover executions" in w["properties"]["markdown"] for w in widgets)
     alarm_widget = next(w for w in widgets if w["type"] == "alarm")
     assert "<RegionNotReadyAlarm.Arn>" in alarm_widget["properties"]["alarms"]
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [("", True), ("https://abc.execute-api.us-east-1.amazonaws.com/health", True),
+     ("http://127.0.0.1:43215/health", True), ("http://example.com/health", False),
+     ("http://127.0.0.1.evil.example/health", False)],
+)  # fmt: skip
+def test_the_peer_health_url_is_https_or_the_twins_loopback_ingress(url: str, accepted: bool) -> None:
+    tpl = Template.from_file(parameters={**PARAMS, "PeerRegion": "us-east-1", "PeerHealthUrl": url}, ssm=_given)
+    if accepted:
+        assert tpl.parameter("PeerHealthUrl") == url
+    else:
+        with pytest.raises(TemplateError, match="PeerHealthUrl"):
+            tpl.parameter("PeerHealthUrl")
