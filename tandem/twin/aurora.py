@@ -40,25 +40,47 @@ class AuroraGlobal:
     stale: set[str] = field(default_factory=set)  # regions whose data diverged: rebuild before serving
     replay_paused: bool = False  # WAL replay paused on the standby (also on one rebuilt meanwhile)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _starting: threading.Thread | None = field(default=None, repr=False)
+    _start_error: Exception | None = field(default=None, repr=False)
 
     @property
     def regions(self) -> tuple[str, str]:
         return (self.primary_region, self.secondary_region)
 
     def start(self) -> None:
+        self.start_in_background()
+        self.wait_ready()
+
+    def start_in_background(self) -> None:
+        """Allocate both servers (their ports are known at once) and bring them up on a thread: the twin
+        provisions the emulated regions meanwhile, and :meth:`wait_ready` joins before a cluster is needed."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.base_dir.chmod(0o755)  # the postgres OS user must traverse it (see tandem.localpg)
-        with self._lock:
-            primary = LocalPostgres(base_dir=self.base_dir / self.primary_region)
-            primary.start()
-            self.nodes[self.primary_region] = primary
-            self._name_region(primary, self.primary_region)
-            self._install_schema(primary)
-            standby = LocalPostgres(base_dir=self.base_dir / self.secondary_region)
-            standby.standby_of(primary, application_name=self.secondary_region)
-            self._name_region(standby, self.secondary_region)
-            self.nodes[self.secondary_region] = standby
-            self.writer = self.primary_region
+        self.nodes[self.primary_region] = LocalPostgres(base_dir=self.base_dir / self.primary_region)
+        self.nodes[self.secondary_region] = LocalPostgres(base_dir=self.base_dir / self.secondary_region)
+        self.writer = self.primary_region
+        self._starting = threading.Thread(target=self._bring_up, name="aurora-start", daemon=True)
+        self._starting.start()
+
+    def wait_ready(self) -> None:
+        """Join the start-up thread; its failure is raised here."""
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = None
+        if self._start_error is not None:
+            raise self._start_error
+
+    def _bring_up(self) -> None:
+        try:
+            with self._lock:
+                primary, standby = self.nodes[self.primary_region], self.nodes[self.secondary_region]
+                primary.start()
+                self._name_region(primary, self.primary_region)
+                self._install_schema(primary)
+                standby.standby_of(primary, application_name=self.secondary_region)
+                self._name_region(standby, self.secondary_region)
+        except Exception as exc:
+            self._start_error = exc
 
     def stop(self) -> None:
         with self._lock:
@@ -69,6 +91,7 @@ class AuroraGlobal:
         """A deployment's cluster in ``region``: served by that region's server; a cluster that declares master
         credentials (the primary's, from the generated secret) gets that user on the writer, and through
         replication on the standby too. Returns (host, port) for the cluster's endpoint attributes."""
+        self.wait_ready()
         with self._lock:
             user, password = props.get("MasterUsername"), props.get("MasterUserPassword")
             if user and password:

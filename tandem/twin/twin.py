@@ -9,6 +9,7 @@ restore, replication pause/resume, invoke, status.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -104,7 +105,7 @@ class Twin:
         urllib.request.urlopen(  # noqa: S310 - loopback emulator: start from a clean slate
             f"{self.endpoints[cfg.primary].url}/moto-api/reset", data=b"", timeout=10
         ).close()
-        self.aurora.start()
+        self.aurora.start_in_background()  # initdb and the base backup run while the regions are provisioned
         self._install_extensions()
         regions = {r: Region(r, functools.partial(self.client, r), databases=self.aurora) for r in cfg.regions}
         self.deployed = deploy_regions(
@@ -115,6 +116,7 @@ class Twin:
             ingress_urls={r: ingress.url for r, ingress in self.ingress.items()},
             clock_scale=cfg.scale,
         )  # fmt: skip
+        self.aurora.wait_ready()
         self._ticks = TickLoop(self.clock, self._tickers, cfg.tick_seconds)
         self._ticks.start()
         self.started_at = time.monotonic() - started
@@ -132,6 +134,8 @@ class Twin:
             endpoint.stop()
         log.info("stopping databases")
         if self.aurora is not None:
+            with contextlib.suppress(Exception):  # a start-up cut short: let the servers come up, then stop them
+                self.aurora.wait_ready()
             self.aurora.stop()
         if self.pg_root is not None:
             stop_postgres_under(self.pg_root)  # servers a start-up cut short left outside self.aurora

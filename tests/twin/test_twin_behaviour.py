@@ -5,23 +5,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from tests.conftest import eventually
 from tests.twin.conftest import aws, pg
 
 PRIMARY, DR = "us-east-1", "us-west-2"
-
-
-def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.05)
 
 
 def test_global_table_items_replicate_to_the_other_region(twin: dict[str, Any]) -> None:
@@ -91,7 +82,8 @@ def test_disabling_the_mapping_stops_consumption(twin: dict[str, Any]) -> None:
 
     assert eventually(drained, timeout=30)  # consumed again; the poison ends in the DLQ after its retries
     dlq = twin["regions"][PRIMARY]["resources"]["dlq_url"]
-    got = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10)["Messages"]
+    # the redrive takes the message off the queue before it lands in the DLQ: look until it is there
+    got = eventually(lambda: sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10).get("Messages"))
     assert [m["Body"] for m in got] == ["not even json"]
     sqs.delete_message(QueueUrl=dlq, ReceiptHandle=got[0]["ReceiptHandle"])
 
