@@ -8,7 +8,10 @@ already does correctly.
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 
 class Ticking(Protocol):
@@ -29,7 +32,15 @@ class MinutePublisher:
     GetMetricData for the last minutes of *that* clock; the twin clock sets only the cadence.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        cloudwatch: Callable[[str], Any],
+        is_up: Callable[[str], bool],
+        real_seconds: Callable[[float], float],
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._cloudwatch, self._is_up = cloudwatch, is_up
+        self._real_seconds, self._wall = real_seconds, wall
         self._next = 0.0
 
     def tick(self, now: float) -> None:
@@ -40,3 +51,14 @@ class MinutePublisher:
 
     def publish(self, now: float) -> None:
         raise NotImplementedError
+
+    def _stamp(self) -> datetime:
+        return datetime.fromtimestamp(self._wall(), UTC)
+
+    def _send(self, namespace: str, per_region: dict[str, list[dict[str, Any]]]) -> None:
+        """PutMetricData in each source region that is up (20 datapoints per call); a region that is down
+        publishes nothing, as its service would not."""
+        for region, data in per_region.items():
+            if self._is_up(region):
+                for i in range(0, len(data), 20):
+                    self._cloudwatch(region).put_metric_data(Namespace=namespace, MetricData=data[i : i + 20])

@@ -26,11 +26,9 @@ import copy
 import functools
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from moto.dynamodb.exceptions import MockValidationException
@@ -256,20 +254,12 @@ class LatencyPublisher(MinutePublisher):
     from the lag the replicator observed applying changes - so a stalled replica stops getting datapoints,
     as in AWS. Nothing is published for a source region that is down."""
 
-    def __init__(
-        self,
-        replicator: DynamoReplicator,
-        cloudwatch: Callable[[str], Any],
-        is_up: Callable[[str], bool],
-        real_seconds: Callable[[float], float],
-        wall: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__()
-        self._replicator, self._cloudwatch, self._is_up = replicator, cloudwatch, is_up
-        self._real_seconds, self._wall = real_seconds, wall
+    def __init__(self, replicator: DynamoReplicator, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._replicator = replicator
 
     def publish(self, now: float) -> None:  # noqa: ARG002 - the cadence is the twin clock's, the stamp the wall's
-        stamp = datetime.fromtimestamp(self._wall(), UTC)
+        stamp = self._stamp()
         per_region: dict[str, list[dict[str, Any]]] = {}
         for (_, source, table, target), lag in sorted(self._replicator.drain_latencies().items()):
             per_region.setdefault(source, []).append({
@@ -277,9 +267,7 @@ class LatencyPublisher(MinutePublisher):
                 "Value": round(self._real_seconds(lag) * 1000, 3),
                 "Dimensions": [{"Name": "TableName", "Value": table}, {"Name": "ReceivingRegion", "Value": target}],
             })  # fmt: skip
-        for region, data in per_region.items():
-            if self._is_up(region):
-                self._cloudwatch(region).put_metric_data(Namespace="AWS/DynamoDB", MetricData=data)
+        self._send("AWS/DynamoDB", per_region)
 
 
 def set_active(replicator: DynamoReplicator | None) -> None:

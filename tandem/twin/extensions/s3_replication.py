@@ -30,11 +30,9 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 from moto.core.responses import ActionResult
@@ -323,20 +321,12 @@ class RuleMetricsPublisher(MinutePublisher):
     (SourceBucket, DestinationBucket, RuleId) in the source bucket's region, as S3 Replication Time Control
     publishes them, from the replicator's queue. Nothing is published for a source region that is down."""
 
-    def __init__(
-        self,
-        replicator: S3Replicator,
-        cloudwatch: Callable[[str], Any],
-        is_up: Callable[[str], bool],
-        real_seconds: Callable[[float], float],
-        wall: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__()
-        self._replicator, self._cloudwatch, self._is_up = replicator, cloudwatch, is_up
-        self._real_seconds, self._wall = real_seconds, wall
+    def __init__(self, replicator: S3Replicator, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._replicator = replicator
 
     def publish(self, now: float) -> None:
-        stamp = datetime.fromtimestamp(self._wall(), UTC)
+        stamp = self._stamp()
         per_region: dict[str, list[dict[str, Any]]] = {}
         for key, (latency, pending) in sorted(self._replicator.drain_rule_metrics(now).items()):
             dims = [
@@ -350,10 +340,7 @@ class RuleMetricsPublisher(MinutePublisher):
             if latency is not None:
                 data.append({"MetricName": "ReplicationLatency", "Unit": "Seconds", "Timestamp": stamp,
                              "Value": round(self._real_seconds(latency), 3), "Dimensions": dims})  # fmt: skip
-        for region, data in per_region.items():
-            if self._is_up(region):
-                for i in range(0, len(data), 20):
-                    self._cloudwatch(region).put_metric_data(Namespace="AWS/S3", MetricData=data[i : i + 20])
+        self._send("AWS/S3", per_region)
 
 
 def set_active(replicator: S3Replicator | None) -> None:
