@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("outage", "take a region down (API and database)"), ("restore", "bring a region back")):
         cmd = tsub.add_parser(name, help=text)
         cmd.add_argument("region")
-    rep = tsub.add_parser("replication", help="pause or resume DynamoDB and S3 replication between the regions")
+    rep = tsub.add_parser("replication", help="pause or resume replication between the regions (Aurora, DynamoDB, S3)")
     rep.add_argument("action", choices=["pause", "resume"])
     rep.add_argument("--store", choices=["aurora", "dynamodb", "s3"], help="one store (default: all three)")
     tsub.add_parser("down", help="stop the twin and remove everything it created")

@@ -7,7 +7,10 @@ A run (every minute) is one measurement pass followed by a probe loop:
 - every probe round (``PROBE_COUNT`` rounds, ``PROBE_INTERVAL_SECONDS`` apart): GET the peer's /health and
   read the peer's DynamoDB heartbeat from our replica, and publish both as high-resolution metrics; every
   second round, counted back from the last one, write our own heartbeat (the last write also carries the
-  readiness record, in one BatchWriteItem).
+  readiness record, in one BatchWriteItem). The heartbeat says how often it is written (2 x the interval),
+  so the peer can tell when one is overdue: DynamoDB's ReplicationLatency simply stops during a stall, and
+  two missing heartbeats while the peer answers its probe make the lag at least their age (see
+  :meth:`StoreReading.at_least_overdue`) - a stall shows as a rising lag within ~40 s, not only as unknown.
 
 AWS calls per run: 5 + PROBE_COUNT reads + ceil(PROBE_COUNT / 2) writes = 14 at the default 6 rounds, 7 for
 a single pass (PROBE_COUNT=1). Nothing here fails over or changes anything but our heartbeats, our readiness
@@ -27,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tandem_core.heartbeat import (
     AuroraObservation,
     AuroraSource,
+    Beat,
     BucketHeartbeats,
     ControlItems,
     PeerHeartbeat,
@@ -154,9 +158,8 @@ class ReplicationMonitor:
         if not aurora.reachable:
             run.failed(Dependency.DATABASE, aurora.error or "unreachable")
         self._check_queue(run)
-        s3_age, s3_state = self._bucket_heartbeats(started, run)
+        self._write_bucket_heartbeat(started, run)
 
-        stores: dict[Store, StoreReading] = {}
         probes: list[dict[str, Any]] = []
         record: dict[str, Any] = {}
         for i in range(s.probe_count):
@@ -166,10 +169,6 @@ class ReplicationMonitor:
             probe = self._prober.probe(s.peer_health_url, s.probe_timeout_seconds) if s.peer_health_url else None
             peer_hb, readable = self._read_peer_heartbeat(run)
             hb_age = None if peer_hb is None else age(at, peer_hb.written_at)
-            if i == 0:
-                stores = self._stores(
-                    at, aurora, readings.get(AURORA_IN, MetricReading()), peer_hb, readable, s3_age, s3_state
-                )
             probes.append(
                 {
                     "at": iso(at),
@@ -181,13 +180,19 @@ class ReplicationMonitor:
             )
             sink.probe_round(at, None if probe is None else probe.healthy, hb_age)
             last = i == s.probe_count - 1 or not self._room_for_another_round(remaining_ms)
-            if last:
-                record = self._finish(run, at, started, outbound, stores, aurora, probes)
+            if last:  # judged on the freshest peer heartbeats: the ones this round reads
+                peer = self._peer_summary(probes)
+                s3_beat, s3_readable = self._read_bucket_heartbeat(run)
+                stores = self._stores(
+                    at, aurora, readings.get(AURORA_IN, MetricReading()), (peer_hb, readable), (s3_beat, s3_readable),
+                    peer_alive=bool(peer["answered"]),
+                )  # fmt: skip
+                record = self._finish(run, at, started, outbound, stores, aurora, peer)
                 break
             if (s.probe_count - 1 - i) % 2 == 0:
                 self._write(run, at, outbound)
 
-        lags = {st: stores[st].lag_seconds if st in stores else None for st in STORES}
+        lags = {st: record["lag_seconds"][st.value] for st in STORES}
         sink.run(started, lags, record["verdict"] == Verdict.READY.value)
         return {**record, "peer_region": s.peer_region, "peer": {**record["peer"], "probes": probes}}
 
@@ -199,10 +204,9 @@ class ReplicationMonitor:
         outbound: OutboundLag,
         stores: Mapping[Store, StoreReading],
         aurora: AuroraObservation,
-        probes: list[dict[str, Any]],
+        peer: Mapping[str, Any],
     ) -> dict[str, Any]:
         """Judge, then write our last heartbeat together with the readiness record (one call)."""
-        peer = self._peer_summary(probes)
         record = self._record(run, started, stores, aurora, peer)
         item = {**readiness_key(self._region), **to_attributes(record)}
         if self._write(run, at, outbound, extra=item) is False:
@@ -259,18 +263,18 @@ class ReplicationMonitor:
         except _AWS_ERRORS as exc:
             run.failed(Dependency.QUEUE, problem(exc))
 
-    def _bucket_heartbeats(self, now: float, run: _Run) -> tuple[float | None, HeartbeatState]:
+    def _write_bucket_heartbeat(self, now: float, run: _Run) -> None:
         try:
-            self._bucket.write(now)
+            self._bucket.write(now, self._s.run_seconds)  # once a run, at its start
         except _AWS_ERRORS as exc:
             run.failed(Dependency.BUCKET, problem(exc))
+
+    def _read_bucket_heartbeat(self, run: _Run) -> tuple[Beat | None, bool]:
         try:
-            written = self._bucket.read_peer()
+            return self._bucket.read_peer(), True
         except _AWS_ERRORS as exc:
             run.failed(Dependency.BUCKET, problem(exc))
-            return None, HeartbeatState.UNREADABLE
-        s3_age = None if written is None else age(now, written)
-        return s3_age, heartbeat_state(s3_age, self._s.heartbeat_stale_seconds)
+            return None, False
 
     def _read_peer_heartbeat(self, run: _Run) -> tuple[PeerHeartbeat | None, bool]:
         try:
@@ -280,8 +284,9 @@ class ReplicationMonitor:
             return None, False
 
     def _write(self, run: _Run, at: float, outbound: OutboundLag, extra: dict[str, Any] | None = None) -> bool:
+        every = None if self._s.run_seconds is None else 2 * self._s.probe_interval_seconds
         try:
-            self._control.write_heartbeat(at, outbound, () if extra is None else (extra,))
+            self._control.write_heartbeat(at, outbound, () if extra is None else (extra,), every)
         except (*_AWS_ERRORS, RuntimeError) as exc:
             run.failed(Dependency.TABLE, problem(exc))
             return False
@@ -292,22 +297,30 @@ class ReplicationMonitor:
         now: float,
         aurora: AuroraObservation,
         aurora_metric: MetricReading,
-        peer_hb: PeerHeartbeat | None,
-        readable: bool,
-        s3_age: float | None,
-        s3_state: HeartbeatState,
+        table: tuple[PeerHeartbeat | None, bool],
+        bucket: tuple[Beat | None, bool],
+        *,
+        peer_alive: bool,
     ) -> dict[Store, StoreReading]:
+        """Each store's reading; ``table``/``bucket``: the peer's heartbeat there and whether the read worked.
+
+        While the peer answers its probe, an overdue heartbeat is replication delay and raises the lag to it.
+        """
         stale = self._s.heartbeat_stale_seconds
+        (peer_hb, readable), (s3_beat, s3_readable) = table, bucket
         hb_age = None if peer_hb is None else age(now, peer_hb.written_at)
         hb_state = heartbeat_state(hb_age, stale) if readable else HeartbeatState.UNREADABLE
+        s3_age = None if s3_beat is None else age(now, s3_beat.written_at)
+        s3_state = heartbeat_state(s3_age, stale) if s3_readable else HeartbeatState.UNREADABLE
         outbound = peer_hb.outbound if peer_hb is not None else OutboundLag()
-        return {
-            Store.AURORA: aurora_reading(aurora, aurora_metric, now, stale),
-            Store.DYNAMODB: carried_lag(
-                Store.DYNAMODB, outbound.dynamodb, hb_age, stale, hb_state, hb_age, carrier_readable=readable
-            ),
-            Store.S3: carried_lag(Store.S3, outbound.s3, hb_age, stale, s3_state, s3_age, carrier_readable=readable),
-        }
+        dynamodb = carried_lag(
+            Store.DYNAMODB, outbound.dynamodb, hb_age, stale, hb_state, hb_age, carrier_readable=readable
+        )
+        s3 = carried_lag(Store.S3, outbound.s3, hb_age, stale, s3_state, s3_age, carrier_readable=readable)
+        if peer_alive:
+            dynamodb = dynamodb.at_least_overdue(None if peer_hb is None else peer_hb.every_seconds)
+            s3 = s3.at_least_overdue(None if s3_beat is None else s3_beat.every_seconds)
+        return {Store.AURORA: aurora_reading(aurora, aurora_metric, now, stale), Store.DYNAMODB: dynamodb, Store.S3: s3}
 
     # ------------------------------------------------------------------------------------------ pacing
     def _wait_until(self, target: float) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -37,6 +37,7 @@ from tandem_core.settings import AwsSettings, LedgerDbSettings
 HEARTBEAT_SK = "HEARTBEAT"
 S3_PREFIX = "heartbeat/"
 WRITTEN_AT = "written-at"  # S3 user metadata key (x-amz-meta-written-at)
+EVERY = "every-seconds"  # S3 user metadata key: how often the writer writes it
 
 _SERIALIZER = TypeSerializer()
 _DESERIALIZER = TypeDeserializer()
@@ -79,12 +80,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class Beat:
+    written_at: float  # epoch seconds, the writer's clock
+    every_seconds: float | None = None  # the writer's promise: the next heartbeat follows within this
+
+
 # ---------------------------------------------------------------------------------------------- DynamoDB
 @dataclass(frozen=True)
-class PeerHeartbeat:
-    region: str
-    written_at: float  # epoch seconds, the writer's clock
-    outbound: OutboundLag
+class PeerHeartbeat(Beat):
+    """The peer's heartbeat item, with the outbound lags it carries."""
+
+    region: str = ""
+    outbound: OutboundLag = field(default_factory=OutboundLag)
 
 
 class ControlItems:
@@ -101,11 +109,18 @@ class ControlItems:
         self._region = region
         self._peer = peer_region
 
-    def write_heartbeat(self, now: float, outbound: OutboundLag, extra: Sequence[dict[str, Any]] = ()) -> None:
-        item = {
-            **heartbeat_key(self._region),
-            **to_attributes({"region": self._region, "written_at": round(now, 3), "outbound": outbound.as_dict()}),
-        }
+    def write_heartbeat(
+        self,
+        now: float,
+        outbound: OutboundLag,
+        extra: Sequence[dict[str, Any]] = (),
+        every_seconds: float | None = None,
+    ) -> None:
+        """``every_seconds``: how often we write it (None: no promise), so the peer can tell it is overdue."""
+        data = {"region": self._region, "written_at": round(now, 3), "outbound": outbound.as_dict()}
+        if every_seconds is not None:
+            data["every_seconds"] = round(every_seconds, 3)
+        item = {**heartbeat_key(self._region), **to_attributes(data)}
         if not extra:
             self._db.put_item(TableName=self._table, Item=item)
             return
@@ -124,7 +139,12 @@ class ControlItems:
         try:
             data = from_attributes(raw)
             outbound = OutboundLag.from_dict(data.get("outbound"))
-            return PeerHeartbeat(str(data["region"]), float(data["written_at"]), outbound)
+            every = data.get("every_seconds")
+            every_seconds = float(every) if every is not None and float(every) > 0 else None
+            return PeerHeartbeat(
+                written_at=float(data["written_at"]), every_seconds=every_seconds, region=str(data["region"]),
+                outbound=outbound,
+            )  # fmt: skip
         except (KeyError, TypeError, ValueError, AttributeError):
             return None  # not a heartbeat our monitor wrote: as good as none
 
@@ -139,18 +159,20 @@ class BucketHeartbeats:
         self._region = region
         self._peer = peer_region
 
-    def write(self, now: float) -> None:
+    def write(self, now: float, every_seconds: float | None = None) -> None:
+        """``every_seconds``: how often we write it (None: no promise), so the peer can tell it is overdue."""
         written = f"{now:.3f}"
+        metadata = {WRITTEN_AT: written} | ({} if every_seconds is None else {EVERY: f"{every_seconds:.3f}"})
         self._s3.put_object(
             Bucket=self._bucket,
             Key=s3_heartbeat_key(self._region),
             Body=json.dumps({"region": self._region, "written_at": float(written)}).encode(),
             ContentType="application/json",
-            Metadata={WRITTEN_AT: written},
+            Metadata=metadata,
         )
 
-    def read_peer(self) -> float | None:
-        """When the peer wrote the copy our bucket holds (epoch seconds); None when there is none."""
+    def read_peer(self) -> Beat | None:
+        """When the peer wrote the copy our bucket holds, and its promise; None when there is none."""
         try:
             head = self._s3.head_object(Bucket=self._bucket, Key=s3_heartbeat_key(self._peer))
         except ClientError as exc:
@@ -158,13 +180,12 @@ class BucketHeartbeats:
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound", "403", "AccessDenied"}:
                 return None
             raise
-        written = head.get("Metadata", {}).get(WRITTEN_AT)
-        if written is None:
-            return None
+        metadata = head.get("Metadata", {})
         try:
-            return float(written)
-        except ValueError:
-            return None
+            every = float(metadata[EVERY]) if EVERY in metadata else None
+            return Beat(float(metadata[WRITTEN_AT]), every if every is not None and every > 0 else None)
+        except (KeyError, ValueError):
+            return None  # not a heartbeat our monitor wrote: as good as none
 
 
 # ---------------------------------------------------------------------------------------------- Aurora

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -228,6 +228,24 @@ class StoreReading:
             "heartbeat_age_seconds": _round(self.heartbeat_age_seconds),
             "last_known_lag_seconds": _round(self.last_known_lag_seconds),
         }
+
+    def at_least_overdue(self, every_seconds: float | None) -> StoreReading:
+        """This reading, with the lag raised to what an overdue heartbeat proves.
+
+        The peer writes its heartbeat every ``every_seconds``; once two in a row are missing here (the one we
+        see is older than twice that), the writes after it have not arrived, so replication into this region
+        is at least ``age - every_seconds`` behind - even when AWS's lag metric has simply stopped. Valid only
+        while the peer is alive (answers its probe): a peer that stopped writing makes every heartbeat overdue
+        without any replication delay.
+        """
+        hb_age = self.heartbeat_age_seconds
+        if every_seconds is None or hb_age is None or hb_age <= 2 * every_seconds:
+            return self
+        floor = hb_age - every_seconds
+        if self.lag_seconds is not None and self.lag_seconds >= floor:
+            return self
+        why = f"heartbeat overdue: {hb_age:.1f} s old, written every {every_seconds:g} s (lower bound)"
+        return replace(self, lag_seconds=floor, source=why)
 
 
 def carried_lag(

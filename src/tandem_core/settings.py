@@ -110,6 +110,12 @@ class MonitorSettings(_EnvModel):
     probe_timeout_seconds: float = Field(default=2.0, alias="PROBE_TIMEOUT_SECONDS", gt=0, le=10)
     metric_window_seconds: int = Field(default=300, alias="METRIC_WINDOW_SECONDS", ge=60, le=3600)
 
+    @property
+    def run_seconds(self) -> float | None:
+        """How long one run's probe loop lasts, which is also the schedule period it is made to cover (6 x 10 s;
+        the twin compresses both). None for a single pass: then the monitor promises the peer no cadence."""
+        return self.probe_count * self.probe_interval_seconds if self.probe_count > 1 else None
+
     @model_validator(mode="before")
     @classmethod
     def _empty_is_unset(cls, data: object) -> object:

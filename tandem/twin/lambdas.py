@@ -35,10 +35,13 @@ class LambdaService:
         state_dir: Path | None,
         endpoint_of: Callable[[str], str],
         http_route: Callable[[str, str, str, str], None] | None = None,
+        on_output: Callable[[str, str], None] | None = None,
     ) -> None:
         """``state_dir`` None: register functions and their environments, start no workers (in-process tests).
-        ``http_route(region, method, path, function)`` receives the functions' HttpApi events (the ingress)."""
+        ``http_route(region, method, path, function)`` receives the functions' HttpApi events (the ingress);
+        ``on_output(region, line)`` every line a function prints (the log service)."""
         self._state_dir = state_dir
+        self._on_output = on_output
         self._http_route = http_route
         self._endpoint_of = endpoint_of
         self._lock = threading.Lock()
@@ -51,12 +54,15 @@ class LambdaService:
         region = d.region.name
         name = function_name(d.template, spec)
         lam = d.client("lambda")
+        variables = {"Variables": d.template.function_environment(logical)}  # what GetFunctionConfiguration shows
         if logical not in d.template.physical:
             lam.create_function(
                 FunctionName=name, Runtime=str(props.get("Runtime", "python3.12")), Role=_role(d),
-                Handler=spec.handler, Code={"ZipFile": _placeholder_zip()},
+                Handler=spec.handler, Code={"ZipFile": _placeholder_zip()}, Environment=variables,
                 Architectures=[str(a) for a in props.get("Architectures", ["x86_64"])],
             )  # fmt: skip
+        else:
+            lam.update_function_configuration(FunctionName=name, Environment=variables)
         arn = lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
         for event_name, event in props.get("Events", {}).items():
             if event.get("Type") == "SQS" and f"{logical}{event_name}" not in d.template.physical:
@@ -82,7 +88,7 @@ class LambdaService:
                 return {"Ref": name, "Arn": arn}
             old = self.workers.get((region, spec.name))
             self.workers[(region, spec.name)] = Worker(
-                spec, region, environment, self._state_dir / f"{spec.name}-{region}.log"
+                spec, region, environment, self._state_dir / f"{spec.name}-{region}.log", self._on_output
             )
         if old is not None:
             old.stop()  # a redeploy starts new execution environments with the new configuration

@@ -30,6 +30,7 @@ from tandem.twin.clock import TwinClock
 from tandem.twin.extensions import Ticking
 from tandem.twin.ingress import Ingress
 from tandem.twin.lambdas import AsyncInvocations, LambdaService
+from tandem.twin.log_metrics import EmfExtractor
 from tandem.twin.ownership import new_postgres_root, stop_postgres_under
 from tandem.twin.provision import Creator, Region, Stack
 from tandem.twin.regions import RegionEndpoint
@@ -90,6 +91,7 @@ class Twin:
             self.config.state_dir,
             lambda r: self.endpoints[r].url,
             lambda region, method, path, fn: self.ingress[region].add_function_route(method, path, fn),
+            lambda region, line: self.logs.accept(region, line),
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -277,11 +279,12 @@ class Twin:
         route53_health.install()
         cloudwatch = functools.partial(self.client, service="cloudwatch")
         self.metrics = ServiceMetrics(clock, list(self.config.regions), cloudwatch, up)
+        self.logs = EmfExtractor(clock, cloudwatch, up)
         replication_metrics = [  # after the replicators: a period's datapoint includes that tick's copies
             dynamodb_replication.LatencyPublisher(self.dynamo, cloudwatch, up, clock.real_seconds),
             s3_replication.RuleMetricsPublisher(self.s3, cloudwatch, up, clock.real_seconds),
         ]
-        self._tickers += [self.metrics, self.dynamo, self.s3, *replication_metrics, self.alarms, self.router]
+        self._tickers += [self.metrics, self.logs, self.dynamo, self.s3, *replication_metrics, self.alarms, self.router]
         self._tickers += [self.poller, self.health]
 
     def _invoke_by_api(self, region: str, name: str, event: Any, kind: str) -> dict[str, Any] | None:

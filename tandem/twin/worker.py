@@ -3,9 +3,10 @@
 Both ends of one protocol live here. The worker process (:func:`serve`, ``python -m tandem.twin.worker``)
 reads one JSON event per line on stdin and answers one JSON line on its original stdout -
 ``{"ok": true, "response": ...}`` or ``{"ok": false, "errorType": ..., "errorMessage": ...}`` as the Lambda
-runtime reports a function error; the handler's own output (Powertools logs, EMF) goes to stderr, which the
-twin writes to the worker's log file. :class:`Worker` is the twin's side: it starts the process and hands it
-one invocation at a time, like one Lambda execution environment.
+runtime reports a function error; the handler's own output (Powertools logs, EMF) goes to stderr. The twin
+reads it line by line, as CloudWatch Logs does: each line goes to the worker's log file and to ``on_output``
+(the twin's EMF extraction). :class:`Worker` is the twin's side: it starts the process and hands it one
+invocation at a time, like one Lambda execution environment.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from tandem.template import ROOT
 
@@ -38,20 +40,56 @@ class Worker:
     execution environment: a new process, with its cold start. The death is logged.
     """
 
-    def __init__(self, spec: FunctionSpec, region: str, environment: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        region: str,
+        environment: dict[str, str],
+        log_path: Path,
+        on_output: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """``on_output(region, line)`` sees every line the function prints (after it is in the log file)."""
         self.spec, self.function, self.region = spec, spec.name, region
         self._lock = threading.Lock()
         self._log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the worker
+        self._log_lock = threading.Lock()
+        self._on_output = on_output
+        self._readers: list[threading.Thread] = []
         self._env = {**os.environ, **environment, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
         self.restarts = 0
         self._proc: subprocess.Popen[str] | None = None
         self._stopping = False
 
     def _spawn(self) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "tandem.twin.worker", self.function, self.region, self.spec.handler],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=self._env, text=True, bufsize=1,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env, text=True,
+            bufsize=1,
         )  # fmt: skip
+        assert proc.stderr is not None
+        reader = threading.Thread(
+            target=self._read_output, args=(proc.stderr,), name=f"logs-{self.function}-{self.region}", daemon=True
+        )
+        reader.start()
+        self._readers = [r for r in self._readers if r.is_alive()] + [reader]
+        return proc
+
+    def _read_output(self, stream: IO[str]) -> None:
+        """Until the process closes its output: each line to the log file, then to ``on_output``."""
+        for line in stream:
+            self._write_log(line)
+            if self._on_output is not None:
+                try:
+                    self._on_output(self.region, line)
+                except Exception:  # the log service must never take the function down
+                    log.exception("log line of %s in %s not processed", self.function, self.region)
+        stream.close()
+
+    def _write_log(self, text: str) -> None:
+        with self._log_lock:
+            if not self._log.closed:
+                self._log.write(text)
+                self._log.flush()
 
     @property
     def pid(self) -> int | None:
@@ -85,8 +123,7 @@ class Worker:
 
     def _replace(self, why: str) -> None:
         log.warning("worker %s in %s %s; starting a new one", self.function, self.region, why)
-        self._log.write(f"tandem twin: execution environment {why}; starting a new one\n")
-        self._log.flush()
+        self._write_log(f"tandem twin: execution environment {why}; starting a new one\n")
         self.restarts += 1
         self._proc = self._spawn()
 
@@ -105,7 +142,10 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
-        self._log.close()
+        for reader in self._readers:  # the last lines reach the log before it closes
+            reader.join(timeout=max(0.1, deadline - time.monotonic()))
+        with self._log_lock:
+            self._log.close()
 
     def stop(self, grace: float = 2.0) -> None:
         self.begin_stop()

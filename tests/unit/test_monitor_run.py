@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,10 +23,9 @@ from tandem_core.heartbeat import (
     InvokedAurora,
     from_attributes,
     heartbeat_key,
-    to_attributes,
 )
 from tandem_core.readiness import readiness_key
-from tandem_core.replication import Store
+from tandem_core.replication import OutboundLag, Store
 from tandem_core.settings import MonitorSettings
 from tests.conftest import FakeClock
 
@@ -43,8 +42,11 @@ class FakeProber:
 
     script: list[bool] = field(default_factory=list)
     asked: list[tuple[str, float]] = field(default_factory=list)
+    meanwhile: Callable[[int], None] | None = None  # what happens in the world before probe n (0-based)
 
     def probe(self, url: str, timeout: float) -> ProbeResult:
+        if self.meanwhile is not None:
+            self.meanwhile(len(self.asked))
         self.asked.append((url, timeout))
         healthy = self.script.pop(0) if self.script else True
         return ProbeResult(healthy, 200 if healthy else None, None if healthy else "ConnectionRefusedError")
@@ -107,24 +109,28 @@ class World:
     def sleep(self, seconds: float) -> None:
         self.clock.t += seconds
 
-    def peer_writes(self, seconds_ago: float, ddb_lag_ms: float | None = 800.0, s3_lag: float | None = 1.5) -> None:
-        """The peer's heartbeats as replication delivers them into this region's table and bucket."""
+    def peer_writes(
+        self,
+        seconds_ago: float,
+        ddb_lag_ms: float | None = 800.0,
+        s3_lag: float | None = 1.5,
+        every_seconds: float | None = None,
+        s3_seconds_ago: float | None = None,
+        s3_every_seconds: float | None = None,
+    ) -> None:
+        """The peer's heartbeats, written by the peer's own code, as replication delivers them into this region's
+        table and bucket (``s3_seconds_ago``: the object's age when it differs from the item's)."""
         written = self.clock.t - seconds_ago
-        outbound = {
+        outbound = OutboundLag.from_dict({
             "dynamodb": {"value": None if ddb_lag_ms is None else ddb_lag_ms / 1000, "as_of": written - 60},
             "s3": {"value": s3_lag, "as_of": written - 60},
             "s3_pending_operations": 0.0,
-        }
-        self.clients["dynamodb"].put_item(
-            TableName=TABLE,
-            Item={
-                **heartbeat_key(PEER),
-                **to_attributes({"region": PEER, "written_at": written, "outbound": outbound}),
-            },
+        })  # fmt: skip
+        ControlItems(self.clients["dynamodb"], TABLE, PEER, REGION).write_heartbeat(
+            written, outbound, every_seconds=every_seconds
         )
-        self.clients["s3"].put_object(
-            Bucket=BUCKET, Key=f"heartbeat/{PEER}", Body=b"{}", Metadata={"written-at": f"{written:.3f}"}
-        )
+        s3_written = written if s3_seconds_ago is None else self.clock.t - s3_seconds_ago
+        BucketHeartbeats(self.clients["s3"], BUCKET, PEER, REGION).write(s3_written, s3_every_seconds)
 
     def item(self, key: dict[str, Any]) -> dict[str, Any] | None:
         raw = self.clients["dynamodb"].get_item(TableName=TABLE, Key=key, ConsistentRead=True).get("Item")
@@ -267,6 +273,74 @@ def test_a_stalled_table_replication_with_the_peer_answering_is_not_ready(world:
     assert "dynamodb_heartbeat_stale" in report["reasons"]
     assert report["stores"]["dynamodb"]["last_known_lag_seconds"] == 0.8
     assert report["lag_seconds"]["dynamodb"] is None
+
+
+def test_our_heartbeat_promises_the_next_within_two_probe_intervals_a_single_pass_promises_nothing(
+    world: World,
+) -> None:
+    monitor, _ = world.monitor()
+    monitor.run(ListSink())
+    assert (world.item(heartbeat_key(REGION)) or {})["every_seconds"] == 20.0
+    monitor, _ = world.monitor(PROBE_COUNT="1")
+    monitor.run(ListSink())
+    assert "every_seconds" not in (world.item(heartbeat_key(REGION)) or {})
+
+
+def test_two_missed_table_heartbeats_while_the_peer_answers_raise_the_lag_to_their_age(world: World) -> None:
+    """DynamoDB's ReplicationLatency simply stops in a stall; the carried 0.8 s must not hide it."""
+    world.peer_writes(seconds_ago=45.0, every_seconds=20.0)
+    monitor, _ = world.monitor(PROBE_COUNT="1")  # one round: judged at the age written above
+    sink = ListSink()
+    report = monitor.run(sink)
+    assert report["verdict"] == "not_ready"
+    assert report["reasons"] == ["dynamodb_lag_above_budget"]
+    assert report["lag_seconds"]["dynamodb"] == pytest.approx(25.0)  # 45 s old, one due every 20 s
+    assert report["stores"]["dynamodb"]["source"].startswith("heartbeat overdue")
+    assert sink.runs[0][1][Store.DYNAMODB] == pytest.approx(25.0)  # the published lag rises with it
+
+
+def test_a_heartbeat_within_two_promised_intervals_keeps_the_measured_lag(world: World) -> None:
+    world.peer_writes(seconds_ago=39.0, every_seconds=20.0)
+    monitor, _ = world.monitor(PROBE_COUNT="1")
+    report = monitor.run(ListSink())
+    assert report["verdict"] == "ready"
+    assert report["lag_seconds"]["dynamodb"] == 0.8
+
+
+def test_an_overdue_heartbeat_of_a_silent_peer_is_not_taken_for_replication_delay(world: World) -> None:
+    """A region loss stops the peer's writes: that must not look like lag and block the failover meant for it."""
+    world.peer_writes(seconds_ago=45.0, every_seconds=20.0)
+    monitor, _ = world.monitor(prober=FakeProber([False]), PROBE_COUNT="1")
+    report = monitor.run(ListSink())
+    assert report["lag_seconds"]["dynamodb"] == 0.8
+    assert "dynamodb_lag_above_budget" not in report["reasons"]
+    assert report["peer"]["answered"] is False
+
+
+def test_our_bucket_heartbeat_promises_the_next_within_one_run_a_single_pass_promises_nothing(world: World) -> None:
+    for probe_count, promise in (("6", "60.000"), ("1", None)):
+        monitor, _ = world.monitor(PROBE_COUNT=probe_count)
+        monitor.run(ListSink())
+        head = world.clients["s3"].head_object(Bucket=BUCKET, Key=f"heartbeat/{REGION}")
+        assert head["Metadata"].get("every-seconds") == promise
+
+
+def test_two_missed_bucket_heartbeats_while_the_peer_answers_raise_the_s3_lag(world: World) -> None:
+    world.peer_writes(seconds_ago=1.0, every_seconds=20.0, s3_seconds_ago=130.0, s3_every_seconds=60.0)
+    monitor, _ = world.monitor(PROBE_COUNT="1")
+    report = monitor.run(ListSink())
+    assert report["reasons"] == ["s3_lag_above_budget", "s3_heartbeat_stale"]
+    assert report["lag_seconds"] == {"aurora": 0.3, "dynamodb": 0.8, "s3": pytest.approx(70.0)}
+
+
+def test_the_verdict_is_judged_on_the_heartbeat_of_the_last_round(world: World) -> None:
+    """A heartbeat that arrives during the run counts for this run's verdict, not the next one's."""
+    arrives = FakeProber(meanwhile=lambda n: world.peer_writes(seconds_ago=0.5) if n == 3 else None)
+    monitor, _ = world.monitor(prober=arrives)
+    report = monitor.run(ListSink())
+    assert report["lag_seconds"]["dynamodb"] == 0.8
+    assert not [r for r in report["reasons"] if r.startswith("dynamodb")], report["reasons"]
+    assert report["peer"]["heartbeat_age_seconds"] == pytest.approx(20.5)  # written in round 3, judged in round 5
 
 
 def test_a_silent_peer_with_stale_heartbeats_is_degraded_not_blocked(world: World) -> None:

@@ -21,6 +21,7 @@ from tandem_core.replication import (
     MetricReading,
     OutboundLag,
     Store,
+    StoreReading,
     age,
     carried_lag,
     fetch_metrics,
@@ -171,3 +172,23 @@ def test_an_unreachable_database_leaves_the_metric_as_the_only_aurora_signal() -
     r = aurora_reading(down, MetricReading(), 100.0, 90.0)
     assert (r.lag_seconds, r.heartbeat) == (None, HeartbeatState.UNREADABLE)
     assert aurora_reading(down, MetricReading(0.3, 1.0), 100.0, 90.0).lag_seconds == 0.3
+
+
+@pytest.mark.parametrize(
+    ("lag", "hb_age", "every", "expected_lag", "floored"),
+    [
+        (0.5, 45.0, 20.0, 25.0, True),  # two heartbeats missing: at least age - every behind
+        (0.5, 40.0, 20.0, 0.5, False),  # exactly two intervals old: not overdue yet
+        (30.0, 45.0, 20.0, 30.0, False),  # the measurement already says more
+        (None, 45.0, 20.0, 25.0, True),  # unknown lag: the heartbeat gives a lower bound
+        (0.5, 45.0, None, 0.5, False),  # no promise from the writer: nothing to infer
+        (0.5, None, 20.0, 0.5, False),  # no heartbeat: nothing to infer
+    ],
+)
+def test_an_overdue_heartbeat_is_a_lower_bound_of_the_lag(
+    lag: float | None, hb_age: float | None, every: float | None, expected_lag: float | None, floored: bool
+) -> None:
+    reading = StoreReading(Store.DYNAMODB, lag, "peer cloudwatch", None, HeartbeatState.FRESH, hb_age)
+    bounded = reading.at_least_overdue(every)
+    assert bounded.lag_seconds == expected_lag
+    assert bounded.source.startswith("heartbeat overdue") is floored
