@@ -8,6 +8,7 @@ unless a benchmark itself broke. The last lines are ``name=value``, one per benc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import traceback
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tandem.local import LocalRegion
 
-BENCHES = ("ledger", "cold")
+BENCHES = ("ledger", "cold", "monitor")
+NEEDS_LOCAL_REGION = {"ledger", "cold"}  # the monitor bench starts a twin of its own
 
 
 def _positive_int(text: str) -> int:
@@ -47,10 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _ledger_vs_pgbench(args: argparse.Namespace, local: LocalRegion, workdir: Path) -> tuple[float, list[str]]:
+def _ledger_vs_pgbench(args: argparse.Namespace, local: LocalRegion | None, workdir: Path) -> tuple[Results, list[str]]:
     from bench import ledger
     from bench.stats import verdict
 
+    assert local is not None
     handler = ledger.handler_throughput(
         local, seconds=args.seconds, warmup=args.warmup, accounts=args.accounts, breakdown=args.breakdown,
         workdir=workdir,
@@ -59,23 +62,41 @@ def _ledger_vs_pgbench(args: argparse.Namespace, local: LocalRegion, workdir: Pa
     ratio = handler.tps / pgbench.tps
     lines = ledger.report(handler, pgbench)
     lines.append(f"  ratio   : {verdict(ratio, ledger.TARGET, higher_is_better=True)}")
-    return ratio, lines
+    return {"ledger_vs_pgbench": ratio}, lines
 
 
-def _cold_start_vs_boto3(args: argparse.Namespace, local: LocalRegion, workdir: Path) -> tuple[float, list[str]]:
+def _cold_start_vs_boto3(
+    args: argparse.Namespace, local: LocalRegion | None, workdir: Path
+) -> tuple[Results, list[str]]:
     from bench import coldstart
     from bench.stats import verdict
 
+    assert local is not None
     measured = coldstart.measure(local, runs=args.runs, bytecode=args.bytecode, workdir=workdir)
     lines = coldstart.report(measured)
     lines.append(f"  ratio     : {verdict(measured.ratio, coldstart.TARGET, higher_is_better=False)}")
-    return measured.ratio, lines
+    return {"cold_start_vs_boto3": measured.ratio}, lines
 
 
-Bench = Callable[[argparse.Namespace, "LocalRegion", Path], tuple[float, list[str]]]
+def _monitor_cost(args: argparse.Namespace, _local: LocalRegion | None, _workdir: Path) -> tuple[Results, list[str]]:
+    from bench import monitor
+    from bench.stats import median
+
+    cost = monitor.measure(runs=args.runs)
+    results = {
+        "monitor_vs_its_calls": cost.ratio,
+        "monitor_run_seconds": median(cost.pass_seconds),
+        "monitor_calls_per_run": float(cost.run_calls),
+    }
+    return results, monitor.report(cost)
+
+
+Results = dict[str, float]
+Bench = Callable[[argparse.Namespace, "LocalRegion | None", Path], tuple[Results, list[str]]]
 BENCHMARKS: dict[str, tuple[str, Bench]] = {
     "ledger": ("ledger_vs_pgbench", _ledger_vs_pgbench),
     "cold": ("cold_start_vs_boto3", _cold_start_vs_boto3),
+    "monitor": ("monitor_cost (on the twin)", _monitor_cost),
 }
 
 
@@ -86,22 +107,25 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, float] = {}
     broken: list[str] = []
-    print("starting the local region (moto server + PostgreSQL) ...", flush=True)
     try:
-        with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp, local_region() as local:
+        with tempfile.TemporaryDirectory(prefix="tandem-bench-") as tmp, contextlib.ExitStack() as stack:
+            local = None
+            if NEEDS_LOCAL_REGION & set(selected):
+                print("starting the local region (moto server + PostgreSQL) ...", flush=True)
+                local = stack.enter_context(local_region())
             for key in BENCHES:
                 if key not in selected:
                     continue
                 name, bench = BENCHMARKS[key]
                 print(f"\n{name}", flush=True)
                 try:
-                    ratio, lines = bench(args, local, Path(tmp))
+                    values, lines = bench(args, local, Path(tmp))
                 except Exception as exc:  # a broken benchmark must not hide the other's result
                     broken.append(name)
                     traceback.print_exc()
                     print(f"  BROKEN: {type(exc).__name__}: {exc}", flush=True)
                     continue
-                results[name] = ratio
+                results |= values
                 print("\n".join(lines), flush=True)
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
@@ -112,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     print()
-    for name, ratio in results.items():
-        print(f"{name}={ratio:.2f}")
+    for name, value in results.items():
+        print(f"{name}={value:.2f}" if not name.endswith("_per_run") else f"{name}={value:.0f}")
     return 1 if broken else 0
 
 
