@@ -8,6 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from tandem.twin.clock import TwinClock
@@ -22,6 +23,7 @@ def r53(aws_env: None) -> Iterator[Any]:
     route53_health.install()
     with mock_aws():
         yield boto3.client("route53", region_name="us-east-1")
+    route53_health.set_checker(None)  # checkers register themselves for TestDNSAnswer: none outlives its test
 
 
 def cloudwatch(region: str = "us-west-2") -> Any:
@@ -292,3 +294,134 @@ def test_both_unhealthy_answers_the_primary(r53: Any) -> None:
     answer = checker.resolve_failover(zone, "db.example.com", "A")
     assert answer is not None
     assert answer.failover == "PRIMARY"
+
+
+# ---------------------------------------------------------------------------------------------- TestDNSAnswer
+
+
+def zone_with(r53: Any, *rrsets: dict[str, Any]) -> str:
+    zone: str = r53.create_hosted_zone(Name="example.com", CallerReference=str(uuid.uuid4()))["HostedZone"]["Id"]
+    changes = [{"Action": "CREATE", "ResourceRecordSet": rrset} for rrset in rrsets]
+    r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": changes})
+    return zone
+
+
+def failover_cname(role: str, value: str, check: str | None, name: str = "api.example.com.") -> dict[str, Any]:
+    rrset: dict[str, Any] = {
+        "Name": name,
+        "Type": "CNAME",
+        "SetIdentifier": role.lower(),
+        "Failover": role,
+        "TTL": 60,
+        "ResourceRecords": [{"Value": value}],
+    }
+    if check:
+        rrset["HealthCheckId"] = check
+    return rrset
+
+
+def dns_answer(r53: Any, zone: str, name: str, type_: str = "CNAME") -> tuple[str, list[str]]:
+    answer = r53.test_dns_answer(HostedZoneId=zone, RecordName=name, RecordType=type_)
+    return answer["ResponseCode"], answer["RecordData"]
+
+
+def test_dns_answer_follows_the_primary_check_of_a_failover_pair(r53: Any) -> None:
+    up = [True]
+    checker = HealthChecker(TwinClock(), endpoint_probe=lambda config: up[0])
+    primary_check = create(r53, Type="HTTPS", FullyQualifiedDomainName="ingress.us-east-1.example.com", Port=443)
+    zone = zone_with(
+        r53,
+        failover_cname("PRIMARY", "ingress.us-east-1.example.com", primary_check),
+        failover_cname("SECONDARY", "ingress.us-west-2.example.com", None),
+    )
+    checker.tick(T0)
+    answer = r53.test_dns_answer(
+        HostedZoneId=zone, RecordName="API.Example.com.", RecordType="CNAME", ResolverIP="192.0.2.1"
+    )
+    name_servers = r53.get_hosted_zone(Id=zone)["DelegationSet"]["NameServers"]
+    assert answer["RecordData"] == ["ingress.us-east-1.example.com"]
+    assert (answer["ResponseCode"], answer["Protocol"]) == ("NOERROR", "UDP")
+    assert (answer["RecordName"], answer["RecordType"]) == ("API.Example.com.", "CNAME")
+    assert answer["Nameserver"] == name_servers[0]
+
+    up[0] = False
+    for k in range(1, 3):  # FailureThreshold 3 (the default): still the primary after two failures
+        checker.tick(T0 + 30 * k)
+        assert dns_answer(r53, zone, "api.example.com") == ("NOERROR", ["ingress.us-east-1.example.com"])
+    checker.tick(T0 + 90)
+    assert dns_answer(r53, zone, "api.example.com") == ("NOERROR", ["ingress.us-west-2.example.com"])
+
+    up[0] = True
+    for k in range(4, 7):
+        checker.tick(T0 + 30 * k)
+    assert dns_answer(r53, zone, "api.example.com") == ("NOERROR", ["ingress.us-east-1.example.com"])
+
+
+def test_dns_answer_gives_a_plain_records_values_and_no_data_for_another_type(r53: Any) -> None:
+    HealthChecker(TwinClock())
+    plain = {
+        "Name": "db.example.com",
+        "Type": "A",
+        "TTL": 60,
+        "ResourceRecords": [{"Value": "10.0.0.1"}, {"Value": "10.0.0.2"}],
+    }
+    zone = zone_with(r53, plain)
+    assert dns_answer(r53, zone, "db.example.com.", "A") == ("NOERROR", ["10.0.0.1", "10.0.0.2"])
+    assert dns_answer(r53, zone, "db.example.com", "AAAA") == ("NOERROR", [])
+
+
+def test_dns_answer_follows_an_alias_to_its_target(r53: Any) -> None:
+    checker = HealthChecker(TwinClock(), endpoint_probe=lambda config: False)
+    primary_check = create(r53, Type="TCP", IPAddress="10.0.0.1", Port=443, FailureThreshold=1)
+    zone = zone_with(
+        r53,
+        failover_cname("PRIMARY", "ingress.us-east-1.example.com", primary_check),
+        failover_cname("SECONDARY", "ingress.us-west-2.example.com", None),
+    )
+    zone_id = zone.removeprefix("/hostedzone/")
+    alias = {"HostedZoneId": zone_id, "DNSName": "api.example.com.", "EvaluateTargetHealth": True}
+    elb = {
+        "HostedZoneId": "Z35SXDOTRQ7X7K",
+        "DNSName": "lb-1.us-east-1.elb.amazonaws.com.",
+        "EvaluateTargetHealth": False,
+    }
+    r53.change_resource_record_sets(
+        HostedZoneId=zone,
+        ChangeBatch={
+            "Changes": [
+                {
+                    "Action": "CREATE",
+                    "ResourceRecordSet": {"Name": "www.example.com", "Type": "CNAME", "AliasTarget": alias},
+                },
+                {"Action": "CREATE", "ResourceRecordSet": {"Name": "lb.example.com", "Type": "A", "AliasTarget": elb}},
+            ]
+        },
+    )
+    checker.tick(T0)
+    assert dns_answer(r53, zone, "www.example.com") == ("NOERROR", ["ingress.us-west-2.example.com"])
+    assert dns_answer(r53, zone, "lb.example.com", "A") == ("NOERROR", ["lb-1.us-east-1.elb.amazonaws.com."])
+
+
+def test_dns_answer_for_a_name_not_in_the_zone_is_nxdomain(r53: Any) -> None:
+    HealthChecker(TwinClock())
+    zone = zone_with(r53, failover_cname("PRIMARY", "ingress.us-east-1.example.com", None))
+    assert dns_answer(r53, zone, "missing.example.com") == ("NXDOMAIN", [])
+
+
+def test_dns_answer_for_an_unknown_zone_is_no_such_hosted_zone(r53: Any) -> None:
+    HealthChecker(TwinClock())
+    with pytest.raises(ClientError) as error:
+        r53.test_dns_answer(HostedZoneId="Z0000000000000000000", RecordName="api.example.com", RecordType="CNAME")
+    assert error.value.response["Error"]["Code"] == "NoSuchHostedZone"
+    assert error.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def test_dns_answer_reads_the_newest_checker_and_needs_one(r53: Any) -> None:
+    zone = zone_with(
+        r53, {"Name": "db.example.com", "Type": "A", "TTL": 60, "ResourceRecords": [{"Value": "10.0.0.1"}]}
+    )
+    route53_health.set_checker(None)
+    with pytest.raises(RuntimeError, match="no HealthChecker is installed"):
+        r53.test_dns_answer(HostedZoneId=zone, RecordName="db.example.com", RecordType="A")
+    HealthChecker(TwinClock())
+    assert dns_answer(r53, zone, "db.example.com", "A") == ("NOERROR", ["10.0.0.1"])

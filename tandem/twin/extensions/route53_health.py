@@ -8,6 +8,12 @@ endpoint a check watches:
   one ``HealthCheckObservation`` per checker region, ``StatusReport`` "Success: ..."/"Failure: ...",
   ``CheckedTime`` in emulated time). ``status(id)`` answers for the twin; ``resolve_failover`` is Route53's
   data plane for a PRIMARY/SECONDARY failover record pair.
+- ``TestDNSAnswer`` (moto 5.2.5 has no such API) answers from that data plane, i.e. what a resolver would get
+  now: a failover pair's record as ``resolve_failover`` picks it, a plain record's values, an alias's target
+  (the target record's values when it is in the same zone, else its DNS name); NXDOMAIN with no data for a
+  name the zone does not have, NOERROR with no data for a name without that type; an unknown zone is
+  ``NoSuchHostedZone`` (404). It reads the statuses of the installed checker: the newest
+  :class:`HealthChecker` installs itself (:func:`set_checker` replaces it).
 - API fixes installed by :func:`install`: ``CreateHealthCheck``/``UpdateHealthCheck``/``GetHealthCheck`` keep
   ``AlarmIdentifier`` and ``InsufficientDataHealthStatus`` (moto drops them) and return
   ``CloudWatchAlarmConfiguration``; ``UpdateHealthCheck`` no longer wipes ``ChildHealthChecks`` and
@@ -43,7 +49,8 @@ from typing import Any
 from moto.cloudwatch.models import cloudwatch_backends
 from moto.core.base_backend import BackendDict, BaseBackend
 from moto.core.responses import ActionResult
-from moto.route53.models import HealthCheck, RecordSet, route53_backends
+from moto.route53 import urls as route53_urls
+from moto.route53.models import FakeZone, HealthCheck, RecordSet, route53_backends
 from moto.route53.responses import Route53
 
 from tandem import moto_ext
@@ -72,6 +79,23 @@ _STATE_ATTR = "tandem_health"
 _ALARM_ATTR = "alarm_identifier"
 _INSUFFICIENT_ATTR = "insufficient_data_health_status"
 _EXPLICIT_THRESHOLD_ATTR = "tandem_failure_threshold_explicit"
+
+# TestDNSAnswer's URL, in moto's urls.py form (moto 5.2.5 routes no such path).
+_TEST_DNS_ANSWER_PATH = r"{0}/(?P<api_version>[\d_-]+)/testdnsanswer$"
+# An alias to an alias... is followed this many times at most, so a cycle of aliases still answers.
+_MAX_ALIAS_DEPTH = 8
+# The Nameserver reported for a zone without a delegation set to name one from (a private zone).
+_DEFAULT_NAMESERVER = "ns-0.awsdns-00.com"
+
+# The checker whose statuses TestDNSAnswer reads. Module-level because moto's response classes (and so the
+# handler) are global to the process; the twin daemon makes exactly one HealthChecker, which installs itself.
+_checker: HealthChecker | None = None
+
+
+def set_checker(checker: HealthChecker | None) -> None:
+    """Make ``checker`` the one TestDNSAnswer answers from (``None`` removes it)."""
+    global _checker
+    _checker = checker
 
 
 @dataclass
@@ -183,6 +207,27 @@ def _response_get_health_check_status(self: Route53) -> ActionResult:
     return ActionResult({"HealthCheckObservations": observations})
 
 
+def _response_test_dns_answer(self: Route53) -> ActionResult:
+    """What Route53's name servers answer now, from the installed checker's statuses (AWS response shape)."""
+    zone = self.backend.get_hosted_zone(self._get_param("HostedZoneId"))  # NoSuchHostedZone (404), as AWS
+    name, type_ = self._get_param("RecordName"), self._get_param("RecordType")
+    checker = _checker
+    if checker is None:
+        raise RuntimeError("no HealthChecker is installed: TestDNSAnswer cannot read health-check statuses")
+    code, data = checker.answer(zone.id, name, type_)
+    servers = zone.delegation_set.name_servers if zone.delegation_set is not None else []
+    return ActionResult(
+        {
+            "Nameserver": servers[0] if servers else _DEFAULT_NAMESERVER,
+            "RecordName": name,
+            "RecordType": type_,
+            "RecordData": data,
+            "ResponseCode": code,
+            "Protocol": "UDP",
+        }
+    )
+
+
 def _patch_health_check_config() -> None:
     """GetHealthCheck returns AlarmIdentifier/InsufficientDataHealthStatus and the alarm's configuration."""
     prop: property = HealthCheck.__dict__["health_check_config"]
@@ -242,6 +287,9 @@ def install() -> None:
     setattr(Route53, "create_health_check", _response_create_health_check)  # noqa: B010
     setattr(Route53, "update_health_check", _response_update_health_check)  # noqa: B010
     setattr(Route53, "get_health_check_status", _response_get_health_check_status)  # noqa: B010
+    # moto routes by its urls.py table, read when a mock starts or the server builds the Route53 app.
+    route53_urls.url_paths[_TEST_DNS_ANSWER_PATH] = Route53.dispatch
+    setattr(Route53, "test_dns_answer", _response_test_dns_answer)  # noqa: B010
 
 
 # ---------------------------------------------------------------------------------------------- the checker
@@ -255,17 +303,27 @@ def _normalise(name: str) -> str:
     return name.rstrip(".").lower()
 
 
+def _zone(hosted_zone_id: str) -> FakeZone | None:
+    """The hosted zone of that id in any account (zone ids are unique), None when there is none."""
+    zone_id = hosted_zone_id.replace("/hostedzone/", "")
+    for _account, _partition, backend in _regional_backends(route53_backends):
+        if zone_id in backend.zones:
+            return backend.zones[zone_id]
+    return None
+
+
 class HealthChecker:
     """Computes every health check's status on the twin clock (see the module docstring).
 
     ``endpoint_probe(config) -> bool`` answers endpoint checks (the twin maps an ingress FQDN to "is that
-    region up"); without one every endpoint is up.
+    region up"); without one every endpoint is up. The newest checker is the one TestDNSAnswer reads.
     """
 
     def __init__(self, clock: TwinClock, endpoint_probe: EndpointProbe | None = None) -> None:
         install()
         self.clock = clock
         self.endpoint_probe = endpoint_probe or _always_up
+        set_checker(self)
 
     def tick_now(self) -> None:
         self.tick(self.clock.now())
@@ -309,14 +367,38 @@ class HealthChecker:
             return secondary
         return primary or secondary
 
+    def answer(self, hosted_zone_id: str, name: str, type_: str) -> tuple[str, list[str]]:
+        """(DNS response code, record data) for ``name``/``type_``: TestDNSAnswer's view of the data plane.
+
+        NXDOMAIN when the zone has no record of that name, NOERROR with no data when it has the name but not
+        the type; otherwise the values of the record :meth:`resolve_failover` picks. An alias answers its
+        target's values when the target is a record of the same zone, else the target's DNS name.
+        """
+        return self._answer(hosted_zone_id, name, type_, _MAX_ALIAS_DEPTH)
+
+    def _answer(self, hosted_zone_id: str, name: str, type_: str, depth: int) -> tuple[str, list[str]]:
+        zone = _zone(hosted_zone_id)
+        wanted = _normalise(name)
+        if zone is None or not any(_normalise(r.name) == wanted for r in list(zone.rrsets)):
+            return "NXDOMAIN", []
+        record = self.resolve_failover(hosted_zone_id, name, type_)
+        if record is None:
+            return "NOERROR", []
+        target = record.alias_target
+        if not target:
+            return "NOERROR", [str(value) for value in record.records]
+        dns_name = str(target.get("DNSName", ""))
+        same_zone = str(target.get("HostedZoneId", "")).replace("/hostedzone/", "") == zone.resource_id
+        if same_zone and depth > 0 and self._records(hosted_zone_id, dns_name, type_):
+            return self._answer(hosted_zone_id, dns_name, type_, depth - 1)
+        return "NOERROR", [dns_name]
+
     def _records(self, hosted_zone_id: str, name: str, type_: str) -> list[RecordSet]:
         wanted = _normalise(name)
-        for _account, _partition, backend in _regional_backends(route53_backends):
-            zone_id = hosted_zone_id.replace("/hostedzone/", "")
-            if zone_id in backend.zones:
-                zone = backend.zones[zone_id]
-                return [r for r in list(zone.rrsets) if _normalise(r.name) == wanted and r.type == type_]
-        return []
+        zone = _zone(hosted_zone_id)
+        if zone is None:
+            return []
+        return [r for r in list(zone.rrsets) if _normalise(r.name) == wanted and r.type == type_]
 
     def _record_healthy(self, record: RecordSet) -> bool:
         return record.health_check_id is None or self.status(record.health_check_id)
@@ -423,4 +505,5 @@ __all__ = [
     "HealthState",
     "health_state",
     "install",
+    "set_checker",
 ]
