@@ -32,3 +32,11 @@ def client(service: str, region: str, endpoint_url: str | None = None) -> Any:
 
 def client_for(service: str, aws: AwsSettings) -> Any:
     return client(service, aws.region, aws.endpoint_url)
+
+
+@functools.cache
+def peer_client(service: str, region: str, endpoint_url: str | None, timeout: float) -> Any:
+    """A client for the *other* region: one attempt, short timeouts - it may be the region that is gone, and
+    nothing on the failover's critical path may wait for it (DESIGN §4 rule 1)."""
+    config = Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1, "mode": "standard"})
+    return session().client(service, region_name=region, endpoint_url=endpoint_url, config=config)

@@ -138,3 +138,33 @@ class MonitorSettings(_EnvModel):
             if url.scheme == "http" and not _loopback(url.hostname):
                 raise ValueError("PEER_HEALTH_URL must use https (plain http only to a loopback address)")
         return self
+
+
+class FailoverSettings(_EnvModel):
+    """What the failover handler acts on: this region's and the peer's resources, and its safety limits."""
+
+    region_role: Literal["primary", "dr"] = Field(alias="TANDEM_REGION_ROLE")
+    peer_region: str = Field(alias="PEER_REGION", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
+    ledger_table: str = Field(alias="LEDGER_TABLE_NAME", min_length=3)
+    global_cluster_id: str = Field(alias="GLOBAL_CLUSTER_ID", min_length=1)
+    ledger_db_cluster_id: str = Field(alias="LEDGER_DB_CLUSTER_ID", min_length=1)
+    processor_function: str = Field(alias="PROCESSOR_FUNCTION_NAME", min_length=1)
+    peer_processor_function: str = Field(alias="PEER_PROCESSOR_FUNCTION_NAME", min_length=1)
+    alarm_topic_arn: str = Field(alias="ALARM_TOPIC_ARN", min_length=1)
+    #: the peer region's API endpoint; empty = AWS's own regional endpoints (the twin names its loopback port)
+    peer_endpoint_url: str | None = Field(default=None, alias="PEER_AWS_ENDPOINT_URL")
+    peer_health_url: str | None = Field(default=None, alias="PEER_HEALTH_URL")
+    min_delay_seconds: float = Field(default=1800.0, alias="MIN_DELAY_SECONDS", ge=0)
+    lease_seconds: float = Field(default=120.0, alias="LEASE_SECONDS", gt=0)
+    promotion_timeout_seconds: float = Field(default=90.0, alias="PROMOTION_TIMEOUT_SECONDS", gt=0)
+    peer_timeout_seconds: float = Field(default=3.0, alias="PEER_TIMEOUT_SECONDS", gt=0, le=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: object) -> object:
+        """A template passes an unset optional parameter as an empty string."""
+        if isinstance(data, dict):
+            return {
+                k: v for k, v in data.items() if not (k in ("PEER_AWS_ENDPOINT_URL", "PEER_HEALTH_URL") and v == "")
+            }
+        return data

@@ -80,6 +80,8 @@ def test_every_event_file_is_used_by_a_test() -> None:
     assert {e.name for e in event_files()} == {
         "sqs_valid_batch.json", "sqs_invalid_records.json", "sqs_duplicates_and_conflict.json", "http_health.json",
         "monitor_scheduled.json",  # tests/unit/test_monitor_handler.py, tests/integration/test_replication_monitor.py
+        "failover_alarm.json", "failover_plan.json", "failover_failover.json", "failover_failover_forced.json",
+        "failover_switchover.json", "failover_failback.json", "failover_status.json",  # tests/unit/test_failover_*
     }  # fmt: skip
 
 

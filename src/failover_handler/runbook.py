@@ -1,0 +1,164 @@
+"""The steps of a failover, each idempotent: running one again after it succeeded changes nothing.
+
+- ``promote_database``: this region's Aurora cluster becomes the global writer - ``SwitchoverGlobalCluster``
+  (planned: Aurora waits until it has everything) or ``FailoverGlobalCluster`` with ``AllowDataLoss``
+  (unplanned), called in this region; then wait until ``DescribeGlobalClusters`` shows it as the writer.
+- ``fence_peer_processing``: disable the peer's SQS event source mapping. Best effort with short timeouts
+  (DESIGN §4 rule 1): an unreachable peer is fenced later by its own monitor, and by the epoch meanwhile.
+- ``shift_dns``: publish ``Tandem/Failover PrimaryActive`` (``Gate=primary``) in the DR-role region, where
+  infra_global's gate alarm reads it - 0 when DR becomes active, 1 when the primary does. A data-plane
+  signal: Route53's metric health check follows the alarm without its control plane (rule 6).
+- ``notify``: one SNS message on this region's alarm topic.
+- ``enable_processing``: enable this region's mapping - only after ``promote_database``: a read-only ledger
+  would only burn the messages' receive counts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tandem_core.settings import FailoverSettings
+
+NAMESPACE = "Tandem/Failover"
+GATE = [{"Name": "Gate", "Value": "primary"}]
+BEST_EFFORT = frozenset({"fence_peer_processing"})
+DEPENDS_ON: Mapping[str, tuple[str, ...]] = {"enable_processing": ("promote_database",)}
+
+
+class StepFailed(RuntimeError):
+    """A step could not do its job; the message says what happened, in one line."""
+
+
+@dataclass(frozen=True)
+class RegionApis:
+    """One region's clients the runbook needs (the peer's built with short timeouts, one attempt)."""
+
+    region: str
+    rds: Any
+    lambda_: Any
+    cloudwatch: Any
+    sns: Any
+
+
+@dataclass(frozen=True)
+class Order:
+    """What the steps act for: the region to activate, how, and the summary ``notify`` sends."""
+
+    execution_id: str
+    action: str
+    mode: str  # "switchover" | "failover"
+    target_region: str
+    summary: Mapping[str, Any]
+
+
+class Runbook:
+    def __init__(
+        self,
+        settings: FailoverSettings,
+        own: RegionApis,
+        peer: RegionApis,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._s = settings
+        self._own = own
+        self._peer = peer
+        self._sleep = sleep
+        self._monotonic = monotonic
+
+    def run(self, step: str, order: Order) -> str:
+        """Run ``step`` for ``order``; returns what it did (one line), raises StepFailed (or an AWS error)."""
+        match step:
+            case "promote_database":
+                return self.promote_database(order.mode)
+            case "fence_peer_processing":
+                return self.set_processing(self._peer, self._s.peer_processor_function, enabled=False)
+            case "shift_dns":
+                return self.shift_dns(order.target_region)
+            case "notify":
+                return self.notify(order)
+            case "enable_processing":
+                return self.set_processing(self._own, self._s.processor_function, enabled=True)
+        raise StepFailed(f"unknown step {step!r}")
+
+    # ------------------------------------------------------------------------------------------ database
+    def writer_state(self) -> tuple[bool, str, str]:
+        """(this region's cluster is the writer, its ARN, the global cluster's status)."""
+        rds = self._own.rds
+        arn = str(rds.describe_db_clusters(DBClusterIdentifier=self._s.ledger_db_cluster_id)["DBClusters"][0][
+            "DBClusterArn"])  # fmt: skip
+        found = rds.describe_global_clusters(GlobalClusterIdentifier=self._s.global_cluster_id)["GlobalClusters"]
+        if not found:
+            raise StepFailed(f"global cluster {self._s.global_cluster_id} not found")
+        members = found[0].get("GlobalClusterMembers", [])
+        ours = next((m for m in members if m.get("DBClusterArn") == arn), None)
+        if ours is None:
+            raise StepFailed(f"{self._s.ledger_db_cluster_id} is not a member of {self._s.global_cluster_id}")
+        return bool(ours.get("IsWriter")), arn, str(found[0].get("Status", ""))
+
+    def promote_database(self, mode: str) -> str:
+        writer, arn, status = self.writer_state()
+        if writer:
+            return f"{self._s.ledger_db_cluster_id} is the global writer already"
+        if status not in ("switching-over", "failing-over"):  # else: a promotion we asked for is under way
+            rds, gid = self._own.rds, self._s.global_cluster_id
+            if mode == "switchover":
+                rds.switchover_global_cluster(GlobalClusterIdentifier=gid, TargetDbClusterIdentifier=arn)
+            else:
+                rds.failover_global_cluster(
+                    GlobalClusterIdentifier=gid, TargetDbClusterIdentifier=arn, AllowDataLoss=True
+                )
+        deadline = self._monotonic() + self._s.promotion_timeout_seconds
+        while self._monotonic() < deadline:
+            if self.writer_state()[0]:
+                return f"{self._s.ledger_db_cluster_id} promoted by {mode}"
+            self._sleep(1.0)
+        raise StepFailed(
+            f"{self._s.ledger_db_cluster_id} not the writer {self._s.promotion_timeout_seconds:g} s after the {mode}"
+        )
+
+    # ------------------------------------------------------------------------------------------ processing
+    @staticmethod
+    def set_processing(apis: RegionApis, function: str, *, enabled: bool) -> str:
+        """Every SQS mapping of ``function`` in ``apis``' region enabled (or disabled); already so: nothing."""
+        changed, kept = [], []
+        for mapping in apis.lambda_.list_event_source_mappings(FunctionName=function).get("EventSourceMappings", []):
+            wanted = ("Enabled", "Enabling") if enabled else ("Disabled", "Disabling")
+            if mapping.get("State") in wanted:
+                kept.append(mapping["UUID"])
+                continue
+            apis.lambda_.update_event_source_mapping(UUID=mapping["UUID"], Enabled=enabled)
+            changed.append(mapping["UUID"])
+        if not changed and not kept:
+            raise StepFailed(f"{function} has no event source mapping in {apis.region}")
+        verb = "enabled" if enabled else "disabled"
+        return f"{apis.region} processing {verb}" + (" (already)" if not changed else "")
+
+    # ------------------------------------------------------------------------------------------ DNS, notice
+    def shift_dns(self, target_region: str) -> str:
+        """The gate lives in the DR-role region: 0 = primary not active (DR answers), 1 = primary active."""
+        primary_active = 1.0 if (target_region == self._own.region) == (self._s.region_role == "primary") else 0.0
+        gate_region = self._own if self._s.region_role == "dr" else self._peer
+        gate_region.cloudwatch.put_metric_data(
+            Namespace=NAMESPACE,
+            MetricData=[{"MetricName": "PrimaryActive", "Dimensions": GATE, "Value": primary_active, "Unit": "None"}],
+        )
+        return f"PrimaryActive={primary_active:g} published in {gate_region.region}"
+
+    def notify(self, order: Order) -> str:
+        subject = f"Tandem {order.action} to {order.target_region} ({order.mode})"
+        self._own.sns.publish(
+            TopicArn=self._s.alarm_topic_arn, Subject=subject[:100],
+            Message=json.dumps({"execution_id": order.execution_id, **order.summary}, default=str),
+        )  # fmt: skip
+        return f"notified {self._s.alarm_topic_arn.rsplit(':', 1)[-1]}"
+
+
+AWS_ERRORS = (ClientError, BotoCoreError, StepFailed)

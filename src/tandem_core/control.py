@@ -1,0 +1,250 @@
+"""The control record: which region is active, at which epoch, and the one failover execution that may run.
+
+One item of the global table, ``pk=CONTROL, sk=ACTIVE``. The failover handler of the region being activated
+writes it in its own region (DESIGN §4 rule 1) with conditional writes, which is the lock (rule 4): however
+many invocations race, exactly one :meth:`ControlStore.acquire` succeeds. Taking the lock already moves
+``active_region`` to the target and bumps ``epoch`` - the fence (rule 5): from that moment a processor that
+reads its own replica and finds another region active does not commit.
+
+An execution holds a lease (``lease_until``) that it renews with every completed step. An invocation that
+finds a running execution whose lease has lapsed (the holder crashed or timed out) takes the lease over
+with the same execution id and resumes after the completed steps (``steps_done``); one that finds the lease
+live does nothing. The record stays ``running`` until the execution finishes, so a failed step is resumed,
+never forgotten. Before any execution has run, no record exists: the primary-role region is active at epoch 0.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+CONTROL_KEY = {"pk": {"S": "CONTROL"}, "sk": {"S": "ACTIVE"}}
+_CONDITION_FAILED = "ConditionalCheckFailedException"
+
+
+class State(enum.StrEnum):
+    IDLE = "idle"
+    RUNNING = "running"
+
+
+@dataclass(frozen=True)
+class ControlRecord:
+    active_region: str
+    epoch: int
+    state: State = State.IDLE
+    execution_id: str | None = None
+    action: str | None = None
+    mode: str | None = None
+    previous_region: str | None = None
+    steps_done: tuple[str, ...] = ()
+    lease_until: float | None = None
+    started_at: float | None = None
+    last_finished_at: float | None = None
+    last_outcome: str | None = None
+    exists: bool = True  # False: the implicit record of a deployment where nothing has run yet
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "active_region": self.active_region,
+            "epoch": self.epoch,
+            "state": self.state.value,
+            "execution_id": self.execution_id,
+            "action": self.action,
+            "mode": self.mode,
+            "previous_region": self.previous_region,
+            "steps_done": list(self.steps_done),
+            "lease_until": self.lease_until,
+            "started_at": self.started_at,
+            "last_finished_at": self.last_finished_at,
+            "last_outcome": self.last_outcome,
+        }
+
+
+class LockRefused(RuntimeError):
+    """The lock was not ours to take: ``reason`` says why (machine-readable), ``record`` is what holds it."""
+
+    def __init__(self, reason: str, record: ControlRecord) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.record = record
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """The lock is ours: a new execution (``resumed`` False) or a lapsed one taken over (True)."""
+
+    record: ControlRecord
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class NewExecution:
+    execution_id: str
+    action: str
+    mode: str
+    target_region: str
+    min_delay_seconds: float = 0.0  # since the last execution finished; 0 = no minimum (an operator's force)
+
+
+def _n(value: Any) -> float | None:
+    return None if value is None else float(value["N"])
+
+
+def from_item(item: Mapping[str, Any]) -> ControlRecord:
+    def s(name: str) -> str | None:
+        return item[name]["S"] if name in item and "S" in item[name] else None
+
+    return ControlRecord(
+        active_region=s("active_region") or "",
+        epoch=int(item["epoch"]["N"]) if "epoch" in item else 0,
+        state=State(s("state") or State.IDLE.value),
+        execution_id=s("execution_id"),
+        action=s("action"),
+        mode=s("mode"),
+        previous_region=s("previous_region"),
+        steps_done=tuple(v["S"] for v in item.get("steps_done", {}).get("L", [])),
+        lease_until=_n(item.get("lease_until")),
+        started_at=_n(item.get("started_at")),
+        last_finished_at=_n(item.get("last_finished_at")),
+        last_outcome=s("last_outcome"),
+    )
+
+
+class ControlStore:
+    """The control record in this region's replica of the global table (strongly consistent reads)."""
+
+    def __init__(self, dynamodb: Any, table: str, initial_active_region: str) -> None:
+        """``initial_active_region``: who is active before any execution has written the record (the primary)."""
+        self._db = dynamodb
+        self._table = table
+        self._initial = initial_active_region
+
+    def read(self) -> ControlRecord:
+        item = self._db.get_item(TableName=self._table, Key=CONTROL_KEY, ConsistentRead=True).get("Item")
+        if item is None:
+            return ControlRecord(active_region=self._initial, epoch=0, exists=False)
+        return from_item(item)
+
+    def acquire(self, new: NewExecution, now: float, lease_seconds: float) -> Acquired:
+        """Start ``new``, or take over a running execution whose lease lapsed; LockRefused otherwise.
+
+        A new execution needs: no execution running, the minimum delay since the last one passed, and the
+        target not already active. It moves ``active_region`` to the target and bumps ``epoch`` in the same
+        conditional write, so the fence is up the moment the lock is taken.
+        """
+        current = self.read()
+        if current.state is State.RUNNING and current.execution_id is not None:
+            return self._take_over(current, now, lease_seconds)
+        values: dict[str, Any] = {
+            ":target": {"S": new.target_region},
+            ":running": {"S": State.RUNNING.value},
+            ":id": {"S": new.execution_id},
+            ":action": {"S": new.action},
+            ":mode": {"S": new.mode},
+            ":previous": {"S": current.active_region},
+            ":empty": {"L": []},
+            ":lease": {"N": repr(now + lease_seconds)},
+            ":now": {"N": repr(now)},
+            ":zero": {"N": "0"},
+            ":one": {"N": "1"},
+            ":earliest": {"N": repr(now - new.min_delay_seconds)},
+        }
+        condition = (
+            "(attribute_not_exists(#state) OR #state <> :running)"
+            " AND (attribute_not_exists(last_finished_at) OR last_finished_at <= :earliest)"
+            " AND (attribute_not_exists(active_region) OR active_region <> :target)"
+        )
+        if not current.exists and current.active_region == new.target_region:
+            raise LockRefused("already_active", current)
+        try:
+            response = self._db.update_item(
+                TableName=self._table, Key=CONTROL_KEY,
+                UpdateExpression=(
+                    "SET active_region = :target, epoch = if_not_exists(epoch, :zero) + :one, #state = :running,"
+                    " execution_id = :id, #action = :action, #mode = :mode, previous_region = :previous,"
+                    " steps_done = :empty, lease_until = :lease, started_at = :now"
+                ),
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#state": "state", "#action": "action", "#mode": "mode"},
+                ExpressionAttributeValues=values, ReturnValues="ALL_NEW",
+            )  # fmt: skip
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != _CONDITION_FAILED:
+                raise
+            raise LockRefused(_why_refused(self.read(), new, now), self.read()) from None
+        return Acquired(from_item(response["Attributes"]), resumed=False)
+
+    def _take_over(self, current: ControlRecord, now: float, lease_seconds: float) -> Acquired:
+        if current.lease_until is not None and current.lease_until > now:
+            raise LockRefused("execution_running", current)
+        try:
+            response = self._db.update_item(
+                TableName=self._table, Key=CONTROL_KEY,
+                UpdateExpression="SET lease_until = :lease",
+                ConditionExpression="#state = :running AND execution_id = :id AND lease_until <= :now",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    ":running": {"S": State.RUNNING.value}, ":id": {"S": str(current.execution_id)},
+                    ":now": {"N": repr(now)}, ":lease": {"N": repr(now + lease_seconds)},
+                },
+                ReturnValues="ALL_NEW",
+            )  # fmt: skip
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != _CONDITION_FAILED:
+                raise
+            raise LockRefused("execution_running", self.read()) from None  # another invocation took it first
+        return Acquired(from_item(response["Attributes"]), resumed=True)
+
+    def step_done(self, execution_id: str, step: str, now: float, lease_seconds: float) -> None:
+        """Record a completed step and renew the lease; fails if the execution is no longer ours."""
+        self._db.update_item(
+            TableName=self._table, Key=CONTROL_KEY,
+            UpdateExpression="SET steps_done = list_append(steps_done, :step), lease_until = :lease",
+            ConditionExpression="#state = :running AND execution_id = :id",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={
+                ":step": {"L": [{"S": step}]}, ":lease": {"N": repr(now + lease_seconds)},
+                ":running": {"S": State.RUNNING.value}, ":id": {"S": execution_id},
+            },
+        )  # fmt: skip
+
+    def release(self, execution_id: str, now: float) -> None:
+        """Let the lease lapse now (a step failed): the next invocation resumes at once."""
+        self._db.update_item(
+            TableName=self._table, Key=CONTROL_KEY,
+            UpdateExpression="SET lease_until = :now",
+            ConditionExpression="#state = :running AND execution_id = :id",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={
+                ":now": {"N": repr(now)}, ":running": {"S": State.RUNNING.value}, ":id": {"S": execution_id},
+            },
+        )  # fmt: skip
+
+    def finish(self, execution_id: str, outcome: str, now: float) -> ControlRecord:
+        """The execution is over: the lock is free again and the minimum delay counts from now."""
+        response = self._db.update_item(
+            TableName=self._table, Key=CONTROL_KEY,
+            UpdateExpression="SET #state = :idle, last_finished_at = :now, last_outcome = :outcome REMOVE lease_until",
+            ConditionExpression="#state = :running AND execution_id = :id",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues={
+                ":idle": {"S": State.IDLE.value}, ":now": {"N": repr(now)}, ":outcome": {"S": outcome},
+                ":running": {"S": State.RUNNING.value}, ":id": {"S": execution_id},
+            },
+            ReturnValues="ALL_NEW",
+        )  # fmt: skip
+        return from_item(response["Attributes"])
+
+
+def _why_refused(record: ControlRecord, new: NewExecution, now: float) -> str:
+    if record.state is State.RUNNING:
+        return "execution_running"
+    if record.active_region == new.target_region:
+        return "already_active"
+    if record.last_finished_at is not None and record.last_finished_at > now - new.min_delay_seconds:
+        return "minimum_delay_not_passed"
+    return "lock_condition_failed"

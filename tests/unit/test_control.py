@@ -1,0 +1,109 @@
+"""The control record as the lock and the fence: one execution at a time, resumable, with a minimum delay."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from tandem.local import ledger_table_keys
+from tandem_core.control import ControlStore, LockRefused, NewExecution, State
+
+TABLE, PRIMARY, DR = "tandem-ledger", "us-east-1", "us-west-2"
+LEASE = 120.0
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture
+def db(aws_env: None) -> Iterator[Any]:
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name=DR)
+        client.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
+        yield client
+
+
+def store(db: Any) -> ControlStore:
+    return ControlStore(db, TABLE, initial_active_region=PRIMARY)
+
+
+def failover(execution_id: str, target: str = DR, min_delay: float = 1800.0) -> NewExecution:
+    return NewExecution(execution_id, "failover", "failover", target, min_delay_seconds=min_delay)
+
+
+def test_before_any_execution_the_primary_is_active_at_epoch_zero(db: Any) -> None:
+    record = store(db).read()
+    assert (record.active_region, record.epoch, record.state, record.exists) == (PRIMARY, 0, State.IDLE, False)
+
+
+def test_taking_the_lock_moves_the_active_region_and_bumps_the_epoch_in_one_write(db: Any) -> None:
+    acquired = store(db).acquire(failover("x1"), T0, LEASE)
+    assert not acquired.resumed
+    record = store(db).read()
+    assert (record.active_region, record.epoch, record.state) == (DR, 1, State.RUNNING)
+    assert (record.execution_id, record.previous_region, record.steps_done) == ("x1", PRIMARY, ())
+    assert record.lease_until == T0 + LEASE
+
+
+def test_of_fifty_attempts_exactly_one_takes_the_lock(db: Any) -> None:
+    outcomes: list[str] = []
+    for i in range(50):
+        try:
+            store(db).acquire(failover(f"x{i}"), T0 + i * 0.01, LEASE)
+            outcomes.append("acquired")
+        except LockRefused as refused:
+            outcomes.append(refused.reason)
+    assert outcomes.count("acquired") == 1
+    assert set(outcomes) == {"acquired", "execution_running"}
+    assert store(db).read().epoch == 1
+
+
+def test_activating_the_active_region_is_refused(db: Any) -> None:
+    with pytest.raises(LockRefused) as refused:
+        store(db).acquire(failover("x1", target=PRIMARY), T0, LEASE)
+    assert refused.value.reason == "already_active"
+    assert not store(db).read().exists
+
+
+def test_a_lapsed_lease_is_taken_over_with_the_completed_steps_kept(db: Any) -> None:
+    s = store(db)
+    s.acquire(failover("x1"), T0, LEASE)
+    s.step_done("x1", "promote_database", T0 + 5, LEASE)
+    with pytest.raises(LockRefused, match="execution_running"):  # the holder's lease is live
+        s.acquire(failover("x2"), T0 + 10, LEASE)
+    taken = s.acquire(failover("x3"), T0 + 5 + LEASE + 1, LEASE)
+    assert taken.resumed
+    assert (taken.record.execution_id, taken.record.steps_done, taken.record.epoch) == ("x1", ("promote_database",), 1)
+
+
+def test_a_released_lease_is_resumed_at_once(db: Any) -> None:
+    s = store(db)
+    s.acquire(failover("x1"), T0, LEASE)
+    s.release("x1", T0 + 3)
+    assert s.acquire(failover("x2"), T0 + 3, LEASE).resumed
+
+
+def test_only_the_holder_records_steps_or_finishes(db: Any) -> None:
+    s = store(db)
+    s.acquire(failover("x1"), T0, LEASE)
+    with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+        s.step_done("intruder", "notify", T0 + 1, LEASE)
+    with pytest.raises(ClientError, match="ConditionalCheckFailed"):
+        s.finish("intruder", "completed", T0 + 1)
+    assert s.read().steps_done == ()
+
+
+def test_the_minimum_delay_counts_from_the_end_of_the_last_execution(db: Any) -> None:
+    s = store(db)
+    s.acquire(failover("x1"), T0, LEASE)
+    finished = s.finish("x1", "completed", T0 + 60)
+    assert (finished.state, finished.last_outcome, finished.active_region) == (State.IDLE, "completed", DR)
+    back = NewExecution("x2", "failback", "switchover", PRIMARY, min_delay_seconds=1800.0)
+    with pytest.raises(LockRefused) as refused:
+        s.acquire(back, T0 + 60 + 1799, LEASE)
+    assert refused.value.reason == "minimum_delay_not_passed"
+    again = s.acquire(back, T0 + 60 + 1800, LEASE)
+    assert (again.record.active_region, again.record.epoch, again.record.previous_region) == (PRIMARY, 2, DR)

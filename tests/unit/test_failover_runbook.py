@@ -1,0 +1,217 @@
+"""The runbook's steps and their execution on moto (in-process, with the twin's global-cluster extension)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from failover_handler.execution import execute
+from failover_handler.plan import STEPS
+from failover_handler.runbook import Order, RegionApis, Runbook, StepFailed
+from tandem.local import ledger_table_keys
+from tandem.twin.extensions import rds_global
+from tandem.twin.extensions.rds_global import PromotionRequest
+from tandem_core.control import ControlStore, NewExecution
+from tandem_core.settings import FailoverSettings
+
+PRIMARY, DR = "us-east-1", "us-west-2"
+GLOBAL, TABLE = "tandem-ledger", "tandem-ledger-table"
+CLUSTER = {PRIMARY: "tandem-ledger-primary", DR: "tandem-ledger-dr"}
+FUNCTION = {PRIMARY: "tandem-app-primary-processor", DR: "tandem-app-dr-processor"}
+T0 = 1_800_000_000.0
+
+
+@dataclass
+class World:
+    clients: dict[str, dict[str, Any]]
+    topic_inbox: str  # an SQS queue subscribed to DR's alarm topic: what notify sent
+    promotions: list[PromotionRequest] = field(default_factory=list)
+
+    def apis(self, region: str) -> RegionApis:
+        c = self.clients[region]
+        return RegionApis(region, c["rds"], c["lambda"], c["cloudwatch"], c["sns"])
+
+    def settings(self, region: str = DR) -> FailoverSettings:
+        peer = PRIMARY if region == DR else DR
+        topic = self.clients[region]["sns"].list_topics()["Topics"][0]["TopicArn"]
+        return FailoverSettings.from_env({
+            "TANDEM_REGION_ROLE": "dr" if region == DR else "primary", "PEER_REGION": peer,
+            "LEDGER_TABLE_NAME": TABLE, "GLOBAL_CLUSTER_ID": GLOBAL, "LEDGER_DB_CLUSTER_ID": CLUSTER[region],
+            "PROCESSOR_FUNCTION_NAME": FUNCTION[region], "PEER_PROCESSOR_FUNCTION_NAME": FUNCTION[peer],
+            "ALARM_TOPIC_ARN": topic,
+        })  # fmt: skip
+
+    def runbook(self, region: str = DR) -> Runbook:
+        peer = PRIMARY if region == DR else DR
+        return Runbook(self.settings(region), self.apis(region), self.apis(peer), sleep=lambda _s: None)
+
+    def writer(self) -> str:
+        gc = self.clients[DR]["rds"].describe_global_clusters(GlobalClusterIdentifier=GLOBAL)["GlobalClusters"][0]
+        arn = next(m["DBClusterArn"] for m in gc["GlobalClusterMembers"] if m["IsWriter"])
+        return PRIMARY if CLUSTER[PRIMARY] in arn else DR
+
+    def processing(self, region: str) -> str:
+        mappings = self.clients[region]["lambda"].list_event_source_mappings(FunctionName=FUNCTION[region])
+        return str(mappings["EventSourceMappings"][0]["State"])
+
+    def gate(self) -> list[float]:
+        """The gate metric's datapoints in the DR region, where infra_global's gate alarm reads it."""
+        now = datetime.now(UTC)
+        points = self.clients[DR]["cloudwatch"].get_metric_statistics(
+            Namespace="Tandem/Failover", MetricName="PrimaryActive", Dimensions=[{"Name": "Gate", "Value": "primary"}],
+            StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5), Period=60, Statistics=["Minimum"],
+        )["Datapoints"]  # fmt: skip
+        return [p["Minimum"] for p in points]
+
+    def notices(self) -> list[dict[str, Any]]:
+        messages = self.clients[DR]["sqs"].receive_message(QueueUrl=self.topic_inbox, MaxNumberOfMessages=10)
+        return [json.loads(json.loads(m["Body"])["Message"]) for m in messages.get("Messages", [])]
+
+
+@pytest.fixture
+def world(aws_env: None) -> Iterator[World]:
+    rds_global.install()
+    with mock_aws():
+        clients = {
+            r: {
+                s: boto3.client(s, region_name=r)
+                for s in ("rds", "lambda", "cloudwatch", "sns", "sqs", "iam", "dynamodb")
+            }
+            for r in (PRIMARY, DR)
+        }
+        clients[PRIMARY]["rds"].create_global_cluster(GlobalClusterIdentifier=GLOBAL, Engine="aurora-postgresql")
+        role = clients[PRIMARY]["iam"].create_role(RoleName="fn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+        for region in (PRIMARY, DR):
+            c = clients[region]
+            c["rds"].create_db_cluster(
+                DBClusterIdentifier=CLUSTER[region], Engine="aurora-postgresql", GlobalClusterIdentifier=GLOBAL,
+                **({"MasterUsername": "tandem", "MasterUserPassword": "secret123"} if region == PRIMARY else {}),
+            )  # fmt: skip
+            queue = c["sqs"].create_queue(QueueName=f"transactions-{region}")["QueueUrl"]
+            queue_arn = c["sqs"].get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
+            c["lambda"].create_function(
+                FunctionName=FUNCTION[region], Runtime="python3.12", Role=role, Handler="x.y",
+                Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18},
+            )  # fmt: skip
+            c["lambda"].create_event_source_mapping(
+                EventSourceArn=queue_arn, FunctionName=FUNCTION[region], Enabled=region == PRIMARY
+            )
+            c["sns"].create_topic(Name=f"tandem-alarms-{region}")
+        clients[DR]["dynamodb"].create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
+        inbox = clients[DR]["sqs"].create_queue(QueueName="inbox")["QueueUrl"]
+        inbox_arn = clients[DR]["sqs"].get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        topic = clients[DR]["sns"].list_topics()["Topics"][0]["TopicArn"]
+        clients[DR]["sns"].subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
+        w = World(clients, inbox)
+        rds_global.set_promotion_handler(w.promotions.append)
+        yield w
+    rds_global.set_promotion_handler(None)
+
+
+def order(mode: str = "failover", target: str = DR) -> Order:
+    return Order("x1", "failover", mode, target, {"rpo_estimate_seconds": 0.4})
+
+
+def test_each_step_does_its_job_and_again_changes_nothing(world: World) -> None:
+    rb = world.runbook()
+    assert (world.writer(), world.processing(PRIMARY), world.processing(DR)) == (PRIMARY, "Enabled", "Disabled")
+    assert rb.run("promote_database", order()) == f"{CLUSTER[DR]} promoted by failover"
+    assert rb.run("promote_database", order()) == f"{CLUSTER[DR]} is the global writer already"
+    assert [p.mode for p in world.promotions] == ["failover"]
+    assert rb.run("fence_peer_processing", order()) == f"{PRIMARY} processing disabled"
+    assert rb.run("fence_peer_processing", order()) == f"{PRIMARY} processing disabled (already)"
+    assert rb.run("enable_processing", order()) == f"{DR} processing enabled"
+    assert rb.run("shift_dns", order()) == f"PrimaryActive=0 published in {DR}"
+    assert rb.run("notify", order()).startswith("notified")
+    assert (world.writer(), world.processing(PRIMARY), world.processing(DR)) == (DR, "Disabled", "Enabled")
+    assert world.gate() == [0.0]
+    assert world.notices() == [{"execution_id": "x1", "rpo_estimate_seconds": 0.4}]
+
+
+def test_a_planned_move_is_a_switchover_and_failback_reopens_the_gate_in_the_dr_region(world: World) -> None:
+    world.runbook().run("promote_database", order("switchover"))
+    assert [p.mode for p in world.promotions] == ["switchover"]
+    back = world.runbook(PRIMARY)
+    assert back.run("shift_dns", order("switchover", target=PRIMARY)) == f"PrimaryActive=1 published in {DR}"
+
+
+def test_a_process_without_a_mapping_is_a_failed_step_not_a_silent_success(world: World) -> None:
+    for mapping in world.clients[DR]["lambda"].list_event_source_mappings(FunctionName=FUNCTION[DR])[
+        "EventSourceMappings"
+    ]:
+        world.clients[DR]["lambda"].delete_event_source_mapping(UUID=mapping["UUID"])
+    with pytest.raises(StepFailed, match="has no event source mapping"):
+        world.runbook().run("enable_processing", order())
+
+
+def lock(world: World, execution_id: str = "x1") -> ControlStore:
+    store = ControlStore(world.clients[DR]["dynamodb"], TABLE, PRIMARY)
+    store.acquire(NewExecution(execution_id, "failover", "failover", DR), T0, 120)
+    return store
+
+
+def test_an_execution_runs_independent_steps_together_and_processing_after_the_database(world: World) -> None:
+    store = lock(world)
+    outcome = execute(order(), STEPS, (), world.runbook(), store, lease_seconds=120)
+    assert outcome.outcome == "completed"
+    assert {s.name: s.outcome for s in outcome.steps} == dict.fromkeys(STEPS, "completed")
+    by_name = {s.name: s for s in outcome.steps}
+    first_wave = [by_name[n].started_at for n in ("promote_database", "fence_peer_processing", "shift_dns", "notify")]
+    assert max(first_wave) <= min(by_name[n].finished_at or 0 for n in ("promote_database",))  # started together
+    assert by_name["enable_processing"].started_at >= (by_name["promote_database"].finished_at or 0)
+    assert set(store.read().steps_done) == set(STEPS)
+    assert (world.writer(), world.processing(DR), world.processing(PRIMARY)) == (DR, "Enabled", "Disabled")
+
+
+class CrashingRunbook(Runbook):
+    """The real runbook whose ``notify`` dies once, as a Lambda timeout or crash would end the step."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+    def run(self, step: str, order: Order) -> str:
+        with self._lock:
+            self.calls.append(step)
+        if step == "notify" and self.calls.count("notify") == 1:
+            raise StepFailed("simulated crash while notifying")
+        return super().run(step, order)
+
+
+def test_a_failed_step_leaves_the_rest_recorded_and_the_resume_runs_only_what_is_left(world: World) -> None:
+    store = lock(world)
+    rb = CrashingRunbook(world.settings(), world.apis(DR), world.apis(PRIMARY), sleep=lambda _s: None)
+    first = execute(order(), STEPS, (), rb, store, lease_seconds=120)
+    assert first.outcome == "failed"
+    assert first.failed_steps == ["notify"]
+    done = store.read().steps_done
+    assert set(done) == set(STEPS) - {"notify"}
+    second = execute(order(), [s for s in STEPS if s not in done], done, rb, store, lease_seconds=120)
+    assert second.outcome == "completed"
+    assert [s.name for s in second.steps] == ["notify"]
+    assert sorted(rb.calls) == sorted([*STEPS, "notify"])  # every step once, notify once more
+    assert len(world.promotions) == 1
+
+
+def test_a_best_effort_step_that_fails_is_skipped_and_the_execution_completes(world: World) -> None:
+    for mapping in world.clients[PRIMARY]["lambda"].list_event_source_mappings(FunctionName=FUNCTION[PRIMARY])[
+        "EventSourceMappings"
+    ]:
+        world.clients[PRIMARY]["lambda"].delete_event_source_mapping(UUID=mapping["UUID"])
+    outcome = execute(order(), STEPS, (), world.runbook(), lock(world), lease_seconds=120)
+    assert outcome.outcome == "completed"
+    fence = next(s for s in outcome.steps if s.name == "fence_peer_processing")
+    assert (fence.outcome, fence.detail.startswith("StepFailed")) == ("skipped", True)
