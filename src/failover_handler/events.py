@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 
 class Action(enum.StrEnum):
@@ -59,7 +59,7 @@ class _OperatorRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Action
-    force: bool = False
+    force: StrictBool = False  # never coerced: "yes" or 1 must not force a failover
 
     @model_validator(mode="after")
     def _force_only_for_failover(self) -> _OperatorRequest:

@@ -153,12 +153,15 @@ class Runbook:
         return f"PrimaryActive={primary_active:g} published in {gate_region.region}"
 
     def notify(self, order: Order) -> str:
-        subject = f"Tandem {order.action} to {order.target_region} ({order.mode})"
-        self._own.sns.publish(
-            TopicArn=self._s.alarm_topic_arn, Subject=subject[:100],
-            Message=json.dumps({"execution_id": order.execution_id, **order.summary}, default=str),
-        )  # fmt: skip
+        self.page(f"Tandem {order.action} to {order.target_region} ({order.mode})",
+                  {"execution_id": order.execution_id, **order.summary})  # fmt: skip
         return f"notified {self._s.alarm_topic_arn.rsplit(':', 1)[-1]}"
+
+    def page(self, subject: str, message: Mapping[str, Any]) -> None:
+        """One message on this region's alarm topic (what an on-call subscription receives)."""
+        self._own.sns.publish(
+            TopicArn=self._s.alarm_topic_arn, Subject=subject[:100], Message=json.dumps(message, default=str)
+        )
 
 
 AWS_ERRORS = (ClientError, BotoCoreError, StepFailed)

@@ -171,3 +171,11 @@ def readiness_record(
         "measured_at_epoch": round(measured_at, 3),
         "thresholds": thresholds.as_dict(),
     }
+
+
+def read_readiness(dynamodb: Any, table: str, region: str) -> dict[str, Any] | None:
+    """``region``'s readiness record as this region's replica holds it (None: its monitor has not written one)."""
+    from tandem_core.heartbeat import from_attributes  # heartbeat pulls in the database driver: only when read
+
+    item = dynamodb.get_item(TableName=table, Key=readiness_key(region), ConsistentRead=True).get("Item")
+    return None if item is None else from_attributes(item)

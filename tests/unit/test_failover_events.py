@@ -45,6 +45,8 @@ def test_each_operator_event_file_is_its_action(name: str, action: Action, force
         ({"action": "promote"}, "not an operator request: action: Input should be"),
         ({"action": "switchover", "force": True}, "force applies to failover only, not switchover"),
         ({"action": "failover", "force": "yes please"}, "not an operator request: force"),
+        ({"action": "failover", "force": "yes"}, "not an operator request: force: Input should be a valid boolean"),
+        ({"action": "failover", "force": 1}, "not an operator request: force: Input should be a valid boolean"),
         ({"action": "failover", "region": "us-east-1"}, "not an operator request: region: Extra inputs"),
         ({**load_event("failover_alarm.json"), "source": "aws.events"}, "not an alarm state-change event: source"),
         (

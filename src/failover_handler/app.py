@@ -1,0 +1,79 @@
+"""Lambda entry point of the failover handler (both regions; the alarm's rule and operators invoke it).
+
+Thin: parse the request (a bad one fails in one line before anything is read), run the service built once
+per execution environment, log and return its answer. The peer's clients have short timeouts and a single
+attempt (DESIGN §4 rule 1): a dead peer costs seconds, never the run.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
+
+from failover_handler.events import parse_request
+from failover_handler.history import ExecutionLog
+from failover_handler.metrics import EmfExecutionMetrics
+from failover_handler.runbook import RegionApis, Runbook
+from failover_handler.service import Facts, FailoverService
+from replication_monitor.probe import HttpProber
+from tandem_core.clients import client_for, peer_client
+from tandem_core.control import ControlStore
+from tandem_core.readiness import read_readiness
+from tandem_core.settings import AwsSettings, ConfigurationError, FailoverSettings
+
+logger = Logger(service="failover_handler")
+tracer = Tracer(service="failover_handler")
+SERVICES = ("rds", "lambda", "cloudwatch", "sns")
+
+
+def peer_reachable(settings: FailoverSettings, peer: RegionApis) -> bool:
+    """The peer answers now: its ingress /health (when configured) and its RDS API, each within the timeout."""
+    if (
+        settings.peer_health_url
+        and not HttpProber().probe(settings.peer_health_url, settings.peer_timeout_seconds).healthy
+    ):
+        return False
+    try:
+        peer.rds.describe_global_clusters(GlobalClusterIdentifier=settings.global_cluster_id)
+    except (ClientError, BotoCoreError):
+        return False
+    return True
+
+
+@functools.cache
+def build_service() -> FailoverService:
+    aws = AwsSettings.from_env()
+    s = FailoverSettings.from_env()
+    if s.peer_region == aws.region:
+        raise ConfigurationError(f"PEER_REGION must be the other region, not this one ({aws.region})")
+    own = RegionApis(aws.region, *(client_for(name, aws) for name in SERVICES))
+    peer = RegionApis(
+        s.peer_region,
+        *(peer_client(name, s.peer_region, s.peer_endpoint_url, s.peer_timeout_seconds) for name in SERVICES),
+    )
+    db = client_for("dynamodb", aws)
+    primary = aws.region if s.region_role == "primary" else s.peer_region
+    return FailoverService(
+        s, aws.region,
+        control=ControlStore(db, s.ledger_table, primary), history=ExecutionLog(db, s.ledger_table),
+        runbook=Runbook(s, own, peer),
+        facts=Facts(functools.partial(read_readiness, db, s.ledger_table), functools.partial(peer_reachable, s, peer)),
+        metrics=EmfExecutionMetrics(aws.region),
+    )  # fmt: skip
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:  # noqa: ARG001 - Lambda signature
+    request = parse_request(event)  # ValueError naming what is wrong: the invoker's error
+    reply = build_service().handle(request)
+    logger.info(
+        "failover handler",
+        extra={"trigger": request.trigger, "action": request.action.value, "outcome": reply.get("outcome"),
+               "reasons": reply.get("reasons", [])},
+    )  # fmt: skip
+    return reply

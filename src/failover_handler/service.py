@@ -1,0 +1,178 @@
+"""One invocation of the failover handler: read the situation, plan, and - when allowed - act under the lock.
+
+- ``status``: the control record and the latest executions; changes nothing.
+- ``plan``: the dry run (rule 8) - the same situation and the same planner as a real run; changes nothing.
+- ``failover`` / ``switchover`` / ``failback`` and the alarm: refused (recorded and paged when a human must
+  know: readiness, bootstrap guard, minimum delay) or executed: lock, steps, record, metrics. A duplicate of
+  a running execution (the alarm's retries, 50 concurrent invocations) answers ``refused`` with
+  ``execution_running`` and records nothing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from failover_handler.events import Action, Request
+from failover_handler.execution import execute
+from failover_handler.history import ExecutionLog, ExecutionRecord, steps_of
+from failover_handler.plan import OVERRIDABLE, Plan, Situation, make_plan
+from failover_handler.runbook import Order, Runbook
+from tandem_core.control import Acquired, ControlStore, LockRefused, NewExecution
+from tandem_core.settings import FailoverSettings
+
+#: refusals worth a record and a page: a human must know the region could not take over
+NOTABLE = OVERRIDABLE | {"peer_never_seen_healthy", "peer_unreachable"}
+#: refusals that make the rest moot: nothing to record (the alarm's retries, duplicates, a late event)
+MOOT = frozenset({"already_active", "execution_running"})
+
+
+class ExecutionMetrics(Protocol):
+    def execution(self, outcome: str, seconds: float, rpo_estimate_seconds: float | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Facts:
+    """How the service reads what the plan judges (each a callable, so ``plan`` and a run read the same)."""
+
+    readiness: Callable[[str], dict[str, Any] | None]  # a region's readiness record from this region's replica
+    peer_reachable: Callable[[], bool]  # the peer's ingress and APIs answer now (short timeouts)
+
+
+class FailoverService:
+    def __init__(
+        self,
+        settings: FailoverSettings,
+        region: str,
+        *,
+        control: ControlStore,
+        history: ExecutionLog,
+        runbook: Runbook,
+        facts: Facts,
+        metrics: ExecutionMetrics,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
+        self._s = settings
+        self._region = region
+        self._control = control
+        self._history = history
+        self._runbook = runbook
+        self._facts = facts
+        self._metrics = metrics
+        self._clock = clock
+        self._new_id = new_id
+
+    @property
+    def primary_region(self) -> str:
+        return self._region if self._s.region_role == "primary" else self._s.peer_region
+
+    def situation(self, request: Request) -> Situation:
+        """What the plan judges. The alarm's peer is impaired by definition: it is not probed (None)."""
+        return Situation(
+            region=self._region, peer_region=self._s.peer_region, primary_region=self.primary_region,
+            control=self._control.read(), readiness=self._facts.readiness(self._region),
+            peer_reachable=None if request.automatic else self._facts.peer_reachable(),
+            now=self._clock(), min_delay_seconds=self._s.min_delay_seconds,
+        )  # fmt: skip
+
+    def handle(self, request: Request) -> dict[str, Any]:
+        if request.action is Action.STATUS:
+            return self.status()
+        s = self.situation(request)
+        plan = make_plan(request, s)
+        if request.action is Action.PLAN:
+            return {"action": "plan", "plan": plan.as_dict(), "control": s.control.as_dict(), "changed": False}
+        if not plan.allowed:
+            return self._refuse(request, plan, s)
+        return self._run(request, plan, s)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "action": "status",
+            "region": self._region,
+            "control": self._control.read().as_dict(),
+            "executions": [r.as_dict() for r in self._history.latest(10)],
+        }
+
+    # ------------------------------------------------------------------------------------------ refusing
+    def _refuse(self, request: Request, plan: Plan, s: Situation, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+        reasons = [*plan.refused, *extra]
+        record = None
+        if NOTABLE & set(reasons) and not MOOT & set(reasons):
+            now = self._clock()
+            record = ExecutionRecord(
+                self._new_id(), request.trigger, plan.action.value, None if plan.mode is None else plan.mode.value,
+                self._region, now, "refused", reasons, now, rpo_estimate_seconds=plan.rpo_estimate_seconds,
+            )  # fmt: skip
+            self._history.write(record)
+            self._runbook.page(
+                f"Tandem {plan.action.value} to {self._region} REFUSED",
+                {"execution_id": record.id, "reasons": reasons, "readiness_reasons": list(plan.readiness_reasons),
+                 "hint": "an operator may override readiness and the minimum delay with failover --force"},
+            )  # fmt: skip
+        return {
+            "action": plan.action.value, "outcome": "refused", "reasons": reasons, "plan": plan.as_dict(),
+            "execution": None if record is None else record.as_dict(), "control": s.control.as_dict(),
+        }  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------ running
+    def _run(self, request: Request, plan: Plan, s: Situation) -> dict[str, Any]:
+        assert plan.mode is not None
+        new = NewExecution(
+            self._new_id(), plan.action.value, plan.mode.value, self._region,
+            min_delay_seconds=0.0 if request.force else self._s.min_delay_seconds,
+        )  # fmt: skip
+        try:
+            acquired = self._control.acquire(new, self._clock(), self._s.lease_seconds)
+        except LockRefused as refused:
+            return self._refuse(request, Plan(plan.action, self._region, plan.mode, (refused.reason,), (), None), s)
+        record = self._record_for(acquired, request, plan)
+        order = Order(
+            record.id, record.action, str(record.mode), self._region,
+            {"trigger": record.trigger, "epoch": acquired.record.epoch,
+             "previous_region": acquired.record.previous_region, "rpo_estimate_seconds": record.rpo_estimate_seconds},
+        )  # fmt: skip
+        done = acquired.record.steps_done
+        try:
+            outcome = execute(
+                order, [st for st in plan.steps if st not in done], done,
+                self._runbook, self._control, lease_seconds=self._s.lease_seconds, clock=self._clock,
+            )  # fmt: skip
+        except BaseException:
+            self._control.release(record.id, self._clock())
+            raise
+        record.steps += steps_of(outcome.steps)
+        if outcome.outcome == "completed":
+            self._control.finish(record.id, "completed", self._clock())
+            record.outcome, record.finished_at = "completed", self._clock()
+            self._metrics.execution("completed", record.finished_at - record.started_at, record.rpo_estimate_seconds)
+        else:
+            self._control.release(record.id, self._clock())
+            record.outcome = "failed"
+            record.reasons = [f"step_failed:{name}" for name in outcome.failed_steps]
+            self._metrics.execution("failed", self._clock() - record.started_at, record.rpo_estimate_seconds)
+        self._history.write(record)
+        return {
+            "action": record.action, "outcome": record.outcome, "resumed": acquired.resumed,
+            "execution": record.as_dict(), "control": self._control.read().as_dict(),
+        }  # fmt: skip
+
+    def _record_for(self, acquired: Acquired, request: Request, plan: Plan) -> ExecutionRecord:
+        c = acquired.record
+        assert c.execution_id is not None
+        assert c.started_at is not None
+        if acquired.resumed:
+            existing = self._history.get(c.started_at, c.execution_id)
+            if existing is not None:
+                existing.outcome = "running"
+                return existing
+        record = ExecutionRecord(
+            c.execution_id, request.trigger, str(c.action), c.mode, self._region, c.started_at,
+            rpo_estimate_seconds=plan.rpo_estimate_seconds, epoch=c.epoch,
+        )  # fmt: skip
+        self._history.write(record)
+        return record

@@ -1,0 +1,148 @@
+"""One invocation of the failover handler's logic on moto: plan, refuse (recorded, paged) or execute."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from failover_handler.events import Action, Request, parse_request
+from failover_handler.history import ExecutionLog
+from failover_handler.metrics import EmfExecutionMetrics
+from failover_handler.plan import STEPS
+from failover_handler.service import Facts, FailoverService
+from tandem.twin.log_metrics import parse_emf
+from tandem_core.control import ControlStore, NewExecution
+from tandem_core.heartbeat import to_attributes
+from tandem_core.readiness import read_readiness, readiness_key
+from tests.conftest import FakeClock, load_event
+from tests.unit.failover_world import DR, PRIMARY, TABLE, World, two_regions
+
+NOW = 1_800_000_000.0
+ALARM = parse_request(load_event("failover_alarm.json"))
+
+
+@pytest.fixture
+def world(aws_env: None) -> Iterator[World]:
+    with two_regions() as w:
+        yield w
+
+
+def ready(world: World, verdict: str = "ready", at: float = NOW - 20) -> None:
+    """DR's monitor has judged its region (the record as the monitor writes it)."""
+    record = {"region": DR, "verdict": verdict, "reasons": [] if verdict == "ready" else ["aurora_lag_above_budget"],
+              "measured_at_epoch": at, "stores": {"aurora": {"lag_seconds": 0.4}}}  # fmt: skip
+    world.clients[DR]["dynamodb"].put_item(TableName=TABLE, Item={**readiness_key(DR), **to_attributes(record)})
+
+
+def service(world: World, clock: FakeClock, peer_reachable: bool = False) -> FailoverService:
+    db = world.clients[DR]["dynamodb"]
+    ids = iter(f"exec-{i}" for i in range(100))
+    return FailoverService(
+        world.settings(), DR, control=ControlStore(db, TABLE, PRIMARY), history=ExecutionLog(db, TABLE),
+        runbook=world.runbook(), facts=Facts(lambda r: read_readiness(db, TABLE, r), lambda: peer_reachable),
+        metrics=EmfExecutionMetrics(DR), clock=clock.now, new_id=lambda: next(ids),
+    )  # fmt: skip
+
+
+def live_state(world: World) -> dict[str, Any]:
+    db = world.clients[DR]["dynamodb"]
+    return {
+        "writer": world.writer(), "dr": world.processing(DR), "primary": world.processing(PRIMARY),
+        "gate": world.gate(), "control": ControlStore(db, TABLE, PRIMARY).read(),
+        "executions": ExecutionLog(db, TABLE).latest(), "notices": world.notices(),
+    }  # fmt: skip
+
+
+def test_the_alarm_activates_dr_once_with_every_step_recorded(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    ready(world)
+    reply = service(world, FakeClock(NOW)).handle(ALARM)
+    assert (reply["outcome"], reply["resumed"]) == ("completed", False)
+    execution = reply["execution"]
+    assert (execution["trigger"], execution["action"], execution["mode"]) == ("alarm", "failover", "failover")
+    assert [s["name"] for s in execution["steps"]] == list(STEPS)
+    assert {s["outcome"] for s in execution["steps"]} == {"completed"}
+    assert execution["rpo_estimate_seconds"] == 0.4
+    state = live_state(world)
+    assert (state["writer"], state["dr"], state["primary"], state["gate"]) == (DR, "Enabled", "Disabled", [0.0])
+    control = state["control"]
+    assert (control.active_region, control.epoch, control.state.value, control.last_outcome) == (
+        DR,
+        1,
+        "idle",
+        "completed",
+    )
+    assert [e.id for e in state["executions"]] == ["exec-0"]
+    assert state["notices"][0]["execution_id"] == "exec-0"
+    points = [p for line in capsys.readouterr().out.splitlines() for p in parse_emf(line)]
+    assert {(p.name, p.dimensions) for p in points} >= {
+        ("FailoverExecutions", (("Region", DR),)), ("FailoverExecutions", (("Region", DR), ("Outcome", "completed"))),
+        ("FailoverSeconds", (("Region", DR),)), ("EstimatedRpoSeconds", (("Region", DR),)),
+    }  # fmt: skip
+
+    again = service(world, FakeClock(NOW + 5)).handle(ALARM)  # the alarm's retry, or a late duplicate
+    assert (again["outcome"], again["execution"]) == ("refused", None)  # moot: nothing recorded, nobody paged
+    assert again["reasons"] == ["already_active", "minimum_delay_not_passed"]
+    assert len(ExecutionLog(world.clients[DR]["dynamodb"], TABLE).latest()) == 1
+
+
+def test_a_duplicate_while_an_execution_runs_is_refused_and_records_nothing(world: World) -> None:
+    ready(world)
+    ControlStore(world.clients[DR]["dynamodb"], TABLE, PRIMARY).acquire(
+        NewExecution("first", "failover", "failover", DR), NOW, 120
+    )
+    reply = service(world, FakeClock(NOW + 1)).handle(ALARM)
+    assert (reply["outcome"], reply["reasons"]) == ("refused", ["execution_running"])
+    assert ExecutionLog(world.clients[DR]["dynamodb"], TABLE).latest() == []
+    assert world.writer() == PRIMARY
+
+
+def test_a_region_that_is_not_ready_refuses_pages_and_changes_nothing_unless_forced(world: World) -> None:
+    ready(world, "not_ready")
+    before = live_state(world)
+    reply = service(world, FakeClock(NOW)).handle(ALARM)
+    assert (reply["outcome"], reply["reasons"]) == ("refused", ["region_not_ready"])
+    after = live_state(world)
+    assert {k: after[k] for k in ("writer", "dr", "primary", "gate", "control")} == {
+        k: before[k] for k in ("writer", "dr", "primary", "gate", "control")
+    }
+    assert [(e.outcome, e.reasons) for e in after["executions"]] == [("refused", ["region_not_ready"])]
+    assert after["notices"][0]["reasons"] == ["region_not_ready"]  # paged
+    assert after["notices"][0]["readiness_reasons"] == ["aurora_lag_above_budget"]
+
+    forced = service(world, FakeClock(NOW + 60)).handle(Request(Action.FAILOVER, "operator", force=True))
+    assert forced["outcome"] == "completed"
+    assert world.writer() == DR
+
+
+def test_plan_changes_nothing_and_says_what_a_run_would_do(world: World) -> None:
+    ready(world)
+    before = live_state(world)
+    reply = service(world, FakeClock(NOW)).handle(Request(Action.PLAN, "operator"))
+    assert reply["changed"] is False
+    assert reply["plan"]["allowed"] is True
+    assert (reply["plan"]["mode"], reply["plan"]["steps"]) == ("failover", list(STEPS))
+    assert live_state(world) == before
+
+
+def test_a_reachable_caught_up_primary_makes_the_operators_failover_a_switchover(world: World) -> None:
+    ready(world)
+    reply = service(world, FakeClock(NOW), peer_reachable=True).handle(Request(Action.SWITCHOVER, "operator"))
+    assert (reply["outcome"], reply["execution"]["mode"], reply["execution"]["rpo_estimate_seconds"]) == (
+        "completed", "switchover", 0.0,
+    )  # fmt: skip
+    assert [p.mode for p in world.promotions] == ["switchover"]
+
+
+def test_status_shows_the_control_record_and_the_executions_newest_first(world: World) -> None:
+    ready(world, "not_ready")
+    service(world, FakeClock(NOW)).handle(ALARM)
+    ready(world, at=NOW + 100)
+    service(world, FakeClock(NOW + 110)).handle(Request(Action.FAILOVER, "operator", force=True))
+    status = service(world, FakeClock(NOW + 120)).handle(Request(Action.STATUS, "operator"))
+    assert status["control"]["active_region"] == DR
+    assert [(e["outcome"], e["trigger"]) for e in status["executions"]] == [
+        ("completed", "operator"),
+        ("refused", "alarm"),
+    ]
