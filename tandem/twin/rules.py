@@ -36,7 +36,8 @@ def rules_of_function(tpl: Template, logical: str, arn: str) -> list[RuleSpec]:
     specs: list[RuleSpec] = []
     for event_name, event in tpl.properties(logical).get("Events", {}).items():
         kind, props = event.get("Type"), event.get("Properties", {})
-        name = str(tpl.resolve(props.get("Name", f"{logical}-{event_name}")))
+        # SAM names a schedule's rule with Name, an event pattern's with RuleName
+        name = str(tpl.resolve(props.get("Name", props.get("RuleName", f"{logical}-{event_name}"))))
         if kind in {"Schedule", "ScheduleV2"}:
             expression = props.get("Schedule") or props.get("ScheduleExpression")
             enabled = _enabled(tpl, props)

@@ -49,6 +49,7 @@ def deploy_regions(
     creators: Callable[[str], dict[str, Creator]],
     templates: tuple[Path, Path] = (GLOBAL_TEMPLATE, APP_TEMPLATE),
     ingress_urls: dict[str, str] | None = None,
+    api_urls: dict[str, str] | None = None,
     clock_scale: float = 1.0,
 ) -> Deployed:
     """Run the six steps; ``creators(region)`` serve the app's functions and ingress in that region.
@@ -71,7 +72,7 @@ def deploy_regions(
         app_name, app_params = _values(
             env,
             LedgerDbPort=str(database_port[region.name]),
-            **_monitor_overrides(peer.name, ingress_urls, clock_scale),
+            **_one_machine_overrides(peer.name, ingress_urls, api_urls, clock_scale),
         )
         out.apps[region.name] = deploy(app_template, region, app_name, app_params, creators=creators(region.name))
 
@@ -95,13 +96,20 @@ def deploy_one_region(region: Region, *, database_port: int, creators: dict[str,
     return deploy(APP_TEMPLATE, region, app_name, app_params, creators=creators)
 
 
-def _monitor_overrides(peer: str, ingress_urls: dict[str, str] | None, scale: float) -> dict[str, str]:
-    """What the replication monitor needs on one machine: the peer's ingress (its loopback port, which the
-    operator would give as the peer's execute-api URL) and the probe spacing on the twin clock (the handler
-    sleeps in real time, so an emulated 10 s is 10/scale real seconds)."""
-    if ingress_urls is None:
-        return {}
-    return {"PeerHealthUrl": f"{ingress_urls[peer]}/health", "ProbeIntervalSeconds": f"{10.0 / scale:.6g}"}
+def _one_machine_overrides(
+    peer: str, ingress_urls: dict[str, str] | None, api_urls: dict[str, str] | None, scale: float
+) -> dict[str, str]:
+    """What differs on one machine: the peer's ingress (its loopback port, which the operator would give as
+    the peer's execute-api URL) and its API endpoint (AWS derives it from the region); the probe spacing
+    and the peer-heartbeat alarm threshold on the twin clock (the monitor sleeps and measures ages in real
+    time, so an emulated 10 s is 10/scale real seconds)."""
+    values: dict[str, str] = {}
+    if ingress_urls is not None:
+        values |= {"PeerHealthUrl": f"{ingress_urls[peer]}/health", "ProbeIntervalSeconds": f"{10.0 / scale:.6g}"}
+        values |= {"PeerHeartbeatAlarmSeconds": f"{40.0 / scale:.6g}"}
+    if api_urls is not None:
+        values["PeerAwsEndpointUrl"] = api_urls[peer]
+    return values
 
 
 def _output(stack: Stack, key: str) -> Any:

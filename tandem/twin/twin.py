@@ -116,6 +116,7 @@ class Twin:
             creators=self._creators,
             templates=(cfg.global_template, cfg.app_template),
             ingress_urls={r: ingress.url for r, ingress in self.ingress.items()},
+            api_urls={r: endpoint.url for r, endpoint in self.endpoints.items()},
             clock_scale=cfg.scale,
         )  # fmt: skip
         self.aurora.wait_ready()

@@ -29,7 +29,7 @@ from tandem.twin.control import call
 from tandem_core.heartbeat import from_attributes
 from tandem_core.readiness import readiness_key
 from tests.conftest import ROOT, eventually
-from tests.twin.conftest import aws
+from tests.twin.conftest import automatic_failover, aws
 
 PRIMARY, DR = "us-east-1", "us-west-2"
 SCALE = 10.0
@@ -47,8 +47,8 @@ def twin_dir() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def twin(twin_dir: Path) -> Iterator[dict[str, Any]]:
     status = launcher.start(twin_dir, scale=SCALE)
-    status["up_at"] = time.time()
     try:
+        automatic_failover(status, enabled=False)  # the monitor alone: it must never fail over by itself
         yield status
     finally:
         launcher.stop(twin_dir)

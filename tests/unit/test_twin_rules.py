@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from tandem.template import Template
-from tandem.twin.rules import rules_from_template
+from tandem.twin.rules import rules_from_template, rules_of_function
 
 ARN = "arn:aws:lambda:us-west-2:123456789012:function:tandem-failover"
 
@@ -76,6 +76,22 @@ def test_the_app_template_declares_no_rule_it_cannot_provision() -> None:
         parameters={"LedgerTableName": "t", "ArchiveBucketName": "b", "LedgerDbHost": "h", "LedgerDbSecretArn": "a",
                     "DataKeyArn": "k", "RegionRole": "primary"},
     )  # fmt: skip
+    tpl.physical["PeerRegionImpairedAlarm"] = {"Ref": "impaired"}  # an alarm's Ref is its name
     arns = {logical: ARN for logical in tpl.resources_of_type("AWS::Serverless::Function")}
     for spec in rules_from_template(tpl, arns):
         assert spec.schedule or spec.pattern
+
+
+def test_the_failover_rule_has_sams_name_and_matches_only_the_impaired_alarm_going_to_alarm() -> None:
+    tpl = Template.from_file(
+        parameters={"LedgerTableName": "t", "ArchiveBucketName": "b", "LedgerDbHost": "h", "LedgerDbSecretArn": "a",
+                    "DataKeyArn": "k", "RegionRole": "dr", "PeerRegion": "us-east-1"},
+    )  # fmt: skip
+    stack = tpl.resolve({"Ref": "AWS::StackName"})
+    tpl.physical["PeerRegionImpairedAlarm"] = {"Ref": f"{stack}-peer-region-impaired"}  # an alarm's Ref: its name
+    (spec,) = rules_of_function(tpl, "FailoverHandlerFunction", ARN)
+    assert spec.name == f"{stack}-peer-region-impaired"
+    assert json.loads(spec.pattern or "{}") == {
+        "source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"],
+        "detail": {"alarmName": [f"{stack}-peer-region-impaired"], "state": {"value": ["ALARM"]}},
+    }  # fmt: skip

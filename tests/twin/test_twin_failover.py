@@ -1,0 +1,127 @@
+"""Automatic failover on the twin: a primary region outage, and nobody calls the handler.
+
+The twin runs at x10 (a monitor period is 6 real seconds, a probe round 1 s). The DR region's composite alarm
+"peer region impaired" (heartbeat stale AND /health failing) goes to ALARM, EventBridge invokes DR's failover
+handler, and the handler - through the real APIs of the twin - promotes Aurora, enables DR processing, flips
+the DNS gate, notifies and records the execution. Everything is checked from the outside: boto3 against
+the twin, Lambda Invoke of the handler's status action, Route53 TestDNSAnswer.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tandem.twin import launcher
+from tandem.twin.control import call
+from tandem_core.readiness import read_readiness
+from tests.conftest import eventually
+from tests.twin.conftest import aws
+
+PRIMARY, DR = "us-east-1", "us-west-2"
+SCALE = 10.0
+RECORD = "txn.tandem.twin.internal"
+
+
+@pytest.fixture(scope="module")
+def twin_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="tandem-twin-failover-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="module")
+def twin(twin_dir: Path) -> Iterator[dict[str, Any]]:
+    status = launcher.start(twin_dir, scale=SCALE)
+    try:
+        yield status
+    finally:
+        launcher.stop(twin_dir)
+
+
+def handler(twin: dict[str, Any], region: str, request: dict[str, Any]) -> dict[str, Any]:
+    """The failover handler's answer, by Lambda Invoke as `tandem` will call it."""
+    name = twin["regions"][region]["functions"]["failover_handler"]["name"]
+    reply = aws(twin, region, "lambda").invoke(FunctionName=name, Payload=json.dumps(request).encode())
+    assert "FunctionError" not in reply, reply["Payload"].read()
+    answer: dict[str, Any] = json.loads(reply["Payload"].read())
+    return answer
+
+
+def writer_region(twin: dict[str, Any]) -> str:
+    found = aws(twin, DR, "rds").describe_global_clusters(GlobalClusterIdentifier=twin["global_cluster"])
+    members = found["GlobalClusters"][0]["GlobalClusterMembers"]
+    arn = next(m["DBClusterArn"] for m in members if m["IsWriter"])
+    return DR if twin["regions"][DR]["cluster"] in arn else PRIMARY
+
+
+def processing(twin: dict[str, Any], region: str) -> str:
+    name = twin["regions"][region]["functions"]["transaction_processor"]["name"]
+    mappings = aws(twin, region, "lambda").list_event_source_mappings(FunctionName=name)["EventSourceMappings"]
+    return str(mappings[0]["State"])
+
+
+def dns_answer(twin: dict[str, Any]) -> list[str]:
+    route53 = aws(twin, DR, "route53")  # Route53 is global: any region's endpoint answers
+    zone = next(z["Id"] for z in route53.list_hosted_zones()["HostedZones"] if z["Name"].startswith("tandem.twin"))
+    answer = route53.test_dns_answer(HostedZoneId=zone, RecordName=RECORD, RecordType="CNAME")
+    return list(answer["RecordData"])
+
+
+def test_a_primary_outage_alone_ends_with_dr_active_and_dns_on_dr(twin: dict[str, Any], twin_dir: Path) -> None:
+    table = twin["regions"][DR]["resources"]["ledger_table"]
+    db = aws(twin, DR, "dynamodb")
+    assert eventually(lambda: (read_readiness(db, table, DR) or {}).get("verdict") == "ready", timeout=60)
+    primary_ingress = dns_answer(twin)
+    assert writer_region(twin) == PRIMARY
+    assert (processing(twin, PRIMARY), processing(twin, DR)) == ("Enabled", "Disabled")
+
+    lost = time.monotonic()
+    call(twin_dir, "POST", f"/outage/{PRIMARY}")
+    try:
+        assert eventually(lambda: writer_region(twin) == DR, timeout=60, interval=0.5)
+        promoted = time.monotonic() - lost
+
+        def finished() -> dict[str, Any] | None:
+            answer = handler(twin, DR, {"action": "status"})
+            return answer if answer["control"]["state"] == "idle" and answer["executions"] else None
+
+        status = eventually(finished, timeout=30, interval=0.5)
+        assert status, "the execution did not finish"
+        (execution,) = status["executions"]  # exactly one, however many alarm events arrived
+        assert (execution["trigger"], execution["action"], execution["mode"], execution["outcome"]) == (
+            "alarm", "failover", "failover", "completed",
+        )  # fmt: skip
+        steps = {s["name"]: s["outcome"] for s in execution["steps"]}
+        assert steps == {
+            "promote_database": "completed", "fence_peer_processing": "skipped", "shift_dns": "completed",
+            "notify": "completed", "enable_processing": "completed",
+        }  # fmt: skip
+        assert status["control"]["active_region"] == DR
+        assert status["control"]["epoch"] == 1
+        assert processing(twin, DR) == "Enabled"
+        now = datetime.now(UTC) + timedelta(hours=1)  # the gate datapoint carries the twin's (emulated) time
+        gate = aws(twin, DR, "cloudwatch").get_metric_statistics(
+            Namespace="Tandem/Failover", MetricName="PrimaryActive", Dimensions=[{"Name": "Gate", "Value": "primary"}],
+            StartTime=now - timedelta(hours=3), EndTime=now, Period=60, Statistics=["Minimum"],
+        )["Datapoints"]  # fmt: skip
+        assert [p["Minimum"] for p in gate] == [0.0]
+        assert eventually(lambda: dns_answer(twin) != primary_ingress, timeout=30), "DNS still answers the primary"
+        dr_ingress = dns_answer(twin)
+        print(f"\nprimary lost -> DR writer in {promoted:.1f} s real (x{SCALE:g}); execution took "
+              f"{execution['finished_at'] - execution['started_at']:.2f} s")  # fmt: skip
+    finally:
+        call(twin_dir, "POST", f"/restore/{PRIMARY}")
+    answers = []
+    for _ in range(10):  # 5 s = 5 health-check intervals at x10: the primary's ingress answers again meanwhile
+        answers.append(dns_answer(twin))
+        time.sleep(0.5)
+    assert answers == [dr_ingress] * 10  # the gate keeps DNS on DR with the primary back: no automatic failback
+    again = handler(twin, DR, {"action": "status"})
+    assert len(again["executions"]) == 1
