@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,17 +46,6 @@ class MonitorCost:
         return median(self.pass_seconds) / median(self.baseline_seconds)
 
 
-@contextlib.contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def _lambda_environment(status: dict[str, Any]) -> dict[str, str]:
     """The monitor's environment in DR, as Lambda would give it: the configured variables plus the runtime's."""
     from tandem.local import emulator_client
@@ -78,8 +65,9 @@ def _one_run(env: dict[str, str], calls: list[str]) -> tuple[float, int, str]:
     """Wall time, AWS calls and verdict of one run of the handler's monitor under ``env``."""
     from replication_monitor import app
     from replication_monitor.metrics import EmfSink
+    from tandem.local import function_environment
 
-    with _environment(env), contextlib.redirect_stdout(io.StringIO()):  # the EMF lines are not the bench's
+    with function_environment(env), contextlib.redirect_stdout(io.StringIO()):  # the EMF lines are not the bench's
         app.build_monitor.cache_clear()
         monitor = app.build_monitor()
         calls.clear()

@@ -30,6 +30,9 @@ def _non_negative(text: str) -> int:
     return value
 
 
+OPERATOR_ACTIONS = ("plan", "failover", "switchover", "failback", "executions")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tandem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--state-dir", type=Path, default=None, help="the twin's (default .tandem/twin or $TANDEM_TWIN_DIR)"
     )
+
+    helps = {
+        "plan": "dry run: what a failover to DR would do now, or why it would be refused (changes nothing)",
+        "failover": "activate the DR region (a switchover when the primary is caught up, else AllowDataLoss)",
+        "switchover": "planned move to the DR region (RPO 0; needs the primary)",
+        "failback": "planned switchover back to the primary region (once it is caught up)",
+        "executions": "the failover executions, newest first, with their steps",
+    }
+    for name, text in helps.items():
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--json", action="store_true", help="print the handler's answer as JSON")
+        cmd.add_argument("--target", choices=["twin", "aws"], help="default: the running twin (aws with --profile)")
+        cmd.add_argument("--profile", help="AWS profile for --target aws (default: the boto3 credential chain)")
+        cmd.add_argument("--state-dir", type=Path, default=None, help="the twin's (default .tandem/twin)")
+        cmd.add_argument("--region", type=_region, help="invoke this region's handler instead of the default")
+        if name == "failover":
+            cmd.add_argument("--force", action="store_true", help="override the readiness gate and minimum delay")
 
     twin = sub.add_parser("twin", help="the local twin: two AWS regions on this machine")
     twin.add_argument("--state-dir", type=Path, default=None, help="default .tandem/twin (or $TANDEM_TWIN_DIR)")
@@ -136,7 +156,17 @@ def _twin(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     """Exit 0 whenever the view is shown: an unreachable region is part of the answer, not a failure to run."""
     from tandem import status
-    from tandem.twin.control import TwinNotRunning, default_state_dir
+
+    source, targets = _sources(args)
+    view = status.collect(source, targets, "aws" if isinstance(source, status.AwsClients) else "twin")
+    print(status.to_json(view) if args.json else status.describe(view))
+    return 0
+
+
+def _sources(args: argparse.Namespace) -> tuple[Any, list[Any]]:
+    """Where `status` and the operator commands read and act: the running twin, or AWS per samconfig.toml."""
+    from tandem import status
+    from tandem.twin.control import TwinNotRunning, call, default_state_dir
 
     target = args.target or ("aws" if args.profile else None)
     if target == "twin" and args.profile:
@@ -144,16 +174,28 @@ def _status(args: argparse.Namespace) -> int:
     if target == "aws" and args.state_dir is not None:
         raise ValueError("--state-dir applies to the twin only")
     if target == "aws":
-        view = status.aws_view(args.profile)
+        return status.AwsClients(args.profile), list(status.aws_targets())
+    try:
+        return status.twin_targets(call(args.state_dir or default_state_dir(), "GET", "/status", timeout=30))
+    except TwinNotRunning as exc:
+        if target is None:
+            raise RuntimeError(f"{exc}, or use AWS with --target aws") from None
+        raise
+
+
+def _operate(args: argparse.Namespace) -> int:
+    """Exit 0 when the handler did what was asked (or showed the plan / the executions), 1 when it refused or
+    an execution failed, 2 when it could not be asked."""
+    from tandem import operator
+
+    source, targets = _sources(args)
+    answer = operator.run(args.command, source, targets, force=getattr(args, "force", False), region=args.region)
+    if args.json:
+        shown = operator.executions_json(answer) if args.command == "executions" else answer
+        print(json.dumps(shown, indent=2, default=str))
     else:
-        try:
-            view = status.twin_view(args.state_dir or default_state_dir())
-        except TwinNotRunning as exc:
-            if target is None:
-                raise RuntimeError(f"{exc}, or read AWS with --target aws") from None
-            raise
-    print(status.to_json(view) if args.json else status.describe(view))
-    return 0
+        print(operator.describe(args.command, answer))
+    return 1 if answer.get("outcome") in ("refused", "failed") else 0
 
 
 def _describe(status: dict[str, Any]) -> str:
@@ -190,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             return _twin(args)
         if args.command == "status":
             return _status(args)
+        if args.command in OPERATOR_ACTIONS:
+            return _operate(args)
         if args.command == "invoke":
             from tandem.invoke import invoke
 

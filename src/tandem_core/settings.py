@@ -78,6 +78,13 @@ class HealthSettings(_EnvModel):
     ledger_table: str = Field(alias="LEDGER_TABLE_NAME", min_length=3)
 
 
+def _without_empty(data: object, optional: tuple[str, ...]) -> object:
+    """A template passes an unset optional parameter as an empty string: that means unset."""
+    if isinstance(data, dict):
+        return {k: v for k, v in data.items() if not (k in optional and v == "")}
+    return data
+
+
 def _loopback(host: str | None) -> bool:
     return host in {"127.0.0.1", "localhost", "::1"}
 
@@ -119,11 +126,7 @@ class MonitorSettings(_EnvModel):
     @model_validator(mode="before")
     @classmethod
     def _empty_is_unset(cls, data: object) -> object:
-        """A template passes an unset optional parameter as an empty string."""
-        if isinstance(data, dict):
-            optional = ("AURORA_OBSERVER_FUNCTION", "LEDGER_DB_CLUSTER_ID", "PEER_HEALTH_URL")
-            return {k: v for k, v in data.items() if not (k in optional and v == "")}
-        return data
+        return _without_empty(data, ("AURORA_OBSERVER_FUNCTION", "LEDGER_DB_CLUSTER_ID", "PEER_HEALTH_URL"))
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
@@ -162,9 +165,4 @@ class FailoverSettings(_EnvModel):
     @model_validator(mode="before")
     @classmethod
     def _empty_is_unset(cls, data: object) -> object:
-        """A template passes an unset optional parameter as an empty string."""
-        if isinstance(data, dict):
-            return {
-                k: v for k, v in data.items() if not (k in ("PEER_AWS_ENDPOINT_URL", "PEER_HEALTH_URL") and v == "")
-            }
-        return data
+        return _without_empty(data, ("PEER_AWS_ENDPOINT_URL", "PEER_HEALTH_URL"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,3 +51,16 @@ def automatic_failover(status: dict[str, Any], enabled: bool) -> None:
         events = aws(status, region, "events")
         name = f"{info['resources']['stack']}-peer-region-impaired"
         (events.enable_rule if enabled else events.disable_rule)(Name=name)
+
+
+@contextlib.contextmanager
+def twin_at(scale: float, purpose: str, *, automatic: bool) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A twin of its own for a test module (state dir, status), at ``scale``, with or without automatic
+    failover; stopped and removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix=f"tandem-twin-{purpose}-") as d:
+        status = launcher.start(Path(d), scale=scale)
+        try:
+            automatic_failover(status, enabled=automatic)
+            yield Path(d), status
+        finally:
+            launcher.stop(Path(d))

@@ -10,7 +10,9 @@ the twin, Lambda Invoke of the handler's status action, Route53 TestDNSAnswer.
 from __future__ import annotations
 
 import json
-import tempfile
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,11 +21,10 @@ from typing import Any
 
 import pytest
 
-from tandem.twin import launcher
 from tandem.twin.control import call
 from tandem_core.readiness import read_readiness
-from tests.conftest import eventually
-from tests.twin.conftest import aws
+from tests.conftest import ROOT, eventually
+from tests.twin.conftest import aws, twin_at
 
 PRIMARY, DR = "us-east-1", "us-west-2"
 SCALE = 10.0
@@ -31,18 +32,19 @@ RECORD = "txn.tandem.twin.internal"
 
 
 @pytest.fixture(scope="module")
-def twin_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="tandem-twin-failover-") as d:
-        yield Path(d)
+def started() -> Iterator[tuple[Path, dict[str, Any]]]:
+    with twin_at(SCALE, "failover", automatic=True) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
-def twin(twin_dir: Path) -> Iterator[dict[str, Any]]:
-    status = launcher.start(twin_dir, scale=SCALE)
-    try:
-        yield status
-    finally:
-        launcher.stop(twin_dir)
+def twin_dir(started: tuple[Path, dict[str, Any]]) -> Path:
+    return started[0]
+
+
+@pytest.fixture(scope="module")
+def twin(started: tuple[Path, dict[str, Any]]) -> dict[str, Any]:
+    return started[1]
 
 
 def handler(twin: dict[str, Any], region: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -125,3 +127,39 @@ def test_a_primary_outage_alone_ends_with_dr_active_and_dns_on_dr(twin: dict[str
     assert answers == [dr_ingress] * 10  # the gate keeps DNS on DR with the primary back: no automatic failback
     again = handler(twin, DR, {"action": "status"})
     assert len(again["executions"]) == 1
+
+
+def tandem(twin_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The operator CLI as an operator runs it (the twin's state dir in the environment)."""
+    env = {**os.environ, "TANDEM_TWIN_DIR": str(twin_dir), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    return subprocess.run(
+        [sys.executable, "-m", "tandem.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_the_operator_sees_the_execution_and_failback_is_refused_until_allowed(twin_dir: Path) -> None:
+    listed = tandem(twin_dir, "executions", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (execution,) = json.loads(listed.stdout)
+    assert set(execution) >= {"id", "trigger", "action", "mode", "outcome", "reasons", "started_at", "finished_at",
+                              "steps", "rpo_estimate_seconds"}  # fmt: skip
+    assert (execution["trigger"], execution["outcome"]) == ("alarm", "completed")
+    assert {s["name"] for s in execution["steps"]} >= {"promote_database", "enable_processing"}
+
+    table = tandem(twin_dir, "executions")
+    assert table.returncode == 0, table.stderr
+    assert f"active region {DR} (epoch 1)" in table.stdout
+    assert "completed" in table.stdout
+
+    plan = tandem(twin_dir, "plan", "--json")  # DR is active: a failover to it now would be refused
+    assert plan.returncode == 0, plan.stderr
+    assert "already_active" in json.loads(plan.stdout)["plan"]["refused"]
+
+    back = tandem(twin_dir, "failback")
+    assert back.returncode == 1
+    assert back.stdout.startswith(f"failback to {PRIMARY} REFUSED: ")
+    assert "minimum_delay_not_passed" in back.stdout  # 30 minutes since the failover have not passed
+
+    forced_switch = tandem(twin_dir, "switchover", "--force")
+    assert forced_switch.returncode == 2
+    assert "unrecognized arguments: --force" in forced_switch.stderr

@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -24,12 +23,11 @@ from typing import Any
 
 import pytest
 
-from tandem.twin import launcher
 from tandem.twin.control import call
 from tandem_core.heartbeat import from_attributes
 from tandem_core.readiness import readiness_key
 from tests.conftest import ROOT, eventually
-from tests.twin.conftest import automatic_failover, aws
+from tests.twin.conftest import aws, twin_at
 
 PRIMARY, DR = "us-east-1", "us-west-2"
 SCALE = 10.0
@@ -39,19 +37,19 @@ RECOVERY = 120.0  # real seconds for a resumed store to read ready again (see th
 
 
 @pytest.fixture(scope="module")
-def twin_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="tandem-twin-monitor-") as d:
-        yield Path(d)
+def started() -> Iterator[tuple[Path, dict[str, Any]]]:
+    with twin_at(SCALE, "monitor", automatic=False) as started:  # the monitor alone never fails over
+        yield started
 
 
 @pytest.fixture(scope="module")
-def twin(twin_dir: Path) -> Iterator[dict[str, Any]]:
-    status = launcher.start(twin_dir, scale=SCALE)
-    try:
-        automatic_failover(status, enabled=False)  # the monitor alone: it must never fail over by itself
-        yield status
-    finally:
-        launcher.stop(twin_dir)
+def twin_dir(started: tuple[Path, dict[str, Any]]) -> Path:
+    return started[0]
+
+
+@pytest.fixture(scope="module")
+def twin(started: tuple[Path, dict[str, Any]]) -> dict[str, Any]:
+    return started[1]
 
 
 def status(twin_dir: Path) -> dict[str, Any]:

@@ -87,8 +87,18 @@ def test_alarms_cover_dlq_age_and_errors_into_the_topic(tpl: Template) -> None:
     assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible") in metrics
     assert ("AWS/SQS", "ApproximateAgeOfOldestMessage") in metrics
     assert ("AWS/Lambda", "Errors") in metrics
-    for props in alarms.values():
-        assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    composites = [
+        r["Properties"] for r in tpl.doc["Resources"].values() if r["Type"] == "AWS::CloudWatch::CompositeAlarm"
+    ]
+    paged_through_a_composite = {
+        logical for c in composites for logical in alarms if f"${{{logical}}}" in str(c["AlarmRule"])
+    }
+    assert paged_through_a_composite == {"PeerHeartbeatStaleAlarm", "PeerUnhealthyAlarm"}
+    for logical, props in alarms.items():
+        if logical not in paged_through_a_composite:
+            assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    for composite in composites:
+        assert composite["AlarmActions"] == [{"Ref": "AlarmTopic"}]
     assert "KmsMasterKeyId" in tpl.properties("AlarmTopic")
 
 
@@ -272,7 +282,11 @@ def test_monitor_iam_names_every_resource_and_writes_only_its_own_keys() -> None
 def test_alarms_page_on_a_store_above_budget_and_on_a_region_not_ready() -> None:
     tpl = _monitor_template()
     alarms = {k: v["Properties"] for k, v in tpl.resources_of_type("AWS::CloudWatch::Alarm").items()}
-    ours = {p["MetricName"]: p for p in alarms.values() if p["Namespace"] == "Tandem/Replication"}
+    ours = {
+        p["MetricName"]: p
+        for p in alarms.values()
+        if p["Namespace"] == "Tandem/Replication" and not p["MetricName"].startswith("Peer")  # failover's own
+    }
     assert set(ours) == {"AuroraLagSeconds", "DynamoDbLagSeconds", "S3LagSeconds", "Ready"}
     for name, props in ours.items():
         assert props["Dimensions"] == [{"Name": "Region", "Value": {"Ref": "AWS::Region"}}]
@@ -324,3 +338,25 @@ def test_the_peer_health_url_is_https_or_the_twins_loopback_ingress(url: str, ac
     else:
         with pytest.raises(TemplateError, match="PeerHealthUrl"):
             tpl.parameter("PeerHealthUrl")
+
+
+def test_peer_region_impaired_needs_both_signals_sustained_and_only_it_triggers_the_handler() -> None:
+    tpl = _monitor_template()
+    stale, unhealthy = tpl.properties("PeerHeartbeatStaleAlarm"), tpl.properties("PeerUnhealthyAlarm")
+    assert (stale["MetricName"], stale["Period"], stale["EvaluationPeriods"], stale["DatapointsToAlarm"]) == (
+        "PeerHeartbeatAgeSeconds", 10, 3, 2,
+    )  # fmt: skip
+    assert stale["Threshold"] == {"Ref": "PeerHeartbeatAlarmSeconds"}
+    # 4 failed probes 10 s apart span >= 30 s: a shorter blip cannot alarm
+    assert (unhealthy["MetricName"], unhealthy["Period"], unhealthy["DatapointsToAlarm"]) == ("PeerHealthy", 10, 4)
+    assert (unhealthy["Threshold"], unhealthy["ComparisonOperator"]) == (1, "LessThanThreshold")
+    assert stale["TreatMissingData"] == unhealthy["TreatMissingData"] == "missing"
+    composite = tpl.properties("PeerRegionImpairedAlarm")
+    assert composite["AlarmRule"] == {
+        "Fn::Sub": 'ALARM("${PeerHeartbeatStaleAlarm}") AND ALARM("${PeerUnhealthyAlarm}")'
+    }
+    (event,) = tpl.properties("FailoverHandlerFunction")["Events"].values()
+    assert event["Properties"]["Pattern"]["detail"] == {
+        "alarmName": [{"Ref": "PeerRegionImpairedAlarm"}], "state": {"value": ["ALARM"]},
+    }  # fmt: skip
+    assert event["Properties"]["State"] == {"Fn::If": ["IsAutomaticFailover", "ENABLED", "DISABLED"]}
