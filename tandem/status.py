@@ -217,6 +217,7 @@ def read_region(source: ClientSource, target: RegionTarget, now: float) -> _Regi
         readiness, peer = readiness_view(reply.get("Item"), now)
     processing, states = _processing(calls, target)
     writers, cluster_id, global_cluster = _global_writers(calls, target)
+    control = _control(calls, target)
     if reply is None:
         readiness, peer = unknown_readiness("region_unreachable" if calls.unreachable else "readiness_unreadable")
     peer = {"region": target.peer_region, **peer}
@@ -230,6 +231,7 @@ def read_region(source: ClientSource, target: RegionTarget, now: float) -> _Regi
         "processing_state": states,
         "readiness": readiness,
         "peer": peer,
+        "control": control,
         "resources": {
             "app_stack": target.app_stack,
             "table": target.table,
@@ -239,6 +241,32 @@ def read_region(source: ClientSource, target: RegionTarget, now: float) -> _Regi
         "errors": calls.errors,
     }
     return _RegionRead(target, view, writers, global_cluster)
+
+
+def _control(calls: _Calls, target: RegionTarget) -> dict[str, Any] | None:
+    """The control record and the newest execution as this region's replica holds them (None: unreadable)."""
+    from failover_handler.history import PK, ExecutionRecord
+    from tandem_core.control import CONTROL_KEY, from_item
+    from tandem_core.heartbeat import from_attributes
+
+    if not target.table:
+        return None
+    reply = calls("dynamodb", "get_item", TableName=target.table, Key=CONTROL_KEY, ConsistentRead=True)
+    if reply is None:
+        return None
+    record = from_item(reply["Item"]) if "Item" in reply else None
+    newest = calls(
+        "dynamodb", "query", TableName=target.table, KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": PK}}, ScanIndexForward=False, Limit=1, ConsistentRead=True,
+    )  # fmt: skip
+    items = (newest or {}).get("Items", [])
+    last = ExecutionRecord.from_dict(from_attributes(items[0])).as_dict() if items else None
+    return {
+        "active_region": record.active_region if record else None,  # None: nothing has run (the primary is active)
+        "epoch": record.epoch if record else 0,
+        "state": record.state.value if record else "idle",
+        "last_execution": None if last is None else {k: v for k, v in last.items() if k != "steps"},
+    }
 
 
 def _resolve(calls: _Calls, target: RegionTarget) -> RegionTarget:
@@ -399,9 +427,15 @@ def collect(
             r.view["writer_seen_from"] = seen[0]
     writer_regions = {seen_from: _writer_of(writers) for seen_from, writers in views.items()}
     agreed = set(writer_regions.values())
+    controls = [r.view["control"] for r in reads if r.view.get("control") is not None]
+    newest = max(controls, key=lambda c: c["epoch"], default=None)  # the replica that knows the latest epoch
+    primary = next((r.target.region for r in reads if r.target.role == "primary"), None)
     return {
         "target": target_kind,
         "generated_at": _iso(now),
+        "active_region": None if newest is None else (newest["active_region"] or primary),
+        "epoch": None if newest is None else newest["epoch"],
+        "last_execution": None if newest is None else newest["last_execution"],
         "global_cluster": {
             "id": next((r.global_cluster for r in reads if r.global_cluster), None),
             "writer_region": agreed.pop() if len(agreed) == 1 else None,
@@ -448,6 +482,10 @@ def describe(view: Mapping[str, Any]) -> str:
     writer = gc.get("writer_region") or "unknown"
     cluster = f" (global cluster {gc['id']})" if gc.get("id") else ""
     lines = [f"tandem status ({view['target']}, {view['generated_at']}): global writer {writer}{cluster}"]
+    if view.get("active_region"):
+        last = view.get("last_execution") or {}
+        tail = f"; last execution {last.get('action')} {last.get('outcome')} ({last.get('trigger')})" if last else ""
+        lines.append(f"active region {view['active_region']} (epoch {view['epoch']}){tail}")
     for region, info in view["regions"].items():
         lines += ["", f"{region}  {info['role']}"]
         lines += [f"  {key:<11} {value}" for key, value in _rows(info)]

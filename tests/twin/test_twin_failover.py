@@ -151,6 +151,11 @@ def test_the_operator_sees_the_execution_and_failback_is_refused_until_allowed(t
     assert f"active region {DR} (epoch 1)" in table.stdout
     assert "completed" in table.stdout
 
+    shown = json.loads(tandem(twin_dir, "status", "--json").stdout)
+    assert (shown["active_region"], shown["epoch"]) == (DR, 1)
+    assert (shown["last_execution"]["action"], shown["last_execution"]["outcome"]) == ("failover", "completed")
+    assert shown["regions"][DR]["control"]["active_region"] == DR
+
     plan = tandem(twin_dir, "plan", "--json")  # DR is active: a failover to it now would be refused
     assert plan.returncode == 0, plan.stderr
     assert "already_active" in json.loads(plan.stdout)["plan"]["refused"]
@@ -159,6 +164,8 @@ def test_the_operator_sees_the_execution_and_failback_is_refused_until_allowed(t
     assert back.returncode == 1
     assert back.stdout.startswith(f"failback to {PRIMARY} REFUSED: ")
     assert "minimum_delay_not_passed" in back.stdout  # 30 minutes since the failover have not passed
+    after = json.loads(tandem(twin_dir, "status", "--json").stdout)["last_execution"]
+    assert (after["action"], after["outcome"]) == ("failback", "refused")  # recorded (and paged): a human asked
 
     forced_switch = tandem(twin_dir, "switchover", "--force")
     assert forced_switch.returncode == 2
