@@ -6,12 +6,15 @@ Each patch says what moto does, why it matters to us, and is applied once by :fu
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterable
 
 import moto
 from moto import backends
 
 MOTO_VERSION = "5.2.5"
+#: every DynamoDB item write in this process, the emulator's and the twin replicator's: one lock, one order
+DYNAMODB_WRITES = threading.RLock()
 
 
 def _check_version() -> None:
@@ -37,6 +40,7 @@ def apply() -> None:
     backends.list_of_moto_modules = cached_modules
     _hosted_zone_ids_like_aws()
     _bucket_policies_see_tls()
+    _atomic_dynamodb_writes()
 
 
 def _hosted_zone_ids_like_aws() -> None:
@@ -80,3 +84,21 @@ def _bucket_policies_see_tls() -> None:
         return IAMPolicy(json.dumps({**document, "Statement": kept})).is_action_permitted(action, resource)
 
     FakeBucket.get_permission = get_permission  # type: ignore[method-assign]
+
+
+def _atomic_dynamodb_writes() -> None:
+    """moto's threaded server checks a write's ConditionExpression and applies the write without a lock, so two
+    concurrent conditional writes can both pass - 50 racing invocations took the failover lock twice. DynamoDB
+    evaluates the condition and writes atomically; so must the emulator. One lock for every item write of every
+    table (put, update, delete, transactions; BatchWriteItem goes through put/delete) is plenty on one machine."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = DYNAMODB_WRITES
+    for name in ("put_item", "update_item", "delete_item", "transact_write_items"):
+        original = getattr(DynamoDBBackend, name)
+
+        def atomic(*args: object, _original: object = original, **kwargs: object) -> object:
+            with lock:
+                return _original(*args, **kwargs)  # type: ignore[operator]
+
+        setattr(DynamoDBBackend, name, functools.wraps(original)(atomic))

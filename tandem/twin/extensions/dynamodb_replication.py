@@ -142,7 +142,7 @@ class DynamoReplicator:
         self._observed: dict[tuple[str, str, str, str], float] = {}
         # Reentrant: held around every moto write to a replicated table and around tick, so a replicated
         # change can never interleave with a local write (or a transaction's copy-and-restore) of that table.
-        self.lock = threading.RLock()
+        self.lock = moto_ext.DYNAMODB_WRITES  # the emulator's write lock: one lock, no order to get wrong
 
     # ------------------------------------------------------------------ control
     def pause(self) -> None:
