@@ -76,6 +76,33 @@ def dns_answer(twin: dict[str, Any]) -> list[str]:
     return list(answer["RecordData"])
 
 
+def tandem(twin_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The operator CLI as an operator runs it (the twin's state dir in the environment)."""
+    env = {**os.environ, "TANDEM_TWIN_DIR": str(twin_dir), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+    return subprocess.run(
+        [sys.executable, "-m", "tandem.cli", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def test_an_operator_failover_to_a_dr_region_that_is_not_ready_is_refused_and_changes_nothing(
+    twin: dict[str, Any], twin_dir: Path
+) -> None:
+    table = twin["regions"][DR]["resources"]["ledger_table"]
+    db = aws(twin, DR, "dynamodb")
+    call(twin_dir, "POST", "/replication/pause/aurora")  # DR's ledger falls behind past the RPO budget
+    try:
+        assert eventually(lambda: (read_readiness(db, table, DR) or {}).get("verdict") == "not_ready", timeout=60)
+        refused = tandem(twin_dir, "failover")
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stdout.strip() == f"failover to {DR} REFUSED: region_not_ready"
+    finally:
+        call(twin_dir, "POST", "/replication/resume/aurora")
+    assert (writer_region(twin), processing(twin, DR), processing(twin, PRIMARY)) == (PRIMARY, "Disabled", "Enabled")
+    (record,) = handler(twin, DR, {"action": "status"})["executions"]  # recorded (and paged), nothing else
+    assert (record["trigger"], record["outcome"], record["reasons"]) == ("operator", "refused", ["region_not_ready"])
+    assert handler(twin, DR, {"action": "status"})["control"]["epoch"] == 0
+
+
 def test_a_primary_outage_alone_ends_with_dr_active_and_dns_on_dr(twin: dict[str, Any], twin_dir: Path) -> None:
     table = twin["regions"][DR]["resources"]["ledger_table"]
     db = aws(twin, DR, "dynamodb")
@@ -92,11 +119,11 @@ def test_a_primary_outage_alone_ends_with_dr_active_and_dns_on_dr(twin: dict[str
 
         def finished() -> dict[str, Any] | None:
             answer = handler(twin, DR, {"action": "status"})
-            return answer if answer["control"]["state"] == "idle" and answer["executions"] else None
+            return answer if answer["control"]["state"] == "idle" and answer["control"]["epoch"] else None
 
         status = eventually(finished, timeout=30, interval=0.5)
         assert status, "the execution did not finish"
-        (execution,) = status["executions"]  # exactly one, however many alarm events arrived
+        (execution,) = [e for e in status["executions"] if e["outcome"] != "refused"]  # one, however many events
         assert (execution["trigger"], execution["action"], execution["mode"], execution["outcome"]) == (
             "alarm", "failover", "failover", "completed",
         )  # fmt: skip
@@ -126,21 +153,14 @@ def test_a_primary_outage_alone_ends_with_dr_active_and_dns_on_dr(twin: dict[str
         time.sleep(0.5)
     assert answers == [dr_ingress] * 10  # the gate keeps DNS on DR with the primary back: no automatic failback
     again = handler(twin, DR, {"action": "status"})
-    assert len(again["executions"]) == 1
-
-
-def tandem(twin_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """The operator CLI as an operator runs it (the twin's state dir in the environment)."""
-    env = {**os.environ, "TANDEM_TWIN_DIR": str(twin_dir), "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
-    return subprocess.run(
-        [sys.executable, "-m", "tandem.cli", *args], capture_output=True, text=True, env=env, timeout=120
-    )
+    assert [e["outcome"] for e in again["executions"]] == ["completed", "refused"]  # nothing since
 
 
 def test_the_operator_sees_the_execution_and_failback_is_refused_until_allowed(twin_dir: Path) -> None:
     listed = tandem(twin_dir, "executions", "--json")
     assert listed.returncode == 0, listed.stderr
-    (execution,) = json.loads(listed.stdout)
+    execution, refused = json.loads(listed.stdout)  # newest first
+    assert (refused["trigger"], refused["outcome"]) == ("operator", "refused")
     assert set(execution) >= {"id", "trigger", "action", "mode", "outcome", "reasons", "started_at", "finished_at",
                               "steps", "rpo_estimate_seconds"}  # fmt: skip
     assert (execution["trigger"], execution["outcome"]) == ("alarm", "completed")
