@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tandem.local import LocalRegion
 
-BENCHES = ("ledger", "cold", "monitor")
-NEEDS_LOCAL_REGION = {"ledger", "cold"}  # the monitor bench starts a twin of its own
+BENCHES = ("ledger", "cold", "monitor", "failover")
+NEEDS_LOCAL_REGION = {"ledger", "cold"}  # the monitor and failover benches start twins of their own
 
 
 def _positive_int(text: str) -> int:
@@ -91,12 +91,21 @@ def _monitor_cost(args: argparse.Namespace, _local: LocalRegion | None, _workdir
     return results, monitor.report(cost)
 
 
+def _failover_overhead(
+    _args: argparse.Namespace, _local: LocalRegion | None, _workdir: Path
+) -> tuple[Results, list[str]]:
+    from bench import failover
+
+    return failover.report(failover.measure(samples=3))
+
+
 Results = dict[str, float]
 Bench = Callable[[argparse.Namespace, "LocalRegion | None", Path], tuple[Results, list[str]]]
 BENCHMARKS: dict[str, tuple[str, Bench]] = {
     "ledger": ("ledger_vs_pgbench", _ledger_vs_pgbench),
     "cold": ("cold_start_vs_boto3", _cold_start_vs_boto3),
     "monitor": ("monitor_cost (on the twin)", _monitor_cost),
+    "failover": ("failover_overhead (on the twin)", _failover_overhead),
 }
 
 

@@ -46,12 +46,12 @@ class MonitorCost:
         return median(self.pass_seconds) / median(self.baseline_seconds)
 
 
-def _lambda_environment(status: dict[str, Any]) -> dict[str, str]:
-    """The monitor's environment in DR, as Lambda would give it: the configured variables plus the runtime's."""
+def lambda_environment(status: dict[str, Any], function: str = FUNCTION) -> dict[str, str]:
+    """A function's environment in DR, as Lambda would give it: the configured variables plus the runtime's."""
     from tandem.local import emulator_client
 
     endpoint = status["regions"][DR]["endpoint"]
-    name = status["regions"][DR]["functions"][FUNCTION]["name"]
+    name = status["regions"][DR]["functions"][function]["name"]
     config = emulator_client("lambda", DR, endpoint).get_function_configuration(FunctionName=name)
     return {
         **config["Environment"]["Variables"],
@@ -76,7 +76,7 @@ def _one_run(env: dict[str, str], calls: list[str]) -> tuple[float, int, str]:
         return time.perf_counter() - started, len(calls), str(report["verdict"])
 
 
-def _wait_ready(status: dict[str, Any], timeout: float = 120.0) -> None:
+def wait_ready(status: dict[str, Any], timeout: float = 120.0) -> None:
     """Until both regions' own monitors have made the twin's steady state (a ready DR region)."""
     from tandem.local import emulator_client
     from tandem_core.heartbeat import from_attributes
@@ -101,8 +101,8 @@ def measure(runs: int = 7) -> MonitorCost:
     with tempfile.TemporaryDirectory(prefix="tandem-bench-twin-") as tmp:
         status = launcher.start(Path(tmp), scale=SCALE)
         try:
-            _wait_ready(status)
-            env = _lambda_environment(status)
+            wait_ready(status)
+            env = lambda_environment(status)
             calls: list[str] = []
             clients.client.cache_clear()  # the handler's clients, built on the session that counts
             clients.session().events.register("before-call", lambda model, **_: calls.append(model.name))
