@@ -17,19 +17,23 @@ from tandem.twin import launcher
 
 
 @pytest.fixture(scope="module")
-def twin_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory(prefix="tandem-twin-test-") as d:
-        yield Path(d)
+def started(request: pytest.FixtureRequest) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The module's twin: at the module's ``TWIN_SCALE`` (default 600) and with automatic failover only where
+    the module sets ``AUTOMATIC_FAILOVER = True``."""
+    scale = float(getattr(request.module, "TWIN_SCALE", 600.0))
+    automatic = bool(getattr(request.module, "AUTOMATIC_FAILOVER", False))
+    with twin_at(scale, request.module.__name__.rsplit(".", 1)[-1], automatic=automatic) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
-def twin(twin_dir: Path) -> Iterator[dict[str, Any]]:
-    status = launcher.start(twin_dir, scale=600.0)
-    try:
-        automatic_failover(status, enabled=False)
-        yield status
-    finally:
-        launcher.stop(twin_dir)
+def twin_dir(started: tuple[Path, dict[str, Any]]) -> Path:
+    return started[0]
+
+
+@pytest.fixture(scope="module")
+def twin(started: tuple[Path, dict[str, Any]]) -> dict[str, Any]:
+    return started[1]
 
 
 def aws(status: dict[str, Any], region: str, service: str) -> Any:

@@ -14,37 +14,19 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tandem.twin.control import call
 from tandem_core.readiness import read_readiness
 from tests.conftest import ROOT, eventually
-from tests.twin.conftest import aws, twin_at
+from tests.twin.conftest import aws
 
 PRIMARY, DR = "us-east-1", "us-west-2"
-SCALE = 10.0
+SCALE = TWIN_SCALE = 10.0
+AUTOMATIC_FAILOVER = True
 RECORD = "txn.tandem.twin.internal"
-
-
-@pytest.fixture(scope="module")
-def started() -> Iterator[tuple[Path, dict[str, Any]]]:
-    with twin_at(SCALE, "failover", automatic=True) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def twin_dir(started: tuple[Path, dict[str, Any]]) -> Path:
-    return started[0]
-
-
-@pytest.fixture(scope="module")
-def twin(started: tuple[Path, dict[str, Any]]) -> dict[str, Any]:
-    return started[1]
 
 
 def handler(twin: dict[str, Any], region: str, request: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,29 +27,14 @@ from tandem.twin.control import call
 from tandem_core.heartbeat import from_attributes
 from tandem_core.readiness import readiness_key
 from tests.conftest import ROOT, eventually
-from tests.twin.conftest import aws, twin_at
+from tests.twin.conftest import aws
 
 PRIMARY, DR = "us-east-1", "us-west-2"
-SCALE = 10.0
+SCALE = TWIN_SCALE = 10.0
+AUTOMATIC_FAILOVER = False  # the monitor alone never fails over
 PERIOD = 60.0 / SCALE  # real seconds between monitor runs
 LAG_METRIC = {"aurora": "AuroraLagSeconds", "dynamodb": "DynamoDbLagSeconds", "s3": "S3LagSeconds"}
 RECOVERY = 120.0  # real seconds for a resumed store to read ready again (see the module docstring)
-
-
-@pytest.fixture(scope="module")
-def started() -> Iterator[tuple[Path, dict[str, Any]]]:
-    with twin_at(SCALE, "monitor", automatic=False) as started:  # the monitor alone never fails over
-        yield started
-
-
-@pytest.fixture(scope="module")
-def twin_dir(started: tuple[Path, dict[str, Any]]) -> Path:
-    return started[0]
-
-
-@pytest.fixture(scope="module")
-def twin(started: tuple[Path, dict[str, Any]]) -> dict[str, Any]:
-    return started[1]
 
 
 def status(twin_dir: Path) -> dict[str, Any]:
