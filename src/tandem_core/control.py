@@ -182,59 +182,41 @@ class ControlStore:
         if current.lease_until is not None and current.lease_until > now:
             raise LockRefused("execution_running", current)
         try:
-            response = self._db.update_item(
-                TableName=self._table, Key=CONTROL_KEY,
-                UpdateExpression="SET lease_until = :lease",
-                ConditionExpression="#state = :running AND execution_id = :id AND lease_until <= :now",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={
-                    ":running": {"S": State.RUNNING.value}, ":id": {"S": str(current.execution_id)},
-                    ":now": {"N": repr(now)}, ":lease": {"N": repr(now + lease_seconds)},
-                },
-                ReturnValues="ALL_NEW",
+            record = self._as_holder(
+                str(current.execution_id), "SET lease_until = :lease",
+                {":now": {"N": repr(now)}, ":lease": {"N": repr(now + lease_seconds)}}, also="lease_until <= :now",
             )  # fmt: skip
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != _CONDITION_FAILED:
                 raise
             raise LockRefused("execution_running", self.read()) from None  # another invocation took it first
-        return Acquired(from_item(response["Attributes"]), resumed=True)
+        return Acquired(record, resumed=True)
 
     def step_done(self, execution_id: str, step: str, now: float, lease_seconds: float) -> None:
         """Record a completed step and renew the lease; fails if the execution is no longer ours."""
-        self._db.update_item(
-            TableName=self._table, Key=CONTROL_KEY,
-            UpdateExpression="SET steps_done = list_append(steps_done, :step), lease_until = :lease",
-            ConditionExpression="#state = :running AND execution_id = :id",
-            ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues={
-                ":step": {"L": [{"S": step}]}, ":lease": {"N": repr(now + lease_seconds)},
-                ":running": {"S": State.RUNNING.value}, ":id": {"S": execution_id},
-            },
+        self._as_holder(
+            execution_id, "SET steps_done = list_append(steps_done, :step), lease_until = :lease",
+            {":step": {"L": [{"S": step}]}, ":lease": {"N": repr(now + lease_seconds)}},
         )  # fmt: skip
 
     def release(self, execution_id: str, now: float) -> None:
         """Let the lease lapse now (a step failed): the next invocation resumes at once."""
-        self._db.update_item(
-            TableName=self._table, Key=CONTROL_KEY,
-            UpdateExpression="SET lease_until = :now",
-            ConditionExpression="#state = :running AND execution_id = :id",
-            ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues={
-                ":now": {"N": repr(now)}, ":running": {"S": State.RUNNING.value}, ":id": {"S": execution_id},
-            },
-        )  # fmt: skip
+        self._as_holder(execution_id, "SET lease_until = :now", {":now": {"N": repr(now)}})
 
     def finish(self, execution_id: str, outcome: str, now: float) -> ControlRecord:
         """The execution is over: the lock is free again and the minimum delay counts from now."""
+        return self._as_holder(
+            execution_id, "SET #state = :idle, last_finished_at = :now, last_outcome = :outcome REMOVE lease_until",
+            {":idle": {"S": State.IDLE.value}, ":now": {"N": repr(now)}, ":outcome": {"S": outcome}},
+        )  # fmt: skip
+
+    def _as_holder(self, execution_id: str, update: str, values: dict[str, Any], also: str = "") -> ControlRecord:
+        """An update only the running execution ``execution_id`` may make (ConditionalCheckFailed otherwise)."""
+        condition = "#state = :running AND execution_id = :id" + (f" AND {also}" if also else "")
         response = self._db.update_item(
-            TableName=self._table, Key=CONTROL_KEY,
-            UpdateExpression="SET #state = :idle, last_finished_at = :now, last_outcome = :outcome REMOVE lease_until",
-            ConditionExpression="#state = :running AND execution_id = :id",
+            TableName=self._table, Key=CONTROL_KEY, UpdateExpression=update, ConditionExpression=condition,
             ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues={
-                ":idle": {"S": State.IDLE.value}, ":now": {"N": repr(now)}, ":outcome": {"S": outcome},
-                ":running": {"S": State.RUNNING.value}, ":id": {"S": execution_id},
-            },
+            ExpressionAttributeValues={**values, ":running": {"S": State.RUNNING.value}, ":id": {"S": execution_id}},
             ReturnValues="ALL_NEW",
         )  # fmt: skip
         return from_item(response["Attributes"])
