@@ -122,13 +122,19 @@ def remove_postgres_trees(state_dir: Path) -> list[str]:
     for root in sorted(Path(tempfile.gettempdir()).glob(postgres_prefix(state_dir) + "*")):
         done += stop_postgres_under(root)
         done += kill_processes_naming(root)
-        shutil.rmtree(root, ignore_errors=True)
-        done.append(f"removed {root}")
+        deadline = time.monotonic() + 10.0
+        while root.exists() and time.monotonic() < deadline:  # a process on its way out may still add a file
+            shutil.rmtree(root, ignore_errors=True)
+            if root.exists():
+                kill_processes_naming(root)
+                time.sleep(0.1)
+        done.append(f"removed {root}" if not root.exists() else f"could not remove {root}")
     return done
 
 
 def processes_naming(root: Path) -> list[int]:
-    """Live processes whose command line names ``root`` or a path inside it.
+    """Live processes whose command line names ``root`` or a path inside it, or that work inside it (cwd: a
+    server's children, such as its checkpointer, name no path but run in the data directory).
 
     The tree's name is unique to this state directory (see :func:`postgres_prefix`), so naming it proves the
     process works for this twin: e.g. a ``pg_basebackup`` the daemon had started when it was killed.
@@ -141,6 +147,11 @@ def processes_naming(root: Path) -> list[int]:
         with contextlib.suppress(OSError):
             args = (entry / "cmdline").read_bytes().split(b"\0")
             if any(a == prefix or a.startswith(prefix + b"/") for a in args):
+                found.append(int(entry.name))
+                continue
+        with contextlib.suppress(OSError):  # a server's children ("postgres: checkpointer") work in its data dir
+            cwd = os.fsencode(os.readlink(entry / "cwd"))
+            if cwd == prefix or cwd.startswith(prefix + b"/"):
                 found.append(int(entry.name))
     return found
 
