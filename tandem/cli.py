@@ -86,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--dr", type=_region, default="us-west-2")
     st = tsub.add_parser("status", help="regions, endpoints, databases, replication")
     st.add_argument("--json", action="store_true")
-    for name, text in (("outage", "take a region down (API and database)"), ("restore", "bring a region back")):
+    for name, text in (
+        ("outage", "take a region down (API and database)"),
+        ("restore", "bring a region back"),
+        ("deploy", "deploy the region's app stack again, as `sam deploy --config-env <role>` would"),
+    ):
         cmd = tsub.add_parser(name, help=text)
         cmd.add_argument("region")
     rep = tsub.add_parser("replication", help="pause or resume replication between the regions (Aurora, DynamoDB, S3)")
@@ -139,7 +143,7 @@ def _twin(args: argparse.Namespace) -> int:
             status = call(state_dir, "GET", "/status")
             print(json.dumps(status, indent=2) if args.json else _describe(status))
             return 0
-        case "outage" | "restore":
+        case "outage" | "restore" | "deploy":
             print(_describe(call(state_dir, "POST", f"/{args.twin_command}/{args.region}")))
             return 0
         case "replication":

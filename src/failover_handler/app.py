@@ -27,7 +27,7 @@ from tandem_core.settings import AwsSettings, ConfigurationError, FailoverSettin
 
 logger = Logger(service="failover_handler")
 tracer = Tracer(service="failover_handler")
-SERVICES = ("rds", "lambda", "cloudwatch", "sns")
+SERVICES = ("rds", "lambda", "cloudwatch", "sns", "ssm")  # in RegionApis order
 
 
 def peer_reachable(settings: FailoverSettings, peer: RegionApis) -> bool:

@@ -3,7 +3,8 @@
 - ``promote_database``: this region's Aurora cluster becomes the global writer - ``SwitchoverGlobalCluster``
   (planned: Aurora waits until it has everything) or ``FailoverGlobalCluster`` with ``AllowDataLoss``
   (unplanned), called in this region; then wait until ``DescribeGlobalClusters`` shows it as the writer.
-- ``fence_peer_processing``: disable the peer's SQS event source mapping. Best effort with short timeouts
+- ``fence_peer_processing``: disable the peer's SQS event source mapping (and record it, see
+  :class:`tandem_core.fencing.ProcessingSwitch`). Best effort with short timeouts
   (DESIGN §4 rule 1): an unreachable peer is fenced later by its own monitor, and by the epoch meanwhile.
 - ``shift_dns``: publish ``Tandem/Failover PrimaryActive`` (``Gate=primary``) in the DR-role region, where
   infra_global's gate alarm reads it - 0 when DR becomes active, 1 when the primary does. A data-plane
@@ -23,6 +24,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from tandem_core.fencing import ProcessingSwitch
 from tandem_core.settings import FailoverSettings
 
 NAMESPACE = "Tandem/Failover"
@@ -44,6 +46,7 @@ class RegionApis:
     lambda_: Any
     cloudwatch: Any
     sns: Any
+    ssm: Any
 
 
 @dataclass(frozen=True)
@@ -79,13 +82,17 @@ class Runbook:
             case "promote_database":
                 return self.promote_database(order.mode)
             case "fence_peer_processing":
-                return self.set_processing(self._peer, self._s.peer_processor_function, enabled=False)
+                s = self._s
+                return self.set_processing(
+                    self._peer, s.peer_processor_function, s.peer_processing_state_parameter, enabled=False
+                )
             case "shift_dns":
                 return self.shift_dns(order.target_region)
             case "notify":
                 return self.notify(order)
             case "enable_processing":
-                return self.set_processing(self._own, self._s.processor_function, enabled=True)
+                s = self._s
+                return self.set_processing(self._own, s.processor_function, s.processing_state_parameter, enabled=True)
         raise StepFailed(f"unknown step {step!r}")
 
     # ------------------------------------------------------------------------------------------ database
@@ -125,21 +132,13 @@ class Runbook:
         )
 
     # ------------------------------------------------------------------------------------------ processing
-    @staticmethod
-    def set_processing(apis: RegionApis, function: str, *, enabled: bool) -> str:
-        """Every SQS mapping of ``function`` in ``apis``' region enabled (or disabled); already so: nothing."""
-        changed, kept = [], []
-        for mapping in apis.lambda_.list_event_source_mappings(FunctionName=function).get("EventSourceMappings", []):
-            wanted = ("Enabled", "Enabling") if enabled else ("Disabled", "Disabling")
-            if mapping.get("State") in wanted:
-                kept.append(mapping["UUID"])
-                continue
-            apis.lambda_.update_event_source_mapping(UUID=mapping["UUID"], Enabled=enabled)
-            changed.append(mapping["UUID"])
-        if not changed and not kept:
-            raise StepFailed(f"{function} has no event source mapping in {apis.region}")
-        verb = "enabled" if enabled else "disabled"
-        return f"{apis.region} processing {verb}" + (" (already)" if not changed else "")
+    def set_processing(self, apis: RegionApis, function: str, parameter: str, *, enabled: bool) -> str:
+        """The processor's mapping in ``apis``' region on (or off), and the recorded state the next deploy reads."""
+        switch = ProcessingSwitch(apis.region, apis.lambda_, apis.ssm, function, parameter)
+        try:
+            return switch.set(enabled=enabled)
+        except LookupError as exc:
+            raise StepFailed(str(exc)) from None
 
     # ------------------------------------------------------------------------------------------ DNS, notice
     def shift_dns(self, target_region: str) -> str:

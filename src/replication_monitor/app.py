@@ -16,9 +16,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from replication_monitor.events import parse_trigger
 from replication_monitor.metrics import EmfSink
-from replication_monitor.monitor import ReplicationMonitor
+from replication_monitor.monitor import FenceKeeper, ReplicationMonitor
 from replication_monitor.probe import HttpProber
-from tandem_core.clients import client_for
+from tandem_core.clients import client_for, peer_client
+from tandem_core.fencing import ProcessingSwitch
+from tandem_core.forwarding import QueueForwarder
 from tandem_core.heartbeat import (
     AuroraSource,
     BucketHeartbeats,
@@ -39,6 +41,21 @@ def aurora_source(aws: AwsSettings, settings: MonitorSettings) -> AuroraSource:
     return ledger_aurora_from_env(aws)
 
 
+def fence_keeper(aws: AwsSettings, settings: MonitorSettings) -> FenceKeeper | None:
+    """This region's processing switch and forwarder, when the template configured fencing."""
+    if not settings.fences:
+        return None
+    switch = ProcessingSwitch(
+        aws.region, client_for("lambda", aws), client_for("ssm", aws),
+        str(settings.processor_function), str(settings.processing_state_parameter),
+    )  # fmt: skip
+    forwarder = None
+    if settings.peer_queue_url:
+        peer_sqs = peer_client("sqs", settings.peer_region, settings.peer_endpoint_url, settings.probe_timeout_seconds)
+        forwarder = QueueForwarder(client_for("sqs", aws), settings.queue_url, peer_sqs, settings.peer_queue_url)
+    return FenceKeeper(switch, forwarder)
+
+
 @functools.cache
 def build_monitor() -> ReplicationMonitor:
     """Settings, clients and the Aurora source, built once per execution environment."""
@@ -55,6 +72,7 @@ def build_monitor() -> ReplicationMonitor:
         bucket=BucketHeartbeats(client_for("s3", aws), settings.archive_bucket, aws.region, settings.peer_region),
         aurora=aurora_source(aws, settings),
         prober=HttpProber(),
+        fence=fence_keeper(aws, settings),
     )
 
 

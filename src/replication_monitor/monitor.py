@@ -12,9 +12,14 @@ A run (every minute) is one measurement pass followed by a probe loop:
   two missing heartbeats while the peer answers its probe make the lag at least their age (see
   :meth:`StoreReading.at_least_overdue`) - a stall shows as a rising lag within ~40 s, not only as unknown.
 
+The last round reads the control record together with the peer's heartbeat (one BatchGetItem). In a region
+that is not the active one the run then keeps the fence (:class:`FenceKeeper`): one ListEventSourceMappings,
+and only when needed, switching its processor off (the handler could not reach it during the failover) and
+forwarding what its queue holds to the active region once that region answers.
+
 AWS calls per run: 5 + PROBE_COUNT reads + ceil(PROBE_COUNT / 2) writes = 14 at the default 6 rounds, 7 for
-a single pass (PROBE_COUNT=1). Nothing here fails over or changes anything but our heartbeats, our readiness
-record and metrics.
+a single pass (PROBE_COUNT=1), + 1 in a region that is not active. Nothing here fails over; the only thing
+it changes beyond our heartbeats, readiness record and metrics is the fence of its own region.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from tandem_core.control import ControlRecord
+from tandem_core.fencing import ProcessingSwitch
+from tandem_core.forwarding import QueueForwarder
 from tandem_core.heartbeat import (
     AuroraObservation,
     AuroraSource,
@@ -107,6 +115,39 @@ class _Run:
             self.dependencies[dep] = what
 
 
+@dataclass(frozen=True)
+class FenceKeeper:
+    """This region's processing switch and queue forwarder (see :mod:`tandem_core.fencing`)."""
+
+    switch: ProcessingSwitch
+    forwarder: QueueForwarder | None  # None: no peer queue configured, nothing to forward to
+    forward_limit: int = 500
+
+    def keep(
+        self, control: ControlRecord, region: str, *, queued: int, peer_answered: bool, budget: float
+    ) -> dict[str, Any]:
+        """Nothing in the active region; elsewhere: processing off, and the queue forwarded while the active
+        region answers. Errors are reported, never raised: the readiness record is already written."""
+        report: dict[str, Any] = {"active_region": control.active_region, "epoch": control.epoch}
+        if control.active_region == region:
+            return {**report, "fenced": False}
+        report["fenced"] = True
+        try:
+            report["processing"] = self.switch.set(enabled=False) if self.switch.is_on() else "off"
+        except (*_AWS_ERRORS, LookupError) as exc:
+            report["processing_error"] = problem(exc)
+        if queued and self.forwarder is not None:
+            if not peer_answered:
+                report["forwarding"] = f"{queued} message(s) wait until {control.active_region} answers"
+                return report
+            try:
+                forwarded = self.forwarder.drain(limit=self.forward_limit, deadline=time.monotonic() + budget)
+                report["forwarded"] = forwarded.as_dict()
+            except _AWS_ERRORS as exc:
+                report["forwarding_error"] = problem(exc)
+        return report
+
+
 class ReplicationMonitor:
     """The monitor's logic; every AWS resource comes in already built (see ``replication_monitor.app``)."""
 
@@ -121,6 +162,7 @@ class ReplicationMonitor:
         bucket: BucketHeartbeats,
         aurora: AuroraSource,
         prober: Prober,
+        fence: FenceKeeper | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -132,6 +174,8 @@ class ReplicationMonitor:
         self._bucket = bucket
         self._aurora = aurora
         self._prober = prober
+        self._fence = fence
+        self._primary = region if settings.region_role == "primary" else settings.peer_region
         self._clock = clock
         self._sleep = sleep
         self._specs = replication_metrics(
@@ -157,8 +201,9 @@ class ReplicationMonitor:
         aurora = self._aurora.observe()
         if not aurora.reachable:
             run.failed(Dependency.DATABASE, aurora.error or "unreachable")
-        self._check_queue(run)
+        queued = self._check_queue(run)
         self._write_bucket_heartbeat(started, run)
+        control: ControlRecord | None = None
 
         probes: list[dict[str, Any]] = []
         record: dict[str, Any] = {}
@@ -167,7 +212,8 @@ class ReplicationMonitor:
                 self._wait_until(started + i * s.probe_interval_seconds)
             at = self._clock()
             probe = self._prober.probe(s.peer_health_url, s.probe_timeout_seconds) if s.peer_health_url else None
-            peer_hb, readable = self._read_peer_heartbeat(run)
+            last = i == s.probe_count - 1 or not self._room_for_another_round(remaining_ms)
+            peer_hb, readable, control = self._read_peer_heartbeat(run, with_control=last and self._fence is not None)
             hb_age = None if peer_hb is None else age(at, peer_hb.written_at)
             probes.append(
                 {
@@ -179,7 +225,6 @@ class ReplicationMonitor:
                 }
             )
             sink.probe_round(at, None if probe is None else probe.healthy, hb_age)
-            last = i == s.probe_count - 1 or not self._room_for_another_round(remaining_ms)
             if last:  # judged on the freshest peer heartbeats: the ones this round reads
                 peer = self._peer_summary(probes)
                 s3_beat, s3_readable = self._read_bucket_heartbeat(run)
@@ -194,7 +239,14 @@ class ReplicationMonitor:
 
         lags = {st: record["lag_seconds"][st.value] for st in STORES}
         sink.run(started, lags, record["verdict"] == Verdict.READY.value)
-        return {**record, "peer_region": s.peer_region, "peer": {**record["peer"], "probes": probes}}
+        report = {**record, "peer_region": s.peer_region, "peer": {**record["peer"], "probes": probes}}
+        if self._fence is not None and control is not None:
+            budget = (remaining_ms() / 1000 - FINAL_ROUND_RESERVE) if remaining_ms is not None else 30.0
+            answered = bool(record["peer"]["answered"]) or not s.peer_health_url
+            report["fence"] = self._fence.keep(
+                control, self._region, queued=queued, peer_answered=answered, budget=max(budget, 1.0)
+            )
+        return report
 
     def _finish(
         self,
@@ -257,11 +309,16 @@ class ReplicationMonitor:
             run.failed(Dependency.METRICS, problem(exc))
             return {}
 
-    def _check_queue(self, run: _Run) -> None:
+    def _check_queue(self, run: _Run) -> int:
+        """The queue answers; returns how many messages it holds (visible ones; 0 when it does not answer)."""
         try:
-            self._sqs.get_queue_attributes(QueueUrl=self._s.queue_url, AttributeNames=["QueueArn"])
+            attributes = self._sqs.get_queue_attributes(
+                QueueUrl=self._s.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+            ).get("Attributes", {})
         except _AWS_ERRORS as exc:
             run.failed(Dependency.QUEUE, problem(exc))
+            return 0
+        return int(attributes.get("ApproximateNumberOfMessages", 0))
 
     def _write_bucket_heartbeat(self, now: float, run: _Run) -> None:
         try:
@@ -276,12 +333,17 @@ class ReplicationMonitor:
             run.failed(Dependency.BUCKET, problem(exc))
             return None, False
 
-    def _read_peer_heartbeat(self, run: _Run) -> tuple[PeerHeartbeat | None, bool]:
+    def _read_peer_heartbeat(
+        self, run: _Run, *, with_control: bool
+    ) -> tuple[PeerHeartbeat | None, bool, ControlRecord | None]:
         try:
-            return self._control.read_peer_heartbeat(), True
-        except _AWS_ERRORS as exc:
+            if with_control:
+                heartbeat, control = self._control.read_peer_heartbeat_and_control(self._primary)
+                return heartbeat, True, control
+            return self._control.read_peer_heartbeat(), True, None
+        except (*_AWS_ERRORS, RuntimeError) as exc:
             run.failed(Dependency.TABLE, problem(exc))
-            return None, False
+            return None, False, None
 
     def _write(self, run: _Run, at: float, outbound: OutboundLag, extra: dict[str, Any] | None = None) -> bool:
         every = None if self._s.run_seconds is None else 2 * self._s.probe_interval_seconds

@@ -24,6 +24,8 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from tandem_core.clients import client_for
+from tandem_core.control import CONTROL_KEY, ControlRecord
+from tandem_core.control import from_item as control_from_item
 from tandem_core.database import (
     CONNECTION_ERRORS,
     IamTokenCredentials,
@@ -133,20 +135,39 @@ class ControlItems:
     def read_peer_heartbeat(self) -> PeerHeartbeat | None:
         """The peer's heartbeat as this region's replica holds it (strongly consistent within the region)."""
         response = self._db.get_item(TableName=self._table, Key=heartbeat_key(self._peer), ConsistentRead=True)
-        raw = response.get("Item")
-        if raw is None:
-            return None
-        try:
-            data = from_attributes(raw)
-            outbound = OutboundLag.from_dict(data.get("outbound"))
-            every = data.get("every_seconds")
-            every_seconds = float(every) if every is not None and float(every) > 0 else None
-            return PeerHeartbeat(
-                written_at=float(data["written_at"]), every_seconds=every_seconds, region=str(data["region"]),
-                outbound=outbound,
-            )  # fmt: skip
-        except (KeyError, TypeError, ValueError, AttributeError):
-            return None  # not a heartbeat our monitor wrote: as good as none
+        return _peer_heartbeat(response.get("Item"))
+
+    def read_peer_heartbeat_and_control(self, initial_active_region: str) -> tuple[PeerHeartbeat | None, ControlRecord]:
+        """The peer's heartbeat and the control record, in one BatchGetItem (the run's last round)."""
+        keys = [heartbeat_key(self._peer), CONTROL_KEY]
+        response = self._db.batch_get_item(RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}})
+        if response.get("UnprocessedKeys"):
+            raise RuntimeError("DynamoDB left the heartbeat or the control record unread")
+        items = response.get("Responses", {}).get(self._table, [])
+        heartbeat = next((i for i in items if i.get("pk", {}).get("S") == heartbeat_key(self._peer)["pk"]["S"]), None)
+        control = next((i for i in items if i.get("pk", {}).get("S") == CONTROL_KEY["pk"]["S"]), None)
+        record = (
+            ControlRecord(active_region=initial_active_region, epoch=0, exists=False)
+            if control is None
+            else control_from_item(control)
+        )
+        return _peer_heartbeat(heartbeat), record
+
+
+def _peer_heartbeat(raw: Mapping[str, Any] | None) -> PeerHeartbeat | None:
+    if raw is None:
+        return None
+    try:
+        data = from_attributes(raw)
+        outbound = OutboundLag.from_dict(data.get("outbound"))
+        every = data.get("every_seconds")
+        every_seconds = float(every) if every is not None and float(every) > 0 else None
+        return PeerHeartbeat(
+            written_at=float(data["written_at"]), every_seconds=every_seconds, region=str(data["region"]),
+            outbound=outbound,
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None  # not a heartbeat our monitor wrote: as good as none
 
 
 # ---------------------------------------------------------------------------------------------- S3

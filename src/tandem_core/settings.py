@@ -63,11 +63,28 @@ class LedgerDbSettings(_EnvModel):
         return self
 
 
+_REGION = r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$"
+_PARAMETER = r"^/[A-Za-z0-9_.\-/]+$"
+
+
 class ProcessorSettings(_EnvModel):
-    """Everything the transaction processor needs besides the database."""
+    """Everything the transaction processor needs besides the database.
+
+    Without ``PEER_REGION`` the processor runs unfenced (a single region: ``make invoke``, the one-region
+    integration tests); the template always sets it, so a deployed processor always checks the epoch.
+    """
 
     ledger_table: str = Field(alias="LEDGER_TABLE_NAME", min_length=3)
     archive_bucket: str = Field(alias="ARCHIVE_BUCKET_NAME", min_length=3)
+    region_role: Literal["primary", "dr"] = Field(default="primary", alias="TANDEM_REGION_ROLE")
+    peer_region: str | None = Field(default=None, alias="PEER_REGION", pattern=_REGION)
+    #: how old the control record may be before a commit reads it again (the fence's reaction time)
+    fence_max_age_seconds: float = Field(default=2.0, alias="FENCE_MAX_AGE_SECONDS", ge=0, le=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: object) -> object:
+        return _without_empty(data, ("PEER_REGION",))
 
 
 class HealthSettings(_EnvModel):
@@ -98,7 +115,7 @@ class MonitorSettings(_EnvModel):
     """
 
     region_role: Literal["primary", "dr"] = Field(default="primary", alias="TANDEM_REGION_ROLE")
-    peer_region: str = Field(alias="PEER_REGION", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
+    peer_region: str = Field(alias="PEER_REGION", pattern=_REGION)
     ledger_table: str = Field(alias="LEDGER_TABLE_NAME", min_length=3)
     archive_bucket: str = Field(alias="ARCHIVE_BUCKET_NAME", min_length=3)
     peer_archive_bucket: str = Field(alias="PEER_ARCHIVE_BUCKET_NAME", min_length=3)
@@ -115,6 +132,11 @@ class MonitorSettings(_EnvModel):
     probe_count: int = Field(default=6, alias="PROBE_COUNT", ge=1, le=12)
     probe_interval_seconds: float = Field(default=10.0, alias="PROBE_INTERVAL_SECONDS", ge=0, le=30)
     probe_timeout_seconds: float = Field(default=2.0, alias="PROBE_TIMEOUT_SECONDS", gt=0, le=10)
+    #: fencing (set by the template; empty = this monitor neither fences its processor nor forwards its queue)
+    processor_function: str | None = Field(default=None, alias="PROCESSOR_FUNCTION_NAME")
+    processing_state_parameter: str | None = Field(default=None, alias="PROCESSING_STATE_PARAMETER", pattern=_PARAMETER)
+    peer_queue_url: str | None = Field(default=None, alias="PEER_QUEUE_URL")
+    peer_endpoint_url: str | None = Field(default=None, alias="PEER_AWS_ENDPOINT_URL")
     metric_window_seconds: int = Field(default=300, alias="METRIC_WINDOW_SECONDS", ge=60, le=3600)
 
     @property
@@ -126,7 +148,16 @@ class MonitorSettings(_EnvModel):
     @model_validator(mode="before")
     @classmethod
     def _empty_is_unset(cls, data: object) -> object:
-        return _without_empty(data, ("AURORA_OBSERVER_FUNCTION", "LEDGER_DB_CLUSTER_ID", "PEER_HEALTH_URL"))
+        return _without_empty(
+            data,
+            ("AURORA_OBSERVER_FUNCTION", "LEDGER_DB_CLUSTER_ID", "PEER_HEALTH_URL", "PROCESSOR_FUNCTION_NAME",
+             "PROCESSING_STATE_PARAMETER", "PEER_QUEUE_URL", "PEER_AWS_ENDPOINT_URL"),
+        )  # fmt: skip
+
+    @property
+    def fences(self) -> bool:
+        """Whether this monitor keeps its region's processing switched off while another region is active."""
+        return self.processor_function is not None and self.processing_state_parameter is not None
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
@@ -147,12 +178,15 @@ class FailoverSettings(_EnvModel):
     """What the failover handler acts on: this region's and the peer's resources, and its safety limits."""
 
     region_role: Literal["primary", "dr"] = Field(alias="TANDEM_REGION_ROLE")
-    peer_region: str = Field(alias="PEER_REGION", pattern=r"^[a-z]{2}(-gov)?-[a-z]+-[0-9]$")
+    peer_region: str = Field(alias="PEER_REGION", pattern=_REGION)
     ledger_table: str = Field(alias="LEDGER_TABLE_NAME", min_length=3)
     global_cluster_id: str = Field(alias="GLOBAL_CLUSTER_ID", min_length=1)
     ledger_db_cluster_id: str = Field(alias="LEDGER_DB_CLUSTER_ID", min_length=1)
     processor_function: str = Field(alias="PROCESSOR_FUNCTION_NAME", min_length=1)
     peer_processor_function: str = Field(alias="PEER_PROCESSOR_FUNCTION_NAME", min_length=1)
+    #: the SSM parameters the app template reads as ProcessingEnabled (see tandem_core.fencing)
+    processing_state_parameter: str = Field(alias="PROCESSING_STATE_PARAMETER", pattern=_PARAMETER)
+    peer_processing_state_parameter: str = Field(alias="PEER_PROCESSING_STATE_PARAMETER", pattern=_PARAMETER)
     alarm_topic_arn: str = Field(alias="ALARM_TOPIC_ARN", min_length=1)
     #: the peer region's API endpoint; empty = AWS's own regional endpoints (the twin names its loopback port)
     peer_endpoint_url: str | None = Field(default=None, alias="PEER_AWS_ENDPOINT_URL")

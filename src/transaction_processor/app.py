@@ -19,7 +19,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tandem_core.archive import Journal
 from tandem_core.clients import client_for
+from tandem_core.control import ControlStore
 from tandem_core.database import IamTokenCredentials, LedgerConnector, SecretCredentials
+from tandem_core.fencing import Fence, Fenced
 from tandem_core.ledger import Ledger
 from tandem_core.settings import AwsSettings, LedgerDbSettings, ProcessorSettings
 from tandem_core.status import StatusStore
@@ -46,11 +48,18 @@ def build_processor() -> Processor:
         )
     else:
         credentials = SecretCredentials(client_for("secretsmanager", aws), db.secret_arn or "")
+    dynamodb = client_for("dynamodb", aws)
+    fence = None
+    if settings.peer_region is not None:
+        primary = aws.region if settings.region_role == "primary" else settings.peer_region
+        control = ControlStore(dynamodb, settings.ledger_table, primary)
+        fence = Fence(control, aws.region, settings.fence_max_age_seconds)
     return Processor(
         ledger=Ledger(LedgerConnector(db, credentials), auto_migrate=db.auto_migrate),
         journal=Journal(client_for("s3", aws), settings.archive_bucket),
-        status=StatusStore(client_for("dynamodb", aws), settings.ledger_table),
+        status=StatusStore(dynamodb, settings.ledger_table),
         region=aws.region,
+        fence=fence,
     )
 
 
@@ -81,7 +90,12 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     messages = messages_from_event(event)  # ValueError naming the malformed record: the invoker's error
     if not messages:
         return {"batchItemFailures": []}  # nothing to do, and nothing for Powertools to misread
-    result = build_processor().process(messages)
+    try:
+        result = build_processor().process(messages)
+    except Fenced as exc:  # every message back to the queue, untouched; nothing was written
+        logger.warning("batch refused", extra={"reason": str(exc), "records": len(messages)})
+        metrics.add_metric(name="TransactionsFenced", unit=MetricUnit.Count, value=len(messages))
+        return {"batchItemFailures": [{"itemIdentifier": m.message_id} for m in messages]}
 
     batch = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     response = process_partial_response(

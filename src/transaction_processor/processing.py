@@ -1,6 +1,7 @@
 """The processor's logic, free of Lambda and Powertools: a batch in, an outcome per message out.
 
-Order matters for "never lose, never apply twice": (1) parse every record, (2) journal the valid ones to
+Order matters for "never lose, never apply twice": (0) the fence - nothing is written in a region that is
+not the active one (DESIGN §4 rule 5), (1) parse every record, (2) journal the valid ones to
 S3, (3) apply them to the ledger in one round trip, (4) record their status in DynamoDB. Any failure in
 (2)-(4) raises, so the whole batch is redelivered and replays are no-ops in the ledger. A record the ledger
 refuses fails alone (``rejected_by_ledger``, no status item) and its journal line is marked, so lost-write
@@ -92,15 +93,25 @@ class StatusPort(Protocol):
     def record(self, writes: Sequence[StatusWrite]) -> None: ...
 
 
+class FencePort(Protocol):
+    def check(self) -> object:
+        """Return when this region may commit; raise :class:`tandem_core.fencing.Fenced` otherwise."""
+        ...
+
+
 @dataclass(frozen=True)
 class Processor:
     ledger: LedgerPort
     journal: JournalPort
     status: StatusPort
     region: str
+    fence: FencePort | None = None  # None: a single region, nothing to fence against
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def process(self, messages: Sequence[Message]) -> BatchResult:
+        """Raises ``Fenced`` (before anything is written) when another region is the active one."""
+        if self.fence is not None:
+            self.fence.check()
         result = BatchResult()
         entries: list[Entry] = []
         for msg in messages:

@@ -26,6 +26,7 @@ class Controlled(Protocol):
     def outage(self, region: str) -> None: ...
     def restore(self, region: str) -> None: ...
     def replication(self, action: str, store: str | None = None) -> None: ...
+    def redeploy(self, region: str) -> None: ...
     def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]: ...
 
 
@@ -37,6 +38,7 @@ ROUTES = Map([
     Rule("/replication/<action>", methods=["POST"], endpoint="replication"),
     Rule("/replication/<action>/<store>", methods=["POST"], endpoint="replication"),
     Rule("/invoke/<region>/<function>", methods=["POST"], endpoint="invoke"),
+    Rule("/deploy/<region>", methods=["POST"], endpoint="deploy"),
 ])  # fmt: skip
 
 
@@ -79,6 +81,10 @@ class ControlApi:
 
     def _replication(self, _request: Request, action: str, store: str | None = None) -> dict[str, Any]:
         self._twin.replication(action, store)
+        return self._twin.status()
+
+    def _deploy(self, _request: Request, region: str) -> dict[str, Any]:
+        self._twin.redeploy(region)
         return self._twin.status()
 
     def _invoke(self, request: Request, region: str, function: str) -> dict[str, Any]:

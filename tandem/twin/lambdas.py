@@ -65,14 +65,8 @@ class LambdaService:
             lam.update_function_configuration(FunctionName=name, Environment=variables)
         arn = lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
         for event_name, event in props.get("Events", {}).items():
-            if event.get("Type") == "SQS" and f"{logical}{event_name}" not in d.template.physical:
-                ev = event["Properties"]
-                mapping = lam.create_event_source_mapping(
-                    EventSourceArn=str(ev["Queue"]), FunctionName=name, BatchSize=int(ev.get("BatchSize", 10)),
-                    Enabled=_bool(ev.get("Enabled", True)),
-                    FunctionResponseTypes=[str(t) for t in ev.get("FunctionResponseTypes", [])],
-                )  # fmt: skip
-                d.template.physical[f"{logical}{event_name}"] = {"Ref": mapping["UUID"]}
+            if event.get("Type") == "SQS":
+                self._sqs_mapping(d, f"{logical}{event_name}", name, event["Properties"])
             elif event.get("Type") == "HttpApi" and self._http_route is not None:
                 ev = event["Properties"]
                 self._http_route(region, str(ev.get("Method", "ANY")), str(ev["Path"]), spec.name)
@@ -93,6 +87,22 @@ class LambdaService:
         if old is not None:
             old.stop()  # a redeploy starts new execution environments with the new configuration
         return {"Ref": name, "Arn": arn}
+
+    @staticmethod
+    def _sqs_mapping(d: Deployment, logical: str, function: str, ev: dict[str, Any]) -> None:
+        """Create the mapping, or on a redeploy re-send every property, as CloudFormation does for a resource
+        it updates (the twin updates every resource on every deploy: the strictest case for a live state)."""
+        lam = d.client("lambda")
+        props = {"FunctionName": function, "BatchSize": int(ev.get("BatchSize", 10)),
+                 "Enabled": _bool(ev.get("Enabled", True))}  # fmt: skip
+        if logical in d.template.physical:
+            lam.update_event_source_mapping(UUID=d.template.physical[logical]["Ref"], **props)
+            return
+        responses = [str(t) for t in ev.get("FunctionResponseTypes", [])]
+        mapping = lam.create_event_source_mapping(
+            EventSourceArn=str(ev["Queue"]), FunctionResponseTypes=responses, **props
+        )
+        d.template.physical[logical] = {"Ref": mapping["UUID"]}
 
     def function_of(self, region: str, name_or_arn: str) -> str:
         """Our function's name (``transaction_processor``) behind a deployed name or ARN in ``region``."""

@@ -31,6 +31,8 @@ class Deployed:
     global_stacks: dict[str, Stack] = field(default_factory=dict)  # region -> its global stack
     apps: dict[str, Stack] = field(default_factory=dict)  # region -> its app stack
     hosted_zone: str = ""
+    app_template: Path = APP_TEMPLATE
+    app_parameters: dict[str, dict[str, str]] = field(default_factory=dict)  # region -> what its deploy passed
 
 
 def _values(env: str, **overrides: str) -> tuple[str, dict[str, str]]:
@@ -57,7 +59,7 @@ def deploy_regions(
     ``templates`` (global, app) are the repository's; a test passes edited copies to see the twin follow.
     """
     global_template, app_template = templates
-    out = Deployed()
+    out = Deployed(app_template=app_template)
     name, params = _values("global-secondary", PeerRegion=primary.name)
     secondary = deploy(global_template, dr, name, params)
     gp_name, gp_params = _values("global-primary", PeerRegion=dr.name, PeerDataKeyArn=_output(secondary, "DataKeyArn"))
@@ -74,6 +76,7 @@ def deploy_regions(
             LedgerDbPort=str(database_port[region.name]),
             **_one_machine_overrides(peer.name, ingress_urls, api_urls, clock_scale),
         )
+        out.app_parameters[region.name] = app_params
         out.apps[region.name] = deploy(app_template, region, app_name, app_params, creators=creators(region.name))
 
     zone = primary.client("route53").create_hosted_zone(Name=TWIN_ZONE, CallerReference=str(uuid.uuid4()))
@@ -86,6 +89,20 @@ def deploy_regions(
     )  # fmt: skip
     out.global_stacks[primary.name] = deploy(global_template, primary, gp_name, gp_params, previous=global_primary)
     return out
+
+
+def redeploy_app(deployed: Deployed, region: Region, creators: dict[str, Creator]) -> Stack:
+    """``sam deploy --config-env <role>`` again: the same template and parameters over the deployed stack.
+
+    Parameters typed ``AWS::SSM::Parameter::Value`` are read again, as CloudFormation reads them on every
+    deploy, and every resource is brought to its properties again (see ``provision.deploy``).
+    """
+    app = deployed.apps[region.name]
+    stack = deploy(
+        deployed.app_template, region, app.name, deployed.app_parameters[region.name], previous=app, creators=creators
+    )
+    deployed.apps[region.name] = stack
+    return stack
 
 
 def deploy_one_region(region: Region, *, database_port: int, creators: dict[str, Creator]) -> Stack:

@@ -35,7 +35,7 @@ from tandem.twin.ownership import new_postgres_root, stop_postgres_under
 from tandem.twin.provision import Creator, Region, Stack
 from tandem.twin.regions import RegionEndpoint
 from tandem.twin.service_metrics import ServiceMetrics
-from tandem.twin.stacks import Deployed, deploy_regions
+from tandem.twin.stacks import Deployed, deploy_regions, redeploy_app
 from tandem.twin.ticks import TickLoop
 
 log = logging.getLogger("tandem.twin")
@@ -180,6 +180,12 @@ class Twin:
             else:
                 getattr(self.dynamo if name == "dynamodb" else self.s3, action)()
             self.replication_paused[name] = action == "pause"
+
+    def redeploy(self, region: str) -> None:
+        """The app stack of ``region`` deployed again with its samconfig env, as an operator's ``sam deploy``."""
+        self._check_region(region)
+        redeploy_app(self.deployed, Region(region, functools.partial(self.client, region), databases=self.aurora),
+                     self._creators(region))  # fmt: skip
 
     def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]:
         """Run a function in a region as Lambda would (refused while that region is down)."""

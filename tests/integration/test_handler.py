@@ -277,3 +277,35 @@ def test_a_record_that_is_not_an_object_is_refused_clearly(invoke: Any) -> None:
     event["Records"][2] = "a string"
     with pytest.raises(ValueError, match=re.escape("not an SQS event: Records[2] is not an object")):
         invoke(event)
+
+
+def test_a_fenced_processor_commits_nothing_and_returns_every_message_to_the_queue(
+    region: LocalRegion, invoke: Any
+) -> None:
+    """Another region holds the control record: nothing reaches the journal, the ledger or the status table."""
+    from tandem_core.control import ControlStore, NewExecution
+
+    store = ControlStore(region.client("dynamodb"), region.resources.table, region.region)
+    store.acquire(NewExecution("x-fence", "failover", "failover", "us-west-2"), now=1.0, lease_seconds=60)
+    event = copy.deepcopy(load_event("sqs_valid_batch.json"))
+    for record in event["Records"]:  # fresh transactions, so "nothing committed" is about this batch
+        body = json.loads(record["body"])
+        body["transaction_id"] = str(uuid.uuid4())
+        record["body"] = json.dumps(body)
+    archived_before = region.client("s3").list_objects_v2(Bucket=region.resources.bucket, Prefix="archive/")
+    try:
+        response = invoke(event)
+    finally:
+        region.client("dynamodb").delete_item(
+            TableName=region.resources.table, Key={"pk": {"S": "CONTROL"}, "sk": {"S": "ACTIVE"}}
+        )
+    assert failures(response) == {r["messageId"] for r in event["Records"]}
+    rows = ledger(region).run(
+        "SELECT count(*) FROM ledger_transaction WHERE transaction_id = ANY(CAST(:i AS uuid[]))", i=ids(event)
+    )
+    assert rows == [[0]]
+    for txn in ids(event):
+        key = {"pk": {"S": f"TXN#{txn}"}, "sk": {"S": "STATUS"}}
+        assert "Item" not in region.client("dynamodb").get_item(TableName=region.resources.table, Key=key)
+    archived_after = region.client("s3").list_objects_v2(Bucket=region.resources.bucket, Prefix="archive/")
+    assert archived_after.get("KeyCount") == archived_before.get("KeyCount")

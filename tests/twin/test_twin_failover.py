@@ -20,7 +20,8 @@ from typing import Any
 
 from tandem.twin.control import call
 from tandem_core.readiness import read_readiness
-from tests.conftest import ROOT, eventually
+from tandem_core.status import StatusStore
+from tests.conftest import ROOT, eventually, transfer
 from tests.twin.conftest import aws
 
 PRIMARY, DR = "us-east-1", "us-west-2"
@@ -172,3 +173,55 @@ def test_the_operator_sees_the_execution_and_failback_is_refused_until_allowed(t
     forced_switch = tandem(twin_dir, "switchover", "--force")
     assert forced_switch.returncode == 2
     assert "unrecognized arguments: --force" in forced_switch.stderr
+
+
+def recorded_processing(twin: dict[str, Any], region: str) -> str:
+    """What the next deploy of ``region`` reads as ProcessingEnabled (the SSM parameter samconfig names)."""
+    role = "primary" if region == PRIMARY else "dr"
+    parameter = aws(twin, region, "ssm").get_parameter(Name=f"/tandem/{role}/processing-enabled")
+    return str(parameter["Parameter"]["Value"])
+
+
+def test_the_restored_old_primary_commits_nothing_switches_itself_off_and_forwards_what_it_holds(
+    twin: dict[str, Any],
+) -> None:
+    """A zombie: the handler could not reach the primary during the outage, so its mapping is still enabled.
+    What reaches its queue now (a client with a stale DNS answer) is committed once - by DR."""
+    queue = twin["regions"][PRIMARY]["resources"]["queue_url"]
+    sqs = aws(twin, PRIMARY, "sqs")
+    bodies = [transfer("acc-zombie-1", "acc-zombie-2", amount=f"{i + 1}.00") for i in range(8)]
+    for body in bodies:
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(body))
+    assert eventually(lambda: processing(twin, PRIMARY) == "Disabled", timeout=60, interval=0.5), (
+        "the old primary's monitor did not switch its processing off"
+    )
+    assert recorded_processing(twin, PRIMARY) == "false"
+    table = twin["regions"][DR]["resources"]["ledger_table"]
+    statuses = StatusStore(aws(twin, DR, "dynamodb"), table)
+
+    def committed() -> list[dict[str, Any]] | None:
+        found = [statuses.get(b["transaction_id"]) for b in bodies]
+        return None if None in found else [f for f in found if f is not None]
+
+    done = eventually(committed, timeout=90, interval=1.0)
+    assert done, "not every message the old primary held was committed"
+    assert {s["region"]["S"] for s in done} == {DR}  # committed by the active region, none by the zombie
+    attributes = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+    assert (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"]) == (
+        "0",
+        "0",
+    )
+    assert processing(twin, DR) == "Enabled"
+
+
+def test_redeploying_either_region_keeps_the_failover(twin: dict[str, Any], twin_dir: Path) -> None:
+    """`sam deploy` of each app again (CloudFormation re-sends every property of the mapping): DR stays the
+    region that processes, the old primary stays off, DNS stays on DR."""
+    before = dns_answer(twin)
+    assert (recorded_processing(twin, DR), recorded_processing(twin, PRIMARY)) == ("true", "false")
+    for region in (PRIMARY, DR):
+        deployed = tandem(twin_dir, "twin", "deploy", region)
+        assert deployed.returncode == 0, deployed.stderr
+    assert (processing(twin, DR), processing(twin, PRIMARY)) == ("Enabled", "Disabled")
+    assert dns_answer(twin) == before
+    assert writer_region(twin) == DR

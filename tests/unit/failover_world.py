@@ -24,6 +24,7 @@ PRIMARY, DR = "us-east-1", "us-west-2"
 GLOBAL, TABLE = "tandem-ledger", "tandem-ledger-table"
 CLUSTER = {PRIMARY: "tandem-ledger-primary", DR: "tandem-ledger-dr"}
 FUNCTION = {PRIMARY: "tandem-app-primary-processor", DR: "tandem-app-dr-processor"}
+STATE_PARAMETER = {PRIMARY: "/tandem/primary/processing-enabled", DR: "/tandem/dr/processing-enabled"}
 
 
 @dataclass
@@ -34,7 +35,7 @@ class World:
 
     def apis(self, region: str) -> RegionApis:
         c = self.clients[region]
-        return RegionApis(region, c["rds"], c["lambda"], c["cloudwatch"], c["sns"])
+        return RegionApis(region, c["rds"], c["lambda"], c["cloudwatch"], c["sns"], c["ssm"])
 
     def settings(self, region: str = DR) -> FailoverSettings:
         peer = PRIMARY if region == DR else DR
@@ -43,7 +44,8 @@ class World:
             "TANDEM_REGION_ROLE": "dr" if region == DR else "primary", "PEER_REGION": peer,
             "LEDGER_TABLE_NAME": TABLE, "GLOBAL_CLUSTER_ID": GLOBAL, "LEDGER_DB_CLUSTER_ID": CLUSTER[region],
             "PROCESSOR_FUNCTION_NAME": FUNCTION[region], "PEER_PROCESSOR_FUNCTION_NAME": FUNCTION[peer],
-            "ALARM_TOPIC_ARN": topic,
+            "ALARM_TOPIC_ARN": topic, "PROCESSING_STATE_PARAMETER": STATE_PARAMETER[region],
+            "PEER_PROCESSING_STATE_PARAMETER": STATE_PARAMETER[peer],
         })  # fmt: skip
 
     def runbook(self, region: str = DR) -> Runbook:
@@ -58,6 +60,10 @@ class World:
     def processing(self, region: str) -> str:
         mappings = self.clients[region]["lambda"].list_event_source_mappings(FunctionName=FUNCTION[region])
         return str(mappings["EventSourceMappings"][0]["State"])
+
+    def recorded_processing(self, region: str) -> str:
+        """The processing state the next deploy reads (the SSM parameter behind ProcessingEnabled)."""
+        return str(self.clients[region]["ssm"].get_parameter(Name=STATE_PARAMETER[region])["Parameter"]["Value"])
 
     def gate(self) -> list[float]:
         """The gate metric's datapoints in the DR region, where infra_global's gate alarm reads it."""
@@ -81,7 +87,7 @@ def two_regions() -> Iterator[World]:
         clients = {
             r: {
                 s: boto3.client(s, region_name=r)
-                for s in ("rds", "lambda", "cloudwatch", "sns", "sqs", "iam", "dynamodb")
+                for s in ("rds", "lambda", "cloudwatch", "sns", "sqs", "iam", "dynamodb", "ssm")
             }
             for r in (PRIMARY, DR)
         }
@@ -105,6 +111,7 @@ def two_regions() -> Iterator[World]:
                 EventSourceArn=queue_arn, FunctionName=FUNCTION[region], Enabled=region == PRIMARY
             )
             c["sns"].create_topic(Name=f"tandem-alarms-{region}")
+            c["ssm"].put_parameter(Name=STATE_PARAMETER[region], Value=str(region == PRIMARY).lower(), Type="String")
         clients[DR]["dynamodb"].create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
         inbox = clients[DR]["sqs"].create_queue(QueueName="inbox")["QueueUrl"]
         inbox_arn = clients[DR]["sqs"].get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"][

@@ -55,7 +55,7 @@ def test_a_process_without_a_mapping_is_a_failed_step_not_a_silent_success(world
         "EventSourceMappings"
     ]:
         world.clients[DR]["lambda"].delete_event_source_mapping(UUID=mapping["UUID"])
-    with pytest.raises(StepFailed, match="has no event source mapping"):
+    with pytest.raises(StepFailed, match="has no SQS event source mapping"):
         world.runbook().run("enable_processing", order())
 
 

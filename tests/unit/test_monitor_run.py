@@ -14,8 +14,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from replication_monitor.monitor import ProbeResult, ReplicationMonitor
+from replication_monitor.monitor import FenceKeeper, ProbeResult, ReplicationMonitor
 from tandem.local import ledger_table_keys
+from tandem_core.control import ControlStore, NewExecution
+from tandem_core.fencing import ProcessingSwitch
+from tandem_core.forwarding import QueueForwarder
 from tandem_core.heartbeat import (
     AuroraObservation,
     BucketHeartbeats,
@@ -87,6 +90,7 @@ class World:
         self,
         aurora: AuroraObservation = SECONDARY,
         prober: FakeProber | None = None,
+        fence: FenceKeeper | None = None,
         **env: str,
     ) -> tuple[ReplicationMonitor, FakeProber]:
         settings = MonitorSettings.from_env({
@@ -102,7 +106,7 @@ class World:
             control=ControlItems(self.clients["dynamodb"], TABLE, REGION, PEER),
             bucket=BucketHeartbeats(self.clients["s3"], BUCKET, REGION, PEER),
             aurora=InvokedAurora(FakeLambda(aurora, self.calls), "observer"),
-            prober=prober, clock=self.clock.now, sleep=self.sleep,
+            prober=prober, fence=fence, clock=self.clock.now, sleep=self.sleep,
         )  # fmt: skip
         return monitor, prober
 
@@ -424,3 +428,73 @@ def test_a_malformed_peer_heartbeat_counts_as_missing(world: World) -> None:
     report = monitor.run(ListSink())
     assert "dynamodb_heartbeat_missing" in report["reasons"]
     assert report["dependencies"]["table"] == "ok"
+
+
+# ---------------------------------------------------------------------------------------------- fencing
+def _fenced_region(world: World, *, enabled: bool) -> tuple[FenceKeeper, Any, str]:
+    """This region's processor (mapping ``enabled``) and recorded state, the peer's queue, the keeper."""
+    lam, ssm = boto3.client("lambda", region_name=REGION), boto3.client("ssm", region_name=REGION)
+    role = boto3.client("iam", region_name=REGION).create_role(RoleName="fn", AssumeRolePolicyDocument="{}")
+    lam.create_function(FunctionName="processor", Runtime="python3.12", Role=role["Role"]["Arn"], Handler="x.y",
+                        Code={"ZipFile": b"PK\x05\x06" + b"\x00" * 18})  # fmt: skip
+    arn = world.clients["sqs"].get_queue_attributes(QueueUrl=world.queue_url, AttributeNames=["QueueArn"])
+    lam.create_event_source_mapping(
+        EventSourceArn=arn["Attributes"]["QueueArn"], FunctionName="processor", Enabled=enabled
+    )
+    ssm.put_parameter(Name="/tandem/dr/processing-enabled", Value=str(enabled).lower(), Type="String")
+    peer_sqs = boto3.client("sqs", region_name=PEER)
+    peer_queue = peer_sqs.create_queue(QueueName="tandem-app-primary-transactions")["QueueUrl"]
+    switch = ProcessingSwitch(REGION, lam, ssm, "processor", "/tandem/dr/processing-enabled")
+    forwarder = QueueForwarder(world.clients["sqs"], world.queue_url, peer_sqs, peer_queue)
+    return FenceKeeper(switch, forwarder), peer_sqs, peer_queue
+
+
+def _state(world: World) -> tuple[str, str]:
+    lam, ssm = boto3.client("lambda", region_name=REGION), boto3.client("ssm", region_name=REGION)
+    mapping = lam.list_event_source_mappings(FunctionName="processor")["EventSourceMappings"][0]["State"]
+    return mapping, ssm.get_parameter(Name="/tandem/dr/processing-enabled")["Parameter"]["Value"]
+
+
+def test_a_region_that_is_not_active_switches_its_processing_off_and_forwards_its_queue(world: World) -> None:
+    world.peer_writes(seconds_ago=1.0)
+    keeper, peer_sqs, peer_queue = _fenced_region(world, enabled=True)  # e.g. a primary that missed its fencing
+    for i in range(12):
+        world.clients["sqs"].send_message(QueueUrl=world.queue_url, MessageBody=f'{{"n": {i}}}')
+    monitor, _ = world.monitor(fence=keeper)
+    report = monitor.run(ListSink())
+    assert report["fence"]["fenced"] is True
+    assert (report["fence"]["active_region"], report["fence"]["epoch"]) == (PEER, 0)  # no failover yet: primary
+    assert report["fence"]["processing"] == "us-west-2 processing disabled"
+    assert report["fence"]["forwarded"] == {"moved": 12, "refused": 0, "errors": []}
+    assert _state(world) == ("Disabled", "false")
+    bodies = []
+    while batch := peer_sqs.receive_message(QueueUrl=peer_queue, MaxNumberOfMessages=10).get("Messages", []):
+        bodies += [json.loads(m["Body"])["n"] for m in batch]
+    assert sorted(bodies) == list(range(12))
+
+
+def test_messages_wait_while_the_active_region_does_not_answer(world: World) -> None:
+    world.peer_writes(seconds_ago=1.0)
+    keeper, peer_sqs, peer_queue = _fenced_region(world, enabled=False)
+    world.clients["sqs"].send_message(QueueUrl=world.queue_url, MessageBody="{}")
+    monitor, _ = world.monitor(prober=FakeProber(script=[False] * 6), fence=keeper)
+    report = monitor.run(ListSink())
+    assert report["fence"]["processing"] == "off"
+    assert report["fence"]["forwarding"] == "1 message(s) wait until us-east-1 answers"
+    assert "Messages" not in peer_sqs.receive_message(QueueUrl=peer_queue)
+    attributes = world.clients["sqs"].get_queue_attributes(QueueUrl=world.queue_url, AttributeNames=["All"])
+    assert attributes["Attributes"]["ApproximateNumberOfMessages"] == "1"
+
+
+def test_the_active_region_keeps_its_processing_and_costs_no_extra_call(world: World) -> None:
+    world.peer_writes(seconds_ago=1.0)
+    keeper, _, _ = _fenced_region(world, enabled=True)
+    ControlStore(world.clients["dynamodb"], TABLE, PEER).acquire(
+        NewExecution("x1", "failover", "failover", REGION), now=world.clock.t, lease_seconds=120
+    )
+    world.calls.clear()
+    monitor, _ = world.monitor(fence=keeper)
+    report = monitor.run(ListSink())
+    assert report["fence"] == {"active_region": REGION, "epoch": 1, "fenced": False}
+    assert _state(world) == ("Enabled", "true")
+    assert len(world.calls) == 14  # the control record came with the last round's heartbeat read

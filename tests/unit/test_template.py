@@ -19,6 +19,7 @@ PARAMS = {
     "LedgerDbHost": "db.example",
     "LedgerDbSecretArn": "arn:aws:secretsmanager:us-west-2:111122223333:secret:x",
     "DataKeyArn": "arn:aws:kms:us-west-2:111122223333:key/abc",
+    "PeerRegion": "us-east-1",
 }
 
 
@@ -49,12 +50,13 @@ def test_every_environment_variable_is_one_the_settings_read(tpl: Template) -> N
         for f in model.model_fields.values()
         if f.alias
     } | {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"}
-    known.add("TANDEM_REGION_ROLE")  # set in Globals for every function; the processor does not read it
     assert set(env) <= known
     assert env["TANDEM_REGION_ROLE"] == "dr"
     assert env["LEDGER_TABLE_NAME"] == "tandem-ledger"
     # the template's environment is enough to build the settings (plus AWS_REGION from the runtime)
-    ProcessorSettings.from_env(env)
+    settings = ProcessorSettings.from_env(env)
+    assert (settings.peer_region, settings.region_role) == ("us-east-1", "dr")  # a deployed processor is fenced
+    assert 0 < settings.fence_max_age_seconds <= 5
     db = LedgerDbSettings.from_env(env)
     assert db.sslmode in {"require", "verify-full"}
     assert db.auth in {"secret", "iam"}
@@ -182,6 +184,10 @@ def _monitor_template(**params: str) -> Template:
     )
     tpl.physical["TransactionQueue"] = {"Ref": "https://sqs.us-west-2.amazonaws.com/123456789012/q"}
     tpl.physical[OBSERVER] = {"Ref": "tandem-app-dr-replication-monitor-aurora"}
+    tpl.physical["TransactionProcessorFunction"] = {
+        "Ref": "tandem-app-dr-transaction-processor",
+        "Arn": "arn:aws:lambda:us-west-2:123456789012:function:tandem-app-dr-transaction-processor",
+    }
     return tpl
 
 
@@ -257,26 +263,70 @@ def test_monitor_iam_names_every_resource_and_writes_only_its_own_keys() -> None
     tpl.physical["TransactionQueue"]["Arn"] = "arn:aws:sqs:us-west-2:123456789012:q"
     tpl.physical[OBSERVER]["Arn"] = "arn:aws:lambda:us-west-2:123456789012:function:observer"
     statements = {st["Sid"]: tpl.resolve(st) for st in _policy_statements(tpl, MONITOR)}
+    # where a resource cannot be named, the API offers no resource-level permission or a condition narrows it
+    narrowed: dict[str, tuple[str, str] | None] = {
+        "ReplicationMetrics": None,  # GetMetricData: no resource-level permissions
+        "FindOwnProcessingMapping": None,  # ListEventSourceMappings: likewise
+        "SwitchOffOwnProcessingWhenFenced": ("ArnLike", "lambda:FunctionArn"),
+        "PeerAppKeyThroughSqs": ("StringEquals", "kms:ViaService"),
+    }
     for sid, st in statements.items():
         actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
         assert all("*" not in a for a in actions), sid
-        if actions != ["cloudwatch:GetMetricData"]:  # the one API without resource-level permissions
-            assert "*" not in str(st["Resource"]), sid
+        if sid in narrowed:
+            condition = narrowed[sid]
+            if condition is not None:
+                assert condition[1] in st["Condition"][condition[0]], sid
+            continue
+        assert "*" not in str(st["Resource"]), sid
+    switch = statements["SwitchOffOwnProcessingWhenFenced"]
+    assert switch["Resource"] == "arn:aws:lambda:us-west-2:123456789012:event-source-mapping:*"  # own region only
+    assert switch["Condition"]["ArnLike"]["lambda:FunctionArn"].endswith(
+        ":function:tandem-app-dr-transaction-processor"
+    )
+    assert statements["PeerAppKeyThroughSqs"]["Resource"].startswith("arn:aws:kms:us-east-1:")
     writes = statements["OwnHeartbeatAndReadinessOnly"]
     assert writes["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"] == [
         "HEARTBEAT#us-west-2", "READINESS#us-west-2",
     ]  # fmt: skip
-    reads = statements["PeerHeartbeatInThisReplica"]
-    assert reads["Action"] == "dynamodb:GetItem"
-    assert reads["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"] == ["HEARTBEAT#us-east-1"]
+    reads = statements["PeerHeartbeatAndControlRecordInThisReplica"]
+    assert reads["Action"] == ["dynamodb:GetItem", "dynamodb:BatchGetItem"]
+    assert reads["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"] == ["HEARTBEAT#us-east-1", "CONTROL"]
     assert statements["OwnS3Heartbeat"]["Resource"] == "arn:aws:s3:::tandem-archive-dr/heartbeat/us-west-2"
     assert statements["PeerS3HeartbeatReplica"]["Resource"] == "arn:aws:s3:::tandem-archive-dr/heartbeat/us-east-1"
-    all_actions = {a for st in statements.values() for a in (st["Action"] if isinstance(st["Action"], list)
-                                                              else [st["Action"]])}  # fmt: skip
-    # it reads and records; nothing that could fail over or touch the pipeline
-    assert not {a for a in all_actions if a.split(":")[1].startswith(("Update", "Delete", "Send", "Failover"))}
+    # beyond its own records it changes only its own region's fence: its mapping, its processing state, its
+    # queue's messages (deleted once the active region's queue holds them); it never fails over
+    changes = {
+        (a, str(st["Resource"]))
+        for st in statements.values()
+        for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])
+        if a.split(":")[1].startswith(("Update", "Delete", "Send", "Put", "Failover", "Switchover"))
+        and a not in {"dynamodb:PutItem", "s3:PutObject"}
+    }
+    assert changes == {
+        ("lambda:UpdateEventSourceMapping", "arn:aws:lambda:us-west-2:123456789012:event-source-mapping:*"),
+        ("ssm:PutParameter", "arn:aws:ssm:us-west-2:123456789012:parameter/tandem/dr/processing-enabled"),
+        ("sqs:DeleteMessage", "arn:aws:sqs:us-west-2:123456789012:q"),
+        ("sqs:SendMessage", "arn:aws:sqs:us-east-1:123456789012:tandem-app-primary-transactions"),
+    }
     observer = {st["Sid"] for st in _policy_statements(tpl, OBSERVER)}
     assert observer == {"LedgerDbSecret", "DataKeyThroughSecretsManager", "AppKeyForEnvironment"}
+
+
+def test_processing_enabled_is_read_from_the_parameter_the_functions_write() -> None:
+    """samconfig passes /tandem/<role>/processing-enabled; the handler and the monitor write that name."""
+    from tandem.template import samconfig_parameters
+
+    for env, role in (("primary", "primary"), ("dr", "dr")):
+        name = samconfig_parameters(env).parameters["ProcessingEnabled"]
+        tpl = Template.from_file(parameters={**PARAMS, "RegionRole": role}, region="us-west-2", ssm=lambda n: n)
+        tpl.physical.update(_monitor_template().physical)
+        tpl.physical["AlarmTopic"] = {"Ref": "arn:aws:sns:us-west-2:123456789012:alarms"}
+        assert tpl.function_environment(MONITOR)["PROCESSING_STATE_PARAMETER"] == name
+        assert tpl.function_environment("FailoverHandlerFunction")["PROCESSING_STATE_PARAMETER"] == name
+    assert Template.from_file(parameters=PARAMS).doc["Parameters"]["ProcessingEnabled"]["Type"] == (
+        "AWS::SSM::Parameter::Value<String>"  # resolved again by CloudFormation on every deploy
+    )
 
 
 def test_alarms_page_on_a_store_above_budget_and_on_a_region_not_ready() -> None:
