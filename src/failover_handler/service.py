@@ -70,19 +70,21 @@ class FailoverService:
     def primary_region(self) -> str:
         return self._region if self._s.region_role == "primary" else self._s.peer_region
 
-    def situation(self, request: Request) -> Situation:
-        """What the plan judges. The alarm's peer is impaired by definition: it is not probed (None)."""
+    def situation(self) -> Situation:
+        """What the plan judges. The peer is probed on every trigger, the alarm's too (short timeouts, one
+        attempt): an alarm that fires while the peer still answers and DR is caught up is served by a planned
+        switchover (RPO 0), never by a failover that allows data loss."""
         return Situation(
             region=self._region, peer_region=self._s.peer_region, primary_region=self.primary_region,
             control=self._control.read(), readiness=self._facts.readiness(self._region),
-            peer_reachable=None if request.automatic else self._facts.peer_reachable(),
+            peer_reachable=self._facts.peer_reachable(),
             now=self._clock(), min_delay_seconds=self._s.min_delay_seconds,
         )  # fmt: skip
 
     def handle(self, request: Request) -> dict[str, Any]:
         if request.action is Action.STATUS:
             return self.status()
-        s = self.situation(request)
+        s = self.situation()
         plan = make_plan(request, s)
         if request.action is Action.PLAN:
             return {"action": "plan", "plan": plan.as_dict(), "control": s.control.as_dict(), "changed": False}

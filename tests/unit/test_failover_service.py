@@ -135,6 +135,14 @@ def test_a_reachable_caught_up_primary_makes_the_operators_failover_a_switchover
     assert [p.mode for p in world.promotions] == ["switchover"]
 
 
+def test_an_alarm_while_the_primary_still_answers_and_dr_is_caught_up_is_served_by_a_switchover(world: World) -> None:
+    """The alarm does not exempt the peer from its probe: no data-loss failover when none is needed."""
+    ready(world)
+    reply = service(world, FakeClock(NOW), peer_reachable=True).handle(ALARM)
+    assert (reply["outcome"], reply["execution"]["mode"]) == ("completed", "switchover")
+    assert [p.mode for p in world.promotions] == ["switchover"]
+
+
 def test_status_shows_the_control_record_and_the_executions_newest_first(world: World) -> None:
     ready(world, "not_ready")
     service(world, FakeClock(NOW)).handle(ALARM)
