@@ -45,7 +45,7 @@ def committed_in(twin: dict[str, Any], bodies: list[dict[str, Any]]) -> list[str
 def queue_empty(twin: dict[str, Any], region: str) -> bool:
     queue = twin["regions"][region]["resources"]["queue_url"]
     attributes = aws(twin, region, "sqs").get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
-    return attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
+    return bool(attributes["ApproximateNumberOfMessages"] == attributes["ApproximateNumberOfMessagesNotVisible"] == "0")
 
 
 def ready(twin: dict[str, Any]) -> bool:
