@@ -21,7 +21,7 @@ from failover_handler.runbook import RegionApis, Runbook
 from failover_handler.service import Facts, FailoverService
 from replication_monitor.probe import HttpProber
 from tandem_core.clients import client_for, peer_client
-from tandem_core.control import ControlStore
+from tandem_core.control import ControlStore, primary_region
 from tandem_core.readiness import read_readiness
 from tandem_core.settings import AwsSettings, ConfigurationError, FailoverSettings
 
@@ -56,7 +56,7 @@ def build_service() -> FailoverService:
         *(peer_client(name, s.peer_region, s.peer_endpoint_url, s.peer_timeout_seconds) for name in SERVICES),
     )
     db = client_for("dynamodb", aws)
-    primary = aws.region if s.region_role == "primary" else s.peer_region
+    primary = primary_region(aws.region, s.region_role, s.peer_region)
     return FailoverService(
         s, aws.region,
         control=ControlStore(db, s.ledger_table, primary), history=ExecutionLog(db, s.ledger_table),

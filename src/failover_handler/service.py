@@ -21,7 +21,7 @@ from failover_handler.execution import execute
 from failover_handler.history import ExecutionLog, ExecutionRecord, steps_of
 from failover_handler.plan import OVERRIDABLE, Plan, Situation, make_plan
 from failover_handler.runbook import Order, Runbook
-from tandem_core.control import Acquired, ControlStore, LockRefused, NewExecution
+from tandem_core.control import Acquired, ControlStore, LockRefused, NewExecution, primary_region
 from tandem_core.settings import FailoverSettings
 
 #: refusals worth a record and a page: a human must know the region could not take over
@@ -68,7 +68,7 @@ class FailoverService:
 
     @property
     def primary_region(self) -> str:
-        return self._region if self._s.region_role == "primary" else self._s.peer_region
+        return primary_region(self._region, self._s.region_role, self._s.peer_region)
 
     def situation(self) -> Situation:
         """What the plan judges. The peer is probed on every trigger, the alarm's too (short timeouts, one

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tandem_core.control import ControlRecord
+from tandem_core.control import ControlRecord, primary_region
 from tandem_core.fencing import ProcessingSwitch
 from tandem_core.forwarding import QueueForwarder
 from tandem_core.heartbeat import (
@@ -175,7 +175,7 @@ class ReplicationMonitor:
         self._aurora = aurora
         self._prober = prober
         self._fence = fence
-        self._primary = region if settings.region_role == "primary" else settings.peer_region
+        self._primary = primary_region(region, settings.region_role, settings.peer_region)
         self._clock = clock
         self._sleep = sleep
         self._specs = replication_metrics(

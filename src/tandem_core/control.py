@@ -26,6 +26,11 @@ CONTROL_KEY = {"pk": {"S": "CONTROL"}, "sk": {"S": "ACTIVE"}}
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
+def primary_region(region: str, role: str, peer_region: str) -> str:
+    """The primary-role region, seen from ``region`` with ``role``: who is active before any execution ran."""
+    return region if role == "primary" else peer_region
+
+
 class State(enum.StrEnum):
     IDLE = "idle"
     RUNNING = "running"

@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tandem_core.archive import Journal
 from tandem_core.clients import client_for
-from tandem_core.control import ControlStore
+from tandem_core.control import ControlStore, primary_region
 from tandem_core.database import IamTokenCredentials, LedgerConnector, SecretCredentials
 from tandem_core.fencing import Fence, Fenced
 from tandem_core.ledger import Ledger
@@ -51,7 +51,7 @@ def build_processor() -> Processor:
     dynamodb = client_for("dynamodb", aws)
     fence = None
     if settings.peer_region is not None:
-        primary = aws.region if settings.region_role == "primary" else settings.peer_region
+        primary = primary_region(aws.region, settings.region_role, settings.peer_region)
         control = ControlStore(dynamodb, settings.ledger_table, primary)
         fence = Fence(control, aws.region, settings.fence_max_age_seconds)
     return Processor(
