@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--scale", type=_positive_float, default=1.0, help="clock compression (60: a minute per second)")
     up.add_argument("--primary", type=_region, default="us-east-1")
     up.add_argument("--dr", type=_region, default="us-west-2")
+    up.add_argument(
+        "--parameter-overrides", type=_override, nargs="+", default=[], metavar="KEY=VALUE",
+        help="app template parameters for both regions, as sam deploy takes them (e.g. FailoverMinDelaySeconds=60)",
+    )  # fmt: skip
     st = tsub.add_parser("status", help="regions, endpoints, databases, replication")
     st.add_argument("--json", action="store_true")
     for name, text in (
@@ -112,6 +116,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _override(text: str) -> tuple[str, str]:
+    from tandem.twin.stacks import parameter_override
+
+    try:
+        return parameter_override(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _region(text: str) -> str:
     try:
         return check_region(text)
@@ -128,7 +141,10 @@ def _twin(args: argparse.Namespace) -> int:
         case "up":
             if args.primary == args.dr:
                 raise ValueError(f"--primary and --dr must be two different regions (both are {args.primary})")
-            status = launcher.start(state_dir, scale=args.scale, primary=args.primary, dr=args.dr)
+            status = launcher.start(
+                state_dir, scale=args.scale, primary=args.primary, dr=args.dr,
+                parameter_overrides=dict(args.parameter_overrides),
+            )  # fmt: skip
             print(_describe(status))
             if args.detach:
                 return 0

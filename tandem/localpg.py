@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import random
 import re
 import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,10 +44,32 @@ def pg_bin(tool: str) -> str:
     return found
 
 
+_LISTEN_PORTS = range(20000, 32768)  # below Linux's ephemeral range (32768-60999): see free_port
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on, for a server that binds it a moment (or, after an outage, a while) later.
+
+    Chosen outside the kernel's ephemeral range: a port from ``bind(0)`` is also what the kernel gives the
+    next outgoing connection, and with the twin's many HTTP and database clients one of them took a port
+    between our check and PostgreSQL's bind (a twin that failed to start, about once in five test runs).
+    A port is never handed out twice by this process, so two servers started together cannot collide.
+    """
+    with _handed_out_lock:
+        for _ in range(200):
+            port = random.choice(_LISTEN_PORTS)
+            if port in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    raise OSError(f"no free loopback port in {_LISTEN_PORTS.start}-{_LISTEN_PORTS.stop - 1}")
 
 
 def connect_uri(uri: str, timeout: float = 30) -> pg8000.native.Connection:

@@ -3,7 +3,10 @@
 Each step starts as soon as the steps it depends on are done (``runbook.DEPENDS_ON``: processing waits for
 the database), so the execution takes about as long as its longest chain, not the sum of its steps. A step
 that completes is recorded in the control record (renewing the lease) before anything that depends on it
-starts, so a crash at any point resumes after the last recorded step and no step runs twice. A best-effort
+starts, so a crash at any point resumes after the last recorded step and no recorded step runs again. A step
+that was in flight when the invocation died is not recorded and runs again; every step checks the state it
+sets first (promotion, mappings, the gate), and the notice is sent at least once (the same execution id, so
+an on-call tool can fold a repeat). A best-effort
 step that fails (fencing an unreachable peer) is recorded as ``skipped`` and counts as done; any other
 failure ends the invocation with the lease released, so the next one resumes at once.
 """

@@ -4,8 +4,9 @@
 - ``plan``: the dry run (rule 8) - the same situation and the same planner as a real run; changes nothing.
 - ``failover`` / ``switchover`` / ``failback`` and the alarm: refused (recorded and paged when a human must
   know: readiness, bootstrap guard, minimum delay) or executed: lock, steps, record, metrics. A duplicate of
-  a running execution (the alarm's retries, 50 concurrent invocations) answers ``refused`` with
-  ``execution_running`` and records nothing.
+  a running execution answers ``refused`` with ``execution_running`` and records nothing - except to the
+  alarm: there it raises :class:`ExecutionInProgress`, so Lambda retries the event (1 and 3 minutes later)
+  and a run whose invocation died is resumed without a human once its lease lapsed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ from tandem_core.settings import FailoverSettings
 NOTABLE = OVERRIDABLE | {"peer_never_seen_healthy", "peer_unreachable"}
 #: refusals that make the rest moot: nothing to record (the alarm's retries, duplicates, a late event)
 MOOT = frozenset({"already_active", "execution_running"})
+
+
+class ExecutionInProgress(RuntimeError):
+    """An alarm event met a live lease: a function error on purpose, so Lambda's asynchronous retry comes back.
+
+    Answering ``refused`` would end the event for good; if the lease's holder died, nothing would resume the
+    run until an operator came (the alarm stays in ALARM and sends no new event)."""
 
 
 class ExecutionMetrics(Protocol):
@@ -103,6 +111,12 @@ class FailoverService:
     # ------------------------------------------------------------------------------------------ refusing
     def _refuse(self, request: Request, plan: Plan, s: Situation, extra: tuple[str, ...] = ()) -> dict[str, Any]:
         reasons = [*plan.refused, *extra]
+        if request.automatic and "execution_running" in reasons:
+            c = s.control
+            raise ExecutionInProgress(
+                f"execution {c.execution_id} ({c.action}) is running in {c.active_region}, lease until "
+                f"{c.lease_until}; this event's retry resumes it if its invocation died"
+            )
         record = None
         if NOTABLE & set(reasons) and not MOOT & set(reasons):
             now = self._clock()
@@ -171,6 +185,12 @@ class FailoverService:
             existing = self._history.get(c.started_at, c.execution_id)
             if existing is not None:
                 existing.outcome = "running"
+                listed = {str(step["name"]) for step in existing.steps}
+                existing.steps += [
+                    {"name": name, "started_at": None, "finished_at": None, "outcome": "completed",
+                     "detail": "done by an invocation that ended before it could write this record"}
+                    for name in c.steps_done if name not in listed
+                ]  # fmt: skip
                 return existing
         record = ExecutionRecord(
             c.execution_id, request.trigger, str(c.action), c.mode, self._region, c.started_at,

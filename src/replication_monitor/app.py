@@ -92,6 +92,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "reasons": report["reasons"],
             "lag_seconds": report["lag_seconds"],
             "peer": {k: v for k, v in report["peer"].items() if k != "probes"},
+            "fence": report.get("fence"),  # a non-active region: processing switched off, messages forwarded
         },
     )
     return report

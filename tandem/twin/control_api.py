@@ -28,6 +28,7 @@ class Controlled(Protocol):
     def replication(self, action: str, store: str | None = None) -> None: ...
     def redeploy(self, region: str) -> None: ...
     def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]: ...
+    def inject_fault(self, region: str, function: str, after_call: str, matching: str) -> None: ...
 
 
 ROUTES = Map([
@@ -39,6 +40,7 @@ ROUTES = Map([
     Rule("/replication/<action>/<store>", methods=["POST"], endpoint="replication"),
     Rule("/invoke/<region>/<function>", methods=["POST"], endpoint="invoke"),
     Rule("/deploy/<region>", methods=["POST"], endpoint="deploy"),
+    Rule("/faults/kill/<region>/<function>", methods=["POST"], endpoint="kill_fault"),
 ])  # fmt: skip
 
 
@@ -88,13 +90,23 @@ class ControlApi:
         return self._twin.status()
 
     def _invoke(self, request: Request, region: str, function: str) -> dict[str, Any]:
-        try:
-            event = json.loads(request.get_data() or b"{}")
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"the event is not JSON: {exc}") from None
-        if not isinstance(event, dict):
-            raise ValueError("the event must be a JSON object")
-        return self._twin.invoke(region, function, event)
+        return self._twin.invoke(region, function, _object(request, "the event"))
+
+    def _kill_fault(self, request: Request, region: str, function: str) -> dict[str, Any]:
+        """``{"after_call": X-Amz-Target, "matching": text}``: see :mod:`tandem.twin.faults`."""
+        spec = _object(request, "the fault")
+        self._twin.inject_fault(region, function, str(spec.get("after_call", "")), str(spec.get("matching", "")))
+        return self._twin.status()
+
+
+def _object(request: Request, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(request.get_data() or b"{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object")
+    return value
 
 
 def _json(code: int, body: dict[str, Any]) -> Response:

@@ -22,6 +22,7 @@ from werkzeug.serving import BaseWSGIServer
 
 from tandem.twin.control import STATE_FILE
 from tandem.twin.control_api import serve
+from tandem.twin.stacks import parameter_override
 from tandem.twin.twin import Twin, TwinConfig
 
 log = logging.getLogger("tandem.twin")
@@ -89,12 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lock-fd", type=int, required=True, help="the twin lock, taken by the launcher")
     parser.add_argument("--ephemeral", action="store_true")
     parser.add_argument("--templates", type=Path, nargs=2, metavar=("GLOBAL", "APP"), help="edited copies (tests)")
+    parser.add_argument("--parameter-overrides", type=parameter_override, nargs="*", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     os.set_inheritable(args.lock_fd, False)  # held for this process's life; no worker or server inherits it
     try:
-        config = TwinConfig(args.state_dir, args.primary, args.dr, args.scale, ephemeral=args.ephemeral)
+        config = TwinConfig(
+            args.state_dir, args.primary, args.dr, args.scale, ephemeral=args.ephemeral,
+            app_parameter_overrides=dict(args.parameter_overrides),
+        )  # fmt: skip
         if args.templates:
             config.global_template, config.app_template = args.templates
     except ValueError as exc:

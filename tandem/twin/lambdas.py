@@ -48,6 +48,8 @@ class LambdaService:
         self.workers: dict[tuple[str, str], Worker] = {}  # (region, function) -> worker
         self.environments: dict[tuple[str, str], dict[str, str]] = {}  # (region, function) -> Lambda's env
         self._names: dict[tuple[str, str], str] = {}  # (region, deployed name) -> function
+        #: (region, function) -> EventInvokeConfig's MaximumRetryAttempts (Lambda's default: 2)
+        self.async_retries: dict[tuple[str, str], int] = {}
 
     def create_function(self, d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:
         spec = spec_of(d.template.doc, logical)
@@ -64,6 +66,12 @@ class LambdaService:
         else:
             lam.update_function_configuration(FunctionName=name, Environment=variables)
         arn = lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+        invoke_config = props.get("EventInvokeConfig") or {}
+        retries = int(invoke_config.get("MaximumRetryAttempts", 2))
+        lam.put_function_event_invoke_config(
+            FunctionName=name, MaximumRetryAttempts=retries,
+            MaximumEventAgeInSeconds=int(invoke_config.get("MaximumEventAgeInSeconds", 21600)),
+        )  # fmt: skip
         for event_name, event in props.get("Events", {}).items():
             if event.get("Type") == "SQS":
                 self._sqs_mapping(d, f"{logical}{event_name}", name, event["Properties"])
@@ -77,6 +85,7 @@ class LambdaService:
         environment = lambda_environment(d.template, spec, self._endpoint_of(region))
         with self._lock:
             self._names[(region, name)] = spec.name
+            self.async_retries[(region, spec.name)] = retries
             self.environments[(region, spec.name)] = environment
             if self._state_dir is None:
                 return {"Ref": name, "Arn": arn}
@@ -161,16 +170,31 @@ class AsyncInvocations:
     Each function has at most one event waiting behind the one running; another event arriving meanwhile is
     dropped and logged as throttled. On a compressed clock a schedule can fire faster than a real handler
     runs, and an unbounded queue would only make the twin fall ever further behind its own clock.
+
+    An event whose invocation ends in a function error (an exception, the runtime dying) is retried as
+    Lambda does: ``retries_of(region, function)`` more times (the function's EventInvokeConfig), after
+    ``retry_delays`` (Lambda's one and two minutes, on the twin's clock). A retry is never throttled.
     """
 
-    def __init__(self, invoke: Callable[[str, str, dict[str, Any]], dict[str, Any]], max_workers: int = 4) -> None:
+    def __init__(
+        self,
+        invoke: Callable[[str, str, dict[str, Any]], dict[str, Any]],
+        retries_of: Callable[[str, str], int] = lambda _region, _function: 0,
+        retry_delays: tuple[float, ...] = (60.0, 120.0),
+        max_workers: int = 4,
+    ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self._invoke = invoke
+        self._retries_of = retries_of
+        self._retry_delays = retry_delays
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="twin-async")
         self._lock = threading.Lock()
         self._waiting: set[tuple[str, str]] = set()
+        self._timers: set[threading.Timer] = set()
+        self._stopped = False
         self.throttled = 0
+        self.retried = 0
 
     def submit(self, region: str, function: str, event: dict[str, Any]) -> bool:
         key = (region, function)
@@ -179,15 +203,43 @@ class AsyncInvocations:
                 self.throttled += 1
                 return False
             self._waiting.add(key)
-        self._pool.submit(self._run, key, event)
+        self._pool.submit(self._run, key, event, 0)
         return True
 
-    def _run(self, key: tuple[str, str], event: dict[str, Any]) -> None:
-        with self._lock:
-            self._waiting.discard(key)  # from now on the next event may wait behind this one
+    def _run(self, key: tuple[str, str], event: dict[str, Any], attempt: int) -> None:
+        if attempt == 0:
+            with self._lock:
+                self._waiting.discard(key)  # from now on the next event may wait behind this one
         reply = self._invoke(key[0], key[1], event)
-        if not reply.get("ok"):
-            log.warning("asynchronous invocation of %s in %s failed: %s", key[1], key[0], reply)
+        if reply.get("ok"):
+            return
+        retries = min(self._retries_of(*key), len(self._retry_delays))
+        if attempt >= retries:
+            log.warning("asynchronous invocation of %s in %s failed, no retry left: %s", key[1], key[0], reply)
+            return
+        delay = self._retry_delays[attempt]
+        log.warning("asynchronous invocation of %s in %s failed (%s); retry %d in %.3g s",
+                    key[1], key[0], reply.get("errorType"), attempt + 1, delay)  # fmt: skip
+        timer = threading.Timer(delay, self._retry, (key, event, attempt + 1))
+        timer.daemon = True
+        with self._lock:
+            if self._stopped:
+                return
+            self._timers.add(timer)
+        timer.start()
+
+    def _retry(self, key: tuple[str, str], event: dict[str, Any], attempt: int) -> None:
+        with self._lock:
+            self._timers = {t for t in self._timers if t.is_alive() and t is not threading.current_thread()}
+            if self._stopped:
+                return
+            self.retried += 1
+        self._pool.submit(self._run, key, event, attempt)
 
     def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            timers, self._timers = self._timers, set()
+        for timer in timers:
+            timer.cancel()
         self._pool.shutdown(wait=False, cancel_futures=True)  # running ones end when their worker is stopped

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +48,13 @@ def cleanup_after_crash(state_dir: Path) -> list[str]:
 
 def start(state_dir: Path, *, scale: float = 1.0, primary: str = "us-east-1", dr: str = "us-west-2",
           ephemeral: bool = False, timeout: float = 90.0,
-          templates: tuple[Path, Path] | None = None) -> dict[str, Any]:  # fmt: skip
+          templates: tuple[Path, Path] | None = None,
+          parameter_overrides: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     """Start a detached twin and wait until it is provisioned; returns its status.
 
     ``ephemeral`` marks a twin started only for a drill or an invoke: the last such user stops it.
     ``templates`` (global, app) replace the repository's templates (tests deploy edited copies).
+    ``parameter_overrides`` are given to both app stacks, as ``sam deploy --parameter-overrides`` would.
     Whatever ends the wait early (start-up failure, timeout, Ctrl-C, SIGTERM) stops the daemon and removes
     what it created before the exception goes on.
     """
@@ -68,6 +70,8 @@ def start(state_dir: Path, *, scale: float = 1.0, primary: str = "us-east-1", dr
             sys.executable, "-m", "tandem.twin.daemon", "--state-dir", str(state_dir.resolve()), "--scale", repr(scale),
             "--primary", primary, "--dr", dr, "--lock-fd", str(lock.fd), *(["--ephemeral"] if ephemeral else []),
             *(["--templates", *map(str, templates)] if templates else []),
+            *(["--parameter-overrides", *(f"{k}={v}" for k, v in parameter_overrides.items())]
+              if parameter_overrides else []),
         ]  # fmt: skip
         with open(log_path, "a", encoding="utf-8") as log:
             proc = subprocess.Popen(

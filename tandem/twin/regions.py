@@ -16,6 +16,7 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoReque
 from werkzeug.serving import ThreadedWSGIServer, make_server
 
 from tandem import moto_ext
+from tandem.twin.faults import FaultingApp, Faults
 
 
 class TrackingServer:
@@ -62,6 +63,7 @@ class RegionEndpoint:
         self.region = region
         self.host = host
         self.port = port
+        self.faults = Faults()
         self._server: TrackingServer | None = None
 
     @property
@@ -74,7 +76,8 @@ class RegionEndpoint:
 
     def start(self) -> None:
         if self._server is None:
-            server = TrackingServer(self.host, self.port)
+            app = FaultingApp(DomainDispatcherApplication(create_backend_app), self.faults)
+            server = TrackingServer(self.host, self.port, app, MotoRequestHandler)
             server.start()
             self._server = server
 

@@ -35,6 +35,14 @@ class Deployed:
     app_parameters: dict[str, dict[str, str]] = field(default_factory=dict)  # region -> what its deploy passed
 
 
+def parameter_override(text: str) -> tuple[str, str]:
+    """One ``KEY=VALUE`` of ``sam deploy --parameter-overrides`` (the template checks the key and value)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise ValueError(f"{text!r} is not KEY=VALUE (a template parameter's name, then its value)")
+    return key, value
+
+
 def _values(env: str, **overrides: str) -> tuple[str, dict[str, str]]:
     """The env's stack name and parameter values, without the operator's placeholders, plus ``overrides``."""
     config = samconfig_parameters(env)
@@ -53,8 +61,10 @@ def deploy_regions(
     ingress_urls: dict[str, str] | None = None,
     api_urls: dict[str, str] | None = None,
     clock_scale: float = 1.0,
+    app_overrides: dict[str, str] | None = None,
 ) -> Deployed:
-    """Run the six steps; ``creators(region)`` serve the app's functions and ingress in that region.
+    """Run the six steps; ``creators(region)`` serve the app's functions and ingress in that region;
+    ``app_overrides`` are the operator's ``--parameter-overrides`` for both app stacks.
 
     ``templates`` (global, app) are the repository's; a test passes edited copies to see the twin follow.
     """
@@ -75,6 +85,7 @@ def deploy_regions(
             env,
             LedgerDbPort=str(database_port[region.name]),
             **_one_machine_overrides(peer.name, ingress_urls, api_urls, clock_scale),
+            **(app_overrides or {}),
         )
         out.app_parameters[region.name] = app_params
         out.apps[region.name] = deploy(app_template, region, app_name, app_params, creators=creators(region.name))

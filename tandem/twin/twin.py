@@ -28,6 +28,7 @@ from tandem.template import APP_TEMPLATE, GLOBAL_TEMPLATE
 from tandem.twin.aurora import AuroraGlobal
 from tandem.twin.clock import TwinClock
 from tandem.twin.extensions import Ticking
+from tandem.twin.faults import Fault
 from tandem.twin.ingress import Ingress
 from tandem.twin.lambdas import AsyncInvocations, LambdaService
 from tandem.twin.log_metrics import EmfExtractor
@@ -54,6 +55,8 @@ class TwinConfig:
     ephemeral: bool = False  # started for a drill or an invoke: the last such user stops it
     app_template: Path = APP_TEMPLATE
     global_template: Path = GLOBAL_TEMPLATE
+    #: ``sam deploy --parameter-overrides`` for both regions' app stacks (after samconfig's values)
+    app_parameter_overrides: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_region_pair(self.primary, self.dr)
@@ -86,7 +89,10 @@ class Twin:
 
     def __post_init__(self) -> None:
         self.clock = TwinClock(self.config.scale)
-        self.async_invocations = AsyncInvocations(self.invoke)
+        retry_delays = (self.clock.real_seconds(60.0), self.clock.real_seconds(120.0))  # Lambda's, on our clock
+        self.async_invocations = AsyncInvocations(
+            self.invoke, lambda region, fn: self.lambdas.async_retries.get((region, fn), 2), retry_delays
+        )
         self.lambdas = LambdaService(
             self.config.state_dir,
             lambda r: self.endpoints[r].url,
@@ -118,6 +124,7 @@ class Twin:
             ingress_urls={r: ingress.url for r, ingress in self.ingress.items()},
             api_urls={r: endpoint.url for r, endpoint in self.endpoints.items()},
             clock_scale=cfg.scale,
+            app_overrides=cfg.app_parameter_overrides,
         )  # fmt: skip
         self.aurora.wait_ready()
         self._ticks = TickLoop(self.clock, self._tickers, cfg.tick_seconds)
@@ -187,6 +194,16 @@ class Twin:
         redeploy_app(self.deployed, Region(region, functools.partial(self.client, region), databases=self.aurora),
                      self._creators(region))  # fmt: skip
 
+    def inject_fault(self, region: str, function: str, after_call: str, matching: str) -> None:
+        """Kill ``function``'s execution environment in ``region`` right after the region's API applied the
+        first request ``after_call`` (an X-Amz-Target) whose body contains ``matching`` (see faults.py)."""
+        self._check_region(region)
+        worker = self.lambdas.worker(region, function)
+        if not after_call or not matching:
+            raise ValueError("a fault needs after_call (an X-Amz-Target) and matching (a text of the body)")
+        log.info("fault: kill %s in %s after %s matching %r", function, region, after_call, matching)
+        self.endpoints[region].faults.add(Fault(after_call, matching, worker.kill))
+
     def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]:
         """Run a function in a region as Lambda would (refused while that region is down)."""
         self._check_region(region)
@@ -217,6 +234,7 @@ class Twin:
                     if r == region
                 },
                 "resources": _app_resources(app),
+                "faults_pending": self.endpoints[region].faults.pending,
             }
         return {
             "regions": regions,
@@ -230,6 +248,10 @@ class Twin:
                 "paused": dict(self.replication_paused),
             },
             "clock": {"scale": self.clock.scale, "now": self.clock.now()},
+            "async_invocations": {
+                "retried": self.async_invocations.retried,
+                "throttled": self.async_invocations.throttled,
+            },
             "startup_seconds": round(self.started_at, 3),
         }
 

@@ -121,6 +121,11 @@ class Worker:
         reply: dict[str, Any] = json.loads(line)
         return reply
 
+    def kill(self) -> None:
+        """The execution environment dies at once (SIGKILL), as a crashed runtime or an out-of-memory kill."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+
     def _replace(self, why: str) -> None:
         log.warning("worker %s in %s %s; starting a new one", self.function, self.region, why)
         self._write_log(f"tandem twin: execution environment {why}; starting a new one\n")

@@ -18,11 +18,12 @@ from tandem.twin import launcher
 
 @pytest.fixture(scope="module")
 def started(request: pytest.FixtureRequest) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """The module's twin: at the module's ``TWIN_SCALE`` (default 600) and with automatic failover only where
-    the module sets ``AUTOMATIC_FAILOVER = True``."""
+    """The module's twin: at the module's ``TWIN_SCALE`` (default 600), with automatic failover only where
+    the module sets ``AUTOMATIC_FAILOVER = True``, its app deployed with ``TWIN_PARAMETER_OVERRIDES``."""
     scale = float(getattr(request.module, "TWIN_SCALE", 600.0))
     automatic = bool(getattr(request.module, "AUTOMATIC_FAILOVER", False))
-    with twin_at(scale, request.module.__name__.rsplit(".", 1)[-1], automatic=automatic) as pair:
+    overrides = dict(getattr(request.module, "TWIN_PARAMETER_OVERRIDES", {}))
+    with twin_at(scale, request.module.__name__.rsplit(".", 1)[-1], automatic=automatic, overrides=overrides) as pair:
         yield pair
 
 
@@ -58,11 +59,18 @@ def automatic_failover(status: dict[str, Any], enabled: bool) -> None:
 
 
 @contextlib.contextmanager
-def twin_at(scale: float, purpose: str, *, automatic: bool) -> Iterator[tuple[Path, dict[str, Any]]]:
+def twin_at(
+    scale: float, purpose: str, *, automatic: bool, overrides: dict[str, str] | None = None
+) -> Iterator[tuple[Path, dict[str, Any]]]:
     """A twin of its own for a test module (state dir, status), at ``scale``, with or without automatic
-    failover; stopped and removed afterwards."""
+    failover, its app stacks deployed with ``overrides``; stopped and removed afterwards."""
     with tempfile.TemporaryDirectory(prefix=f"tandem-twin-{purpose}-") as d:
-        status = launcher.start(Path(d), scale=scale)
+        try:
+            status = launcher.start(Path(d), scale=scale, parameter_overrides=overrides)
+        except RuntimeError as error:  # the log goes with the temporary directory: show its tail now
+            log = Path(d) / "twin.log"
+            tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-60:] if log.exists() else []
+            raise RuntimeError("\n".join([str(error), "--- twin.log (tail) ---", *tail])) from error
         try:
             automatic_failover(status, enabled=automatic)
             yield Path(d), status

@@ -87,8 +87,10 @@ def test_fifty_alarm_events_at_once_run_one_planned_switchover_that_loses_nothin
 
     def one(_: int) -> dict[str, Any]:
         reply = lam.invoke(FunctionName=name, Payload=json.dumps(alarm).encode())
-        assert "FunctionError" not in reply
         answer: dict[str, Any] = json.loads(reply["Payload"].read())
+        if "FunctionError" in reply:  # met the running execution: Lambda would retry this event later
+            assert answer["errorType"] == "ExecutionInProgress", answer
+            return {"outcome": "retry"}
         return answer
 
     during: list[dict[str, Any]] = []
@@ -100,6 +102,7 @@ def test_fifty_alarm_events_at_once_run_one_planned_switchover_that_loses_nothin
                 during.append(body)
         outcomes = [a["outcome"] for a in answers]
     assert outcomes.count("completed") == 1, outcomes
+    assert set(outcomes) <= {"completed", "retry", "refused"}, outcomes
     status = handler(twin, DR, {"action": "status"})
     (execution,) = status["executions"]  # the other 49 changed and recorded nothing
     assert (execution["mode"], execution["outcome"], execution["rpo_estimate_seconds"]) == (

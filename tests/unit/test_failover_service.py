@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from failover_handler.events import Action, Request, parse_request
-from failover_handler.history import ExecutionLog
+from failover_handler.history import ExecutionLog, ExecutionRecord
 from failover_handler.metrics import EmfExecutionMetrics
 from failover_handler.plan import STEPS
-from failover_handler.service import Facts, FailoverService
+from failover_handler.service import ExecutionInProgress, Facts, FailoverService
 from tandem.twin.log_metrics import parse_emf
 from tandem_core.control import ControlStore, NewExecution
 from tandem_core.heartbeat import to_attributes
@@ -92,10 +92,32 @@ def test_a_duplicate_while_an_execution_runs_is_refused_and_records_nothing(worl
     ControlStore(world.clients[DR]["dynamodb"], TABLE, PRIMARY).acquire(
         NewExecution("first", "failover", "failover", DR), NOW, 120
     )
-    reply = service(world, FakeClock(NOW + 1)).handle(ALARM)
+    reply = service(world, FakeClock(NOW + 1)).handle(Request(Action.FAILOVER, "operator"))
     assert (reply["outcome"], reply["reasons"]) == ("refused", ["execution_running"])
+    with pytest.raises(ExecutionInProgress, match="execution first"):  # the alarm's event: Lambda retries it
+        service(world, FakeClock(NOW + 1)).handle(ALARM)
     assert ExecutionLog(world.clients[DR]["dynamodb"], TABLE).latest() == []
     assert world.writer() == PRIMARY
+
+
+def test_the_alarms_retry_resumes_a_run_whose_invocation_died_once_its_lease_lapsed(world: World) -> None:
+    """Lambda retries an event whose invocation failed 1 and 3 minutes later; the lease (150 s) lapses between."""
+    ready(world)
+    control = ControlStore(world.clients[DR]["dynamodb"], TABLE, PRIMARY)
+    control.acquire(NewExecution("died", "failover", "failover", DR), NOW, 150)  # what the first invocation did:
+    log = ExecutionLog(world.clients[DR]["dynamodb"], TABLE)
+    log.write(ExecutionRecord("died", "alarm", "failover", "failover", DR, NOW, epoch=1))
+    control.step_done("died", "notify", NOW + 2, 150)  # ... then it died
+    with pytest.raises(ExecutionInProgress):
+        service(world, FakeClock(NOW + 62)).handle(ALARM)  # first retry: the lease is still live
+    reply = service(world, FakeClock(NOW + 182)).handle(ALARM)  # second retry
+    assert (reply["outcome"], reply["resumed"]) == ("completed", True)
+    steps = reply["execution"]["steps"]
+    assert sorted(s["name"] for s in steps) == sorted(STEPS)  # each once: notify is not sent again
+    assert [s["started_at"] for s in steps if s["name"] == "notify"] == [None]  # done before the crash
+    assert len(world.notices()) == 0  # the dead invocation's notice is its own; this run sent none
+    assert world.writer() == DR
+    assert [(e.id, e.outcome) for e in log.latest()] == [("died", "completed")]
 
 
 def test_a_region_that_is_not_ready_refuses_pages_and_changes_nothing_unless_forced(world: World) -> None:
