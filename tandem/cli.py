@@ -30,7 +30,7 @@ def _non_negative(text: str) -> int:
     return value
 
 
-OPERATOR_ACTIONS = ("plan", "failover", "switchover", "failback", "executions")
+OPERATOR_ACTIONS = ("plan", "failover", "switchover", "failback", "executions", "reconcile")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "switchover": "planned move to the DR region (RPO 0; needs the primary)",
         "failback": "planned switchover back to the primary region (once it is caught up)",
         "executions": "the failover executions, newest first, with their steps",
+        "reconcile": "in the active region: forward stranded messages, redrive DLQs, replay the old region's journal",
     }
     for name, text in helps.items():
         cmd = sub.add_parser(name, help=text)
@@ -215,7 +216,7 @@ def _operate(args: argparse.Namespace) -> int:
         print(json.dumps(shown, indent=2, default=str))
     else:
         print(operator.describe(args.command, answer))
-    return 1 if answer.get("outcome") in ("refused", "failed") else 0
+    return 1 if answer.get("outcome") in ("refused", "failed", "partial") else 0
 
 
 def _describe(status: dict[str, Any]) -> str:

@@ -202,6 +202,36 @@ class LocalPostgres:
         """End recovery on a standby: it becomes a writable primary on a new timeline."""
         self._server(pg_bin("pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "30", "promote")
 
+    def promote_at(self, lsn: str, timeout: float = 30.0) -> None:
+        """End recovery exactly at ``lsn`` (what the standby has replayed), discarding WAL it received beyond.
+
+        ``pg_ctl promote`` first replays everything received, so a standby whose replay was held back would
+        lose nothing - kinder than a storage-level replica (Aurora) whose lagging pages are simply not there.
+        A recovery target is read at start-up only: set it, restart, wait until recovery has ended.
+        """
+        conn = self.connect(database="postgres", timeout=10)
+        try:
+            conn.run(f"ALTER SYSTEM SET recovery_target_lsn = {literal(lsn)}")
+            conn.run("ALTER SYSTEM SET recovery_target_action = 'promote'")
+        finally:
+            conn.close()
+        self.halt("fast")
+        self.launch()
+        deadline = time.monotonic() + timeout
+        while True:
+            conn = self.connect(database="postgres", timeout=10)
+            try:
+                if conn.run("SELECT pg_is_in_recovery()") == [[False]]:
+                    conn.run("ALTER SYSTEM RESET recovery_target_lsn")
+                    conn.run("ALTER SYSTEM RESET recovery_target_action")
+                    conn.run("SELECT pg_reload_conf()")
+                    return
+            finally:
+                conn.close()
+            if time.monotonic() > deadline:
+                raise PostgresError(f"the standby on port {self.port} did not end recovery at {lsn} in {timeout} s")
+            time.sleep(0.05)
+
     def standby_of(self, primary: LocalPostgres, application_name: str | None = None) -> None:
         """Make this (not yet started) server a streaming standby of ``primary`` and start it.
 

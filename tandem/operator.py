@@ -6,7 +6,8 @@ control API, or samconfig.toml with credentials the boto3 way). The handler deci
 - the plan, the refusal reasons, or the execution's timeline as a table.
 
 Which region: ``failover``/``switchover``/``plan`` activate the DR-role region, ``failback`` the primary-role
-one (``--region`` overrides); ``executions`` asks the DR-role region first and the other if it does not answer.
+one (``--region`` overrides); ``executions`` asks the DR-role region first and the other if it does not answer;
+``reconcile`` asks the DR-role region first and the other when the first says it is not the active one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tabulate import tabulate
 
 from tandem.status import ClientSource, RegionTarget
 
-ACTIONS = ("plan", "failover", "switchover", "failback", "executions")
+ACTIONS = ("plan", "failover", "switchover", "failback", "executions", "reconcile")
 
 
 class HandlerError(RuntimeError):
@@ -45,7 +46,8 @@ def choose(action: str, targets: Sequence[RegionTarget], region: str | None = No
     first = by_role.get("primary") if action == "failback" else by_role.get("dr")
     if first is None:
         raise ValueError("cannot tell the primary and DR regions apart (roles missing)")
-    return [first] if action != "executions" else [first, *(t for t in targets if t is not first)]
+    both = action in ("executions", "reconcile")
+    return [first, *(t for t in targets if t is not first)] if both else [first]
 
 
 def invoke(source: ClientSource, target: RegionTarget, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,11 +87,16 @@ def run(
     if force:
         request["force"] = True
     errors = []
-    for target in choose(action, targets, region):
+    chosen = choose(action, targets, region)
+    for n, target in enumerate(chosen):
         try:
-            return {"region": target.region, **invoke(source, target, request)}
+            answer = {"region": target.region, **invoke(source, target, request)}
         except HandlerError as exc:
             errors.append(str(exc))
+            continue
+        if "not_active" in answer.get("reasons", []) and n + 1 < len(chosen):
+            continue  # reconcile runs in the active region: ask the other one
+        return answer
     raise HandlerError("; ".join(errors))
 
 
@@ -143,11 +150,30 @@ def describe(action: str, answer: Mapping[str, Any]) -> str:
             lines.append(f"  readiness reasons {', '.join(plan['readiness_reasons'])}")
         return "\n".join(lines)
     outcome = answer.get("outcome")
+    if action == "reconcile" and outcome != "refused":
+        return reconciled(answer)
     if outcome == "refused":
         return f"{action} to {region} REFUSED: {', '.join(answer.get('reasons', []))}"
     execution = answer.get("execution") or {}
     head = f"{action} to {region}: {outcome} ({execution.get('mode')}, {_rto(execution)} s)"
     return f"{head}\n\n{timeline(execution)}"
+
+
+def reconciled(answer: Mapping[str, Any]) -> str:
+    """What a reconciliation found and did, part by part, then its timeline."""
+    report, execution = answer.get("report", {}), answer.get("execution") or {}
+    journal, stranded = report.get("journal", {}), report.get("stranded", {})
+    lines = [
+        f"reconcile in {answer.get('region')} (old region {report.get('old_region')}): {answer.get('outcome')}",
+        f"  journal: {journal.get('lines', 0)} lines read, {journal.get('reapplied', 0)} were missing and are "
+        f"re-applied, {journal.get('already_held', 0)} held already, {len(journal.get('could_not', []))} could not",
+        f"  stranded: {stranded.get('moved', 0)} moved from the old region's queue",
+    ]
+    for region, dlq in report.get("dlq", {}).items():
+        lines.append(f"  DLQ {region}: {dlq.get('redriven', 0)} redriven, {len(dlq.get('left', []))} left")
+        lines += [f"    left {m.get('message_id')}: {m.get('reason')}" for m in dlq.get("left", [])[:10]]
+    lines += [f"  could not {c.get('transaction_id')}: {c.get('reason')}" for c in journal.get("could_not", [])[:10]]
+    return "\n".join(lines) + "\n\n" + timeline(execution)
 
 
 def _day(epoch: Any) -> str:

@@ -17,11 +17,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from failover_handler.events import parse_request
 from failover_handler.history import ExecutionLog
 from failover_handler.metrics import EmfExecutionMetrics
+from failover_handler.reconcile import DlqRedrive, JournalReplay, Reconciler, processor_invoker
 from failover_handler.runbook import RegionApis, Runbook
 from failover_handler.service import Facts, FailoverService
 from replication_monitor.probe import HttpProber
 from tandem_core.clients import client_for, peer_client
 from tandem_core.control import ControlStore, primary_region
+from tandem_core.forwarding import QueueForwarder
 from tandem_core.readiness import read_readiness
 from tandem_core.settings import AwsSettings, ConfigurationError, FailoverSettings
 
@@ -62,7 +64,22 @@ def build_service() -> FailoverService:
         control=ControlStore(db, s.ledger_table, primary), history=ExecutionLog(db, s.ledger_table),
         runbook=Runbook(s, own, peer),
         facts=Facts(functools.partial(read_readiness, db, s.ledger_table), functools.partial(peer_reachable, s, peer)),
-        metrics=EmfExecutionMetrics(aws.region),
+        metrics=EmfExecutionMetrics(aws.region), reconciler=reconciler(s, aws, own.lambda_),
+    )  # fmt: skip
+
+
+def reconciler(s: FailoverSettings, aws: AwsSettings, lambda_: Any) -> Reconciler:
+    """This region reconciles what the peer (the old primary) left: its queue, both DLQs, its journal."""
+    sqs = client_for("sqs", aws)
+    peer_sqs = peer_client("sqs", s.peer_region, s.peer_endpoint_url, s.peer_timeout_seconds)
+    return Reconciler(
+        aws.region, s.peer_region,
+        stranded=QueueForwarder(peer_sqs, s.peer_queue_url, sqs, s.queue_url),
+        dlqs={aws.region: DlqRedrive(sqs, s.dlq_url, sqs, s.queue_url),
+              s.peer_region: DlqRedrive(peer_sqs, s.peer_dlq_url, sqs, s.queue_url)},
+        journal=JournalReplay(client_for("s3", aws), s.archive_bucket,
+                              processor_invoker(lambda_, s.processor_function)),
+        budget_seconds=s.reconcile_budget_seconds,
     )  # fmt: skip
 
 

@@ -2,8 +2,8 @@
 
 - automatic: EventBridge's "CloudWatch Alarm State Change" of this region's composite alarm "peer region
   impaired" (the shape AWS sends; its ``previousState`` is what the bootstrap guard reads);
-- operator (Lambda Invoke): ``{"action": "plan" | "failover" | "switchover" | "failback" | "status",
-  "force": false}`` - ``force`` only with ``failover``.
+- operator (Lambda Invoke): ``{"action": "plan" | "failover" | "switchover" | "failback" | "status" |
+  "reconcile", "force": false}`` - ``force`` only with ``failover``.
 
 Anything else is refused with one line naming what is wrong, before anything is read or written.
 """
@@ -24,6 +24,7 @@ class Action(enum.StrEnum):
     SWITCHOVER = "switchover"
     FAILBACK = "failback"
     STATUS = "status"
+    RECONCILE = "reconcile"
 
 
 class _AlarmState(BaseModel):

@@ -36,6 +36,7 @@ class ExecutionRecord:
     steps: list[dict[str, Any]] = field(default_factory=list)
     rpo_estimate_seconds: float | None = None
     epoch: int | None = None
+    report: dict[str, Any] | None = None  # a reconciliation's: what was missing, re-applied, redriven, left
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,7 @@ class ExecutionRecord:
             "steps": [dict(s) for s in self.steps],
             "rpo_estimate_seconds": self.rpo_estimate_seconds,
             "epoch": self.epoch,
+            **({"report": self.report} if self.report is not None else {}),
         }
 
     @classmethod
@@ -64,6 +66,7 @@ class ExecutionRecord:
             steps=[dict(s) for s in data.get("steps", [])],
             rpo_estimate_seconds=_float(data.get("rpo_estimate_seconds")),
             epoch=None if data.get("epoch") is None else int(data["epoch"]),
+            report=dict(data["report"]) if isinstance(data.get("report"), dict) else None,
         )  # fmt: skip
 
 

@@ -15,14 +15,16 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from failover_handler.events import Action, Request
 from failover_handler.execution import execute
 from failover_handler.history import ExecutionLog, ExecutionRecord, steps_of
 from failover_handler.plan import OVERRIDABLE, Plan, Situation, make_plan
+from failover_handler.reconcile import Reconciler
 from failover_handler.runbook import Order, Runbook
-from tandem_core.control import Acquired, ControlStore, LockRefused, NewExecution, primary_region
+from tandem_core.control import Acquired, ControlStore, LockRefused, NewExecution, State, primary_region
 from tandem_core.settings import FailoverSettings
 
 #: refusals worth a record and a page: a human must know the region could not take over
@@ -61,6 +63,7 @@ class FailoverService:
         runbook: Runbook,
         facts: Facts,
         metrics: ExecutionMetrics,
+        reconciler: Reconciler | None = None,
         clock: Callable[[], float] = time.time,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
@@ -71,6 +74,7 @@ class FailoverService:
         self._runbook = runbook
         self._facts = facts
         self._metrics = metrics
+        self._reconciler = reconciler
         self._clock = clock
         self._new_id = new_id
 
@@ -92,6 +96,8 @@ class FailoverService:
     def handle(self, request: Request) -> dict[str, Any]:
         if request.action is Action.STATUS:
             return self.status()
+        if request.action is Action.RECONCILE:
+            return self.reconcile(request)
         s = self.situation()
         plan = make_plan(request, s)
         if request.action is Action.PLAN:
@@ -107,6 +113,28 @@ class FailoverService:
             "control": self._control.read().as_dict(),
             "executions": [r.as_dict() for r in self._history.latest(10)],
         }
+
+    def reconcile(self, request: Request) -> dict[str, Any]:
+        """Only in the active region, never during an execution; recorded like one (``action`` reconcile)."""
+        control = self._control.read()
+        refused = [reason for reason, applies in (
+            ("not_active", control.active_region != self._region),
+            ("execution_running", control.state is State.RUNNING),
+            ("reconcile_not_configured", self._reconciler is None),
+        ) if applies]  # fmt: skip
+        if refused:
+            return {"action": "reconcile", "outcome": "refused", "reasons": refused, "control": control.as_dict()}
+        assert self._reconciler is not None
+        started = self._clock()
+        since = (control.started_at if control.started_at is not None else started) - self._s.reconcile_lookback_seconds
+        report = self._reconciler.run(datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(started, UTC))
+        record = ExecutionRecord(
+            self._new_id(), request.trigger, "reconcile", None, self._region, started,
+            "completed" if report["complete"] else "partial", finished_at=self._clock(), epoch=control.epoch,
+            steps=list(report.pop("steps")), report=report,
+        )  # fmt: skip
+        self._history.write(record)
+        return {"action": "reconcile", "outcome": record.outcome, "execution": record.as_dict(), "report": report}
 
     # ------------------------------------------------------------------------------------------ refusing
     def _refuse(self, request: Request, plan: Plan, s: Situation, extra: tuple[str, ...] = ()) -> dict[str, Any]:

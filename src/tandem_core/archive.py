@@ -27,9 +27,12 @@ PREFIX = "archive/"
 REFUSED = "ledger_refused"  # a line's mark: the ledger refused it, with this reason
 
 
-def journal_key(entries: Sequence[Entry], at: datetime) -> str:
+def journal_key(entries: Sequence[Entry], at: datetime, region: str) -> str:
+    """Hour first (reconciliation lists a window by hour), then the writing region: both buckets replicate
+    into each other, so the same batch journaled by each region (a replay after a failover) must not share
+    a key - the second object would overwrite the first in both buckets."""
     digest = hashlib.sha256("\n".join(sorted(e.message_id for e in entries)).encode()).hexdigest()[:32]
-    return f"{PREFIX}{at:%Y/%m/%d/%H}/{digest}.jsonl"
+    return f"{PREFIX}{at:%Y/%m/%d/%H}/{region}-{digest}.jsonl"
 
 
 def journal_lines(entries: Sequence[Entry], region: str, refused: Mapping[str, str] | None = None) -> bytes:
@@ -57,7 +60,7 @@ class Journal:
         """Archive the batch (bucket default encryption applies: SSE-KMS with the region's key)."""
         if not entries:
             return None
-        key = journal_key(entries, at)
+        key = journal_key(entries, at, region)
         self._put(key, journal_lines(entries, region))
         return key
 

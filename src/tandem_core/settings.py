@@ -195,6 +195,15 @@ class FailoverSettings(_EnvModel):
     lease_seconds: float = Field(default=120.0, alias="LEASE_SECONDS", gt=0)
     promotion_timeout_seconds: float = Field(default=90.0, alias="PROMOTION_TIMEOUT_SECONDS", gt=0)
     peer_timeout_seconds: float = Field(default=3.0, alias="PEER_TIMEOUT_SECONDS", gt=0, le=10)
+    #: reconciliation (failover_handler.reconcile): this region's journal and queues, the peer's queues
+    archive_bucket: str = Field(alias="ARCHIVE_BUCKET_NAME", min_length=3)
+    queue_url: str = Field(alias="TRANSACTION_QUEUE_URL", min_length=1)
+    dlq_url: str = Field(alias="TRANSACTION_DLQ_URL", min_length=1)
+    peer_queue_url: str = Field(alias="PEER_QUEUE_URL", min_length=1)
+    peer_dlq_url: str = Field(alias="PEER_DLQ_URL", min_length=1)
+    #: how far before the last execution's start the journal is read (Aurora's lag is seconds; a margin)
+    reconcile_lookback_seconds: float = Field(default=3600.0, alias="RECONCILE_LOOKBACK_SECONDS", gt=0)
+    reconcile_budget_seconds: float = Field(default=90.0, alias="RECONCILE_BUDGET_SECONDS", gt=0)
 
     @model_validator(mode="before")
     @classmethod

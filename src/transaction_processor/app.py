@@ -25,7 +25,7 @@ from tandem_core.fencing import Fence, Fenced
 from tandem_core.ledger import Ledger
 from tandem_core.settings import AwsSettings, LedgerDbSettings, ProcessorSettings
 from tandem_core.status import StatusStore
-from transaction_processor.processing import BatchResult, Processor, messages_from_event
+from transaction_processor.processing import BatchResult, Processor, messages_from_event, replay_messages
 
 logger = Logger()
 tracer = Tracer()
@@ -82,10 +82,30 @@ def _record_handler(result: BatchResult) -> Any:
     return handle
 
 
+def replay(event: dict[str, Any]) -> dict[str, Any]:
+    """Reconciliation's request (the failover handler's Lambda Invoke): journal lines through the same path.
+
+    ``Fenced`` propagates: a region that is not active must not replay, and the caller sees why."""
+    messages = replay_messages(event)
+    result = build_processor().process(messages)
+    metrics.add_metric(name="TransactionsReplayed", unit=MetricUnit.Count, value=result.count("committed"))
+    logger.info("replay processed", extra={"records": len(messages), "committed": result.count("committed"),
+                                           "duplicates": result.count("duplicate")})  # fmt: skip
+    return {
+        "replayed": [
+            {"message_id": mid, "outcome": r.outcome, "reason": r.reason, "transaction_id": r.transaction_id}
+            for mid, r in result.results.items()
+        ],
+        "archive_key": result.archive_key,
+    }
+
+
 @logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    if isinstance(event, dict) and "replay" in event:
+        return replay(event)
     started = time.perf_counter()
     messages = messages_from_event(event)  # ValueError naming the malformed record: the invoker's error
     if not messages:

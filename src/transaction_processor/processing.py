@@ -10,6 +10,7 @@ reconciliation never replays it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +51,33 @@ def messages_from_event(event: Any) -> list[Message]:
         if not isinstance(body, str):
             raise ValueError(f"not an SQS event: {where}.body must be a string")
         messages.append(Message(message_id, body))
+    return messages
+
+
+MAX_REPLAY = 100  # journal lines per replay request: one ledger round trip, well inside the Timeout
+
+
+def replay_messages(event: Any) -> list[Message]:
+    """A reconciliation's replay request - ``{"replay": [journal line, ...]}`` - as messages, or a ValueError.
+
+    Each line carries the original ``message_id`` and ``transaction`` (see :mod:`tandem_core.archive`); the
+    transaction goes through :meth:`Processor.process` like any message, so a transaction the ledger holds
+    already is a ``duplicate`` and one it lacks is ``committed`` - the same exactly-once path, no second one.
+    """
+    lines = event.get("replay") if isinstance(event, dict) else None
+    if not isinstance(lines, list) or not 0 < len(lines) <= MAX_REPLAY:
+        raise ValueError(f"not a replay request: 'replay' must be a list of 1 to {MAX_REPLAY} journal lines")
+    messages: list[Message] = []
+    for index, line in enumerate(lines):
+        where = f"replay[{index}]"
+        if not isinstance(line, dict):
+            raise ValueError(f"not a replay request: {where} is not an object")
+        message_id, transaction = line.get("message_id"), line.get("transaction")
+        if not isinstance(message_id, str) or not message_id or not message_id.isprintable():
+            raise ValueError(f"not a replay request: {where}.message_id must be a non-empty printable string")
+        if not isinstance(transaction, dict):
+            raise ValueError(f"not a replay request: {where}.transaction must be an object")
+        messages.append(Message(message_id, json.dumps(transaction)))
     return messages
 
 

@@ -136,7 +136,11 @@ class AuroraGlobal:
             old = self.writer
             if old not in self.down:
                 self.nodes[old].halt("immediate")  # fence: the old writer must not take more writes
-            self.nodes[to_region].promote()
+            node = self.nodes[to_region]
+            if self.replay_paused:  # what it received but has not replayed is not there in a lagging replica
+                node.promote_at(str(self._query(node, "SELECT pg_last_wal_replay_lsn()")))
+            else:
+                node.promote()
             self.writer = to_region
             self.stale.add(old)
             if old not in self.down:

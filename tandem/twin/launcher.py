@@ -83,7 +83,8 @@ def start(state_dir: Path, *, scale: float = 1.0, primary: str = "us-east-1", dr
         lock.close()  # from here on the daemon alone holds the lock (it inherited the descriptor)
     try:
         return _wait_ready(proc, state_dir, log_path, timeout)
-    except BaseException:
+    except BaseException as exc:
+        _note(state_dir, f"pid {os.getpid()} stops the starting daemon: {type(exc).__name__}: {exc}")
         _abort(proc, state_dir)
         raise
 
@@ -102,10 +103,18 @@ def _wait_ready(proc: subprocess.Popen[bytes], state_dir: Path, log_path: Path, 
 
 
 def _last_error(log_path: Path) -> str:
-    """The daemon's last error line (it logs one clear line per start-up failure), with the log's path."""
+    """The daemon's last error line (it logs one clear line per start-up failure) or, without one, how its
+    log ends (a start-up abandoned on a signal says so, and who sent it is noted above), with the path."""
     lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines() if log_path.exists() else []
-    errors = [line for line in lines if " ERROR " in line or line.startswith("tandem twin:")]
-    return f"{(errors or lines or ['no output'])[-1]} (log: {log_path})"
+    errors = [line for line in lines if " ERROR " in line]
+    shown = errors[-1:] or [line for line in lines if "abandoned" in line or line.startswith("tandem twin:")][-3:]
+    return f"{' | '.join(shown or lines[-3:] or ['no output'])} (log: {log_path})"
+
+
+def _note(state_dir: Path, text: str) -> None:
+    """A line in the daemon's log from outside it: who signalled it, and why (the daemon cannot tell)."""
+    with contextlib.suppress(OSError), open(state_dir / "twin.log", "a", encoding="utf-8") as log:
+        log.write(f"tandem twin: {text}\n")
 
 
 def _abort(proc: subprocess.Popen[bytes], state_dir: Path) -> None:
@@ -160,6 +169,7 @@ def _signal_daemon(state_dir: Path, sig: signal.Signals) -> None:
         raise RuntimeError(
             f"the twin in {state_dir} does not answer and pid {pid} is not its daemon; nothing was signalled"
         )
+    _note(state_dir, f"pid {os.getpid()} sends {sig.name} to the daemon (pid {pid})")
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
 

@@ -2,8 +2,9 @@
 
 The app is deployed with ``--parameter-overrides FailoverMinDelaySeconds=5 FailoverLeaseSeconds=3`` (what an
 operator would pass to ``sam deploy``), so a failback and a takeover of a dead run fit in a test's time. The
-tests run in order on the same twin: a forced failover to a DR region that is not ready, the failback once the
-old primary caught up, then an automatic failover whose handler is killed after its first recorded step.
+tests run in order on the same twin: a dry run, a forced failover to a DR region that is not ready, the
+failback once the old primary caught up, then an automatic failover whose handler is killed after its notice
+was recorded.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tandem.twin.control import call
 from tandem_core.readiness import read_readiness
 from tests.conftest import eventually, transfer
 from tests.twin.conftest import aws
-from tests.twin.test_twin_failover import DR, PRIMARY, handler, processing, tandem, writer_region
+from tests.twin.test_twin_failover import DR, PRIMARY, dns_answer, handler, processing, tandem, writer_region
 from tests.twin.test_twin_failover_decisions import committed_in, post, queue_empty
 
 TWIN_SCALE = 10.0
@@ -38,6 +39,23 @@ def run(twin_dir: Path, *args: str) -> dict[str, Any]:
     assert done.returncode in (0, 1), done.stderr
     answer: dict[str, Any] = json.loads(done.stdout)
     return answer
+
+
+def live_state(twin: dict[str, Any]) -> dict[str, Any]:
+    """Everything a run would change, read from the outside."""
+    status = handler(twin, DR, {"action": "status"})
+    return {
+        "writer": writer_region(twin), "processing": {r: processing(twin, r) for r in (PRIMARY, DR)},
+        "dns": dns_answer(twin), "control": status["control"], "executions": status["executions"],
+    }  # fmt: skip
+
+
+def test_plan_changes_nothing(twin: dict[str, Any], twin_dir: Path) -> None:
+    assert eventually(lambda: verdict(twin, DR) == "ready", timeout=60)
+    before = live_state(twin)
+    plan = run(twin_dir, "plan")["plan"]
+    assert (plan["allowed"], plan["mode"], plan["steps"]) == (True, "switchover", list(STEPS))  # primary answers
+    assert live_state(twin) == before
 
 
 def test_force_overrides_a_dr_region_that_is_not_ready(twin: dict[str, Any], twin_dir: Path) -> None:

@@ -25,6 +25,7 @@ GLOBAL, TABLE = "tandem-ledger", "tandem-ledger-table"
 CLUSTER = {PRIMARY: "tandem-ledger-primary", DR: "tandem-ledger-dr"}
 FUNCTION = {PRIMARY: "tandem-app-primary-processor", DR: "tandem-app-dr-processor"}
 STATE_PARAMETER = {PRIMARY: "/tandem/primary/processing-enabled", DR: "/tandem/dr/processing-enabled"}
+ARCHIVE = {PRIMARY: "tandem-archive-primary", DR: "tandem-archive-dr"}
 
 
 @dataclass
@@ -46,7 +47,15 @@ class World:
             "PROCESSOR_FUNCTION_NAME": FUNCTION[region], "PEER_PROCESSOR_FUNCTION_NAME": FUNCTION[peer],
             "ALARM_TOPIC_ARN": topic, "PROCESSING_STATE_PARAMETER": STATE_PARAMETER[region],
             "PEER_PROCESSING_STATE_PARAMETER": STATE_PARAMETER[peer],
+            "ARCHIVE_BUCKET_NAME": ARCHIVE[region], "TRANSACTION_QUEUE_URL": self.queue(region),
+            "TRANSACTION_DLQ_URL": self.dlq(region), "PEER_QUEUE_URL": self.queue(peer), "PEER_DLQ_URL": self.dlq(peer),
         })  # fmt: skip
+
+    def queue(self, region: str) -> str:
+        return str(self.clients[region]["sqs"].get_queue_url(QueueName=f"transactions-{region}")["QueueUrl"])
+
+    def dlq(self, region: str) -> str:
+        return str(self.clients[region]["sqs"].get_queue_url(QueueName=f"transactions-dlq-{region}")["QueueUrl"])
 
     def runbook(self, region: str = DR) -> Runbook:
         peer = PRIMARY if region == DR else DR
@@ -87,7 +96,7 @@ def two_regions() -> Iterator[World]:
         clients = {
             r: {
                 s: boto3.client(s, region_name=r)
-                for s in ("rds", "lambda", "cloudwatch", "sns", "sqs", "iam", "dynamodb", "ssm")
+                for s in ("rds", "lambda", "cloudwatch", "sns", "sqs", "iam", "dynamodb", "ssm", "s3")
             }
             for r in (PRIMARY, DR)
         }
@@ -100,6 +109,9 @@ def two_regions() -> Iterator[World]:
                 **({"MasterUsername": "tandem", "MasterUserPassword": "secret123"} if region == PRIMARY else {}),
             )  # fmt: skip
             queue = c["sqs"].create_queue(QueueName=f"transactions-{region}")["QueueUrl"]
+            c["sqs"].create_queue(QueueName=f"transactions-dlq-{region}")
+            location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            c["s3"].create_bucket(Bucket=ARCHIVE[region], **location)
             queue_arn = c["sqs"].get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"][
                 "QueueArn"
             ]

@@ -74,7 +74,7 @@ def test_journal_keeps_the_batch_as_json_lines_under_date_and_hour(aws: dict[str
     batch = entries("sqs_valid_batch.json")
     key = journal.append(batch, "us-east-1", NOW)
     assert key is not None
-    assert key.startswith("archive/2026/11/28/10/")
+    assert key.startswith("archive/2026/11/28/10/us-east-1-")
     assert key.endswith(".jsonl")
     lines = journal.read(key)
     assert [line["message_id"] for line in lines] == [e.message_id for e in batch]
@@ -84,8 +84,9 @@ def test_journal_keeps_the_batch_as_json_lines_under_date_and_hour(aws: dict[str
 
 def test_a_retried_batch_overwrites_its_own_journal_object(aws: dict[str, Any]) -> None:
     batch = entries("sqs_valid_batch.json")
-    assert journal_key(batch, NOW) == journal_key(list(reversed(batch)), NOW)
-    assert journal_key(batch, NOW) != journal_key(batch[:2], NOW)
+    assert journal_key(batch, NOW, "us-east-1") == journal_key(list(reversed(batch)), NOW, "us-east-1")
+    assert journal_key(batch, NOW, "us-east-1") != journal_key(batch[:2], NOW, "us-east-1")
+    assert journal_key(batch, NOW, "us-east-1") != journal_key(batch, NOW, "us-west-2")  # a replay elsewhere
     journal = Journal(aws["s3"], "archive")
     journal.append(batch, "us-east-1", NOW)
     journal.append(batch, "us-east-1", NOW)

@@ -1,0 +1,252 @@
+"""Reconciliation after an unplanned failover (DESIGN §4): what was accepted ends committed, exactly once.
+
+Runs in the active region, once the old one answers again. Every part converges, so running it again finds
+nothing left to do:
+
+1. **Stranded messages**: the old region's queue is drained into this region's queue
+   (:class:`tandem_core.forwarding.QueueForwarder`, until it is empty or the time is up).
+2. **Journal replay**: the old region journaled every batch before committing it (``tandem_core.archive``);
+   its objects reach this region's archive bucket by S3 replication once it is back. Lines from ``since`` on
+   go through this region's processor (Lambda Invoke, ``{"replay": [...]}``) - the same exactly-once path:
+   ``committed`` means the ledger lacked it and holds it now, ``duplicate`` that it held it already,
+   anything else could not be applied (the reason is reported).
+3. **DLQ redrive** (both regions): a message that still parses as a transaction went there for an
+   infrastructure reason (its region or database was down for maxReceiveCount receives) and goes to this
+   region's queue with ``tandem-redrives`` counted up; one that does not parse stays, with its reason; one
+   already redriven once stays too (it was dead-lettered again: the ledger refused it, and another redrive
+   would only loop). Transfers carry no balance constraint, so applying them late commutes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from tandem_core.archive import PREFIX, Journal
+from tandem_core.forwarding import QueueForwarder
+from tandem_core.models import InvalidMessage, parse_transaction
+
+REPLAY_BATCH = 100  # journal lines per processor invocation (transaction_processor.processing.MAX_REPLAY)
+REDRIVES = "tandem-redrives"  # message attribute: how often reconciliation redrove this message
+LISTED = 200  # ids kept per list in a report (a DynamoDB item holds 400 KB); the counts are always complete
+AWS_ERRORS = (ClientError, BotoCoreError)
+
+
+@dataclass
+class Replayed:
+    objects: int = 0
+    lines: int = 0
+    reapplied: list[str] = field(default_factory=list)  # transaction ids the ledger lacked
+    already_held: int = 0
+    could_not: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "objects": self.objects, "lines": self.lines, "reapplied": len(self.reapplied),
+            "reapplied_ids": self.reapplied[:LISTED], "already_held": self.already_held,
+            "could_not": self.could_not[:LISTED], "errors": self.errors[:5],
+        }  # fmt: skip
+
+
+@dataclass
+class Redriven:
+    redriven: int = 0
+    left: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"redriven": self.redriven, "left": self.left[:LISTED], "errors": self.errors[:5]}
+
+
+def hours(since: datetime, until: datetime) -> Iterator[datetime]:
+    """Every hour the journal's keys name from ``since`` to ``until`` (both included)."""
+    hour = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    while hour <= until:
+        yield hour
+        hour += timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class JournalReplay:
+    """The old region's journal lines in this region's archive bucket, replayed through the processor."""
+
+    s3: Any
+    bucket: str
+    invoke_processor: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+    def run(self, old_region: str, since: datetime, until: datetime, deadline: float) -> Replayed:
+        done = Replayed()
+        journal = Journal(self.s3, self.bucket)
+        pending: list[dict[str, Any]] = []
+        for key in self._keys(since, until):
+            if time.monotonic() > deadline:
+                done.errors.append("time ran out: run reconcile again to finish")
+                break
+            done.objects += 1
+            lines = [line for line in journal.replayable(key) if line.get("region") == old_region]
+            done.lines += len(lines)
+            pending += [{"message_id": line["message_id"], "transaction": line["transaction"]} for line in lines]
+            while len(pending) >= REPLAY_BATCH:
+                self._replay(pending[:REPLAY_BATCH], done)
+                pending = pending[REPLAY_BATCH:]
+        if pending:
+            self._replay(pending, done)
+        return done
+
+    def _keys(self, since: datetime, until: datetime) -> Iterator[str]:
+        pages = self.s3.get_paginator("list_objects_v2")
+        for hour in hours(since, until):
+            for page in pages.paginate(Bucket=self.bucket, Prefix=f"{PREFIX}{hour:%Y/%m/%d/%H}/"):
+                for obj in page.get("Contents", []):  # the whole hour: a replica's own time says nothing
+                    yield str(obj["Key"])
+
+    def _replay(self, lines: list[dict[str, Any]], done: Replayed) -> None:
+        try:
+            results = self.invoke_processor(lines)
+        except (RuntimeError, *AWS_ERRORS) as exc:
+            done.errors.append(" ".join(str(exc).split())[:300])
+            return
+        for result in results:
+            if result.get("outcome") == "committed":
+                done.reapplied.append(str(result.get("transaction_id")))
+            elif result.get("outcome") == "duplicate":
+                done.already_held += 1
+            else:
+                done.could_not.append({k: result.get(k) for k in ("message_id", "transaction_id", "reason")})
+
+
+@dataclass(frozen=True)
+class DlqRedrive:
+    """One region's DLQ: infrastructure failures back to the active queue, poison left with its reason."""
+
+    sqs: Any
+    dlq_url: str
+    target_sqs: Any
+    target_queue_url: str
+
+    def run(self, deadline: float) -> Redriven:
+        done = Redriven()
+        seen: set[str] = set()
+        kept: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            received = self.sqs.receive_message(
+                QueueUrl=self.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=30,
+                MessageAttributeNames=[REDRIVES],
+            ).get("Messages", [])  # fmt: skip
+            fresh = [m for m in received if m["MessageId"] not in seen]
+            if not fresh:
+                break
+            for message in fresh:
+                seen.add(message["MessageId"])
+                reason = self._why_it_stays(message)
+                if reason is None:
+                    if self._redrive(message, done):
+                        continue
+                    reason = "redrive failed (it stays; run reconcile again)"
+                done.left.append({"message_id": message["MessageId"], "reason": reason})
+                kept.append(message)
+        for i in range(0, len(kept), 10):  # visible again at once: it is the operator's to see now
+            self.sqs.change_message_visibility_batch(
+                QueueUrl=self.dlq_url,
+                Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                         for n, m in enumerate(kept[i : i + 10])],
+            )  # fmt: skip
+        return done
+
+    @staticmethod
+    def _why_it_stays(message: dict[str, Any]) -> str | None:
+        try:
+            parse_transaction(message["Body"])
+        except InvalidMessage as exc:
+            return f"invalid: {exc.reason}"
+        redrives = int(message.get("MessageAttributes", {}).get(REDRIVES, {}).get("StringValue", "0") or 0)
+        if redrives >= 1:
+            return "dead-lettered again after a redrive: the ledger refused it (see the processor's log)"
+        return None
+
+    def _redrive(self, message: dict[str, Any], done: Redriven) -> bool:
+        redrives = int(message.get("MessageAttributes", {}).get(REDRIVES, {}).get("StringValue", "0") or 0)
+        try:
+            self.target_sqs.send_message(
+                QueueUrl=self.target_queue_url, MessageBody=message["Body"],
+                MessageAttributes={REDRIVES: {"DataType": "Number", "StringValue": str(redrives + 1)}},
+            )  # fmt: skip
+            self.sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"])
+        except AWS_ERRORS as exc:
+            done.errors.append(" ".join(str(exc).split())[:300])
+            return False
+        done.redriven += 1
+        return True
+
+
+@dataclass(frozen=True)
+class Reconciler:
+    """The three parts, in the order that converges: stranded and dead-lettered messages go back to the
+    active queue, then the journal fills what the ledger still lacks."""
+
+    region: str
+    old_region: str
+    stranded: QueueForwarder  # the old region's queue -> this region's queue
+    dlqs: dict[str, DlqRedrive]  # region -> its DLQ, each redriven to this region's queue
+    journal: JournalReplay
+    budget_seconds: float = 60.0
+
+    def run(self, since: datetime, until: datetime, clock: Callable[[], float] = time.time) -> dict[str, Any]:
+        """The report: each part's counts and what it left (``complete`` when no part hit an error), and
+        ``steps`` - each part's start, end, outcome and a one-line summary, for the execution record."""
+        deadline = time.monotonic() + self.budget_seconds
+        report: dict[str, Any] = {
+            "region": self.region, "old_region": self.old_region, "since": since.timestamp(),
+            "until": until.timestamp(), "dlq": {}, "steps": [],
+        }  # fmt: skip
+
+        def part(name: str, work: Callable[[], dict[str, Any]], summary: Callable[[dict[str, Any]], str]) -> None:
+            started = clock()
+            try:
+                result = work()
+            except AWS_ERRORS as exc:
+                result = {"errors": [_line(exc)]}
+            outcome = "failed" if result.get("errors") else "completed"
+            detail = "; ".join(result["errors"][:1]) if result.get("errors") else summary(result)
+            report["steps"].append({"name": name, "started_at": started, "finished_at": clock(),
+                                    "outcome": outcome, "detail": detail})  # fmt: skip
+            if name.startswith("redrive_dlq:"):
+                report["dlq"][name.split(":", 1)[1]] = result
+            else:
+                report[name] = result
+
+        part("stranded", lambda: self.stranded.drain(limit=1_000_000, deadline=deadline).as_dict(),
+             lambda r: f"{r['moved']} moved from {self.old_region}'s queue")  # fmt: skip
+        for region, dlq in self.dlqs.items():
+            part(f"redrive_dlq:{region}", functools.partial(lambda d: d.run(deadline).as_dict(), dlq),
+                 lambda r: f"{r['redriven']} redriven, {len(r['left'])} left")  # fmt: skip
+        part("journal", lambda: self.journal.run(self.old_region, since, until, deadline).as_dict(),
+             lambda r: f"{r['lines']} lines of {self.old_region}: {r['reapplied']} re-applied, "
+                       f"{r['already_held']} held already, {len(r['could_not'])} could not")  # fmt: skip
+        report["complete"] = all(step["outcome"] == "completed" for step in report["steps"])
+        return report
+
+
+def _line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]
+
+
+def processor_invoker(lambda_: Any, function: str) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """Replay through the processor by Lambda Invoke; RuntimeError with its error (e.g. Fenced) when it fails."""
+
+    def invoke(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        reply = lambda_.invoke(FunctionName=function, Payload=json.dumps({"replay": lines}).encode())
+        answer = json.loads(reply["Payload"].read() or b"{}")
+        if reply.get("FunctionError"):
+            raise RuntimeError(f"{function}: {answer.get('errorType')}: {answer.get('errorMessage')}")
+        return list(answer.get("replayed", []))
+
+    return invoke

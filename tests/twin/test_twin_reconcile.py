@@ -1,0 +1,93 @@
+"""Reconciliation on a twin of its own (x10, automatic failover off: the operator drives this one).
+
+Aurora replay into DR is paused while the primary commits five transfers (journaled, replicated to DR's
+archive bucket, status items replicated - but not in DR's ledger); the primary dies; an operator forces the
+failover, so DR is promoted without them: real lost writes. Once the primary is back, `tandem reconcile`
+re-applies exactly those five through DR's processor, redrives a valid message from DR's DLQ and leaves a
+poison one there with its reason; a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tandem.twin.control import call
+from tests.conftest import eventually, transfer
+from tests.twin.conftest import aws, pg
+from tests.twin.test_twin_failover import DR, PRIMARY, tandem, writer_region
+from tests.twin.test_twin_failover_decisions import committed_in, post
+from tests.twin.test_twin_failover_recovery import run, verdict
+
+TWIN_SCALE = 10.0
+
+
+def in_ledger(twin: dict[str, Any], region: str, ids: list[str]) -> set[str]:
+    """The transaction ids of ``ids`` that ``region``'s ledger holds, read with psql's URI (as an operator)."""
+    db = pg(twin, region)
+    try:
+        sql = (
+            "SELECT CAST(transaction_id AS text) FROM ledger_transaction WHERE transaction_id = ANY(CAST(:i AS uuid[]))"
+        )
+        rows = db.run(sql, i=ids)
+    finally:
+        db.close()
+    return {str(r[0]) for r in rows or []}
+
+
+def journaled_in(twin: dict[str, Any], region: str) -> set[str]:
+    """Transaction ids in ``region``'s archive bucket (its own journal and what replication brought)."""
+    s3, bucket = aws(twin, region, "s3"), twin["regions"][region]["resources"]["archive_bucket"]
+    found: set[str] = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="archive/"):
+        for obj in page.get("Contents", []):
+            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode()
+            found |= {json.loads(line)["transaction"]["transaction_id"] for line in body.splitlines() if line}
+    return found
+
+
+def test_reconcile_reapplies_the_lost_writes_redrives_the_dlq_and_a_second_run_changes_nothing(
+    twin: dict[str, Any], twin_dir: Path
+) -> None:
+    assert eventually(lambda: verdict(twin, DR) == "ready", timeout=60)
+    call(twin_dir, "POST", "/replication/pause/aurora")
+    try:
+        lost = [transfer("acc-lost-1", "acc-lost-2", amount=f"{i + 1}.00") for i in range(5)]
+        ids = [b["transaction_id"] for b in lost]
+        assert [post(twin, PRIMARY, b) for b in lost] == [200] * 5
+        assert eventually(lambda: committed_in(twin, lost) == [PRIMARY] * 5, timeout=60, interval=0.5)
+        assert eventually(lambda: set(ids) <= journaled_in(twin, DR), timeout=60, interval=0.5)  # S3 replicated
+        call(twin_dir, "POST", f"/outage/{PRIMARY}")
+        forced = run(twin_dir, "failover", "--force")
+        assert (forced["outcome"], forced["execution"]["mode"]) == ("completed", "failover"), forced
+    finally:
+        call(twin_dir, "POST", "/replication/resume/aurora")
+    assert writer_region(twin) == DR
+    assert in_ledger(twin, DR, ids) == set()  # promoted without them: lost, for now
+
+    call(twin_dir, "POST", f"/restore/{PRIMARY}")
+    refused = run(twin_dir, "reconcile", "--region", PRIMARY)  # the old region is not the one to reconcile
+    assert (refused["outcome"], refused["reasons"]) == ("refused", ["not_active"])
+    sqs, dlq = aws(twin, DR, "sqs"), twin["regions"][DR]["resources"]["dlq_url"]
+    valid = transfer("acc-dlq-1", "acc-dlq-2", amount="7.00")  # dead-lettered while the database was down
+    sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps(valid))
+    sqs.send_message(QueueUrl=dlq, MessageBody='{"transaction_id": "not-a-uuid"}')  # poison stays poison
+
+    first = run(twin_dir, "reconcile")
+    assert (first["region"], first["outcome"]) == (DR, "completed"), first
+    journal, dr_dlq = first["report"]["journal"], first["report"]["dlq"][DR]
+    assert sorted(journal["reapplied_ids"]) == sorted(ids)  # exactly what DR's ledger lacked
+    assert journal["could_not"] == []
+    assert dr_dlq["redriven"] == 1
+    assert [m["reason"].split(":")[0] for m in dr_dlq["left"]] == ["invalid"]
+    assert in_ledger(twin, DR, ids) == set(ids)
+    assert eventually(lambda: in_ledger(twin, DR, [valid["transaction_id"]]), timeout=30)  # the redriven one
+    listed = tandem(twin_dir, "executions", "--json")
+    assert [e["action"] for e in json.loads(listed.stdout)][:2] == ["reconcile", "failover"]  # recorded like one
+
+    second = run(twin_dir, "reconcile")
+    assert second["outcome"] == "completed", second
+    assert second["report"]["journal"]["reapplied"] == 0
+    assert second["report"]["journal"]["already_held"] >= len(ids), second["report"]
+    assert (second["report"]["dlq"][DR]["redriven"], len(second["report"]["dlq"][DR]["left"])) == (0, 1)
