@@ -61,11 +61,14 @@ class _OperatorRequest(BaseModel):
 
     action: Action
     force: StrictBool = False  # never coerced: "yes" or 1 must not force a failover
+    trigger: Literal["operator", "monitor"] = "operator"  # the monitor asks for reconciliation only
 
     @model_validator(mode="after")
     def _force_only_for_failover(self) -> _OperatorRequest:
         if self.force and self.action is not Action.FAILOVER:
             raise ValueError(f"force applies to failover only, not {self.action.value}")
+        if self.trigger == "monitor" and self.action is not Action.RECONCILE:
+            raise ValueError(f"the monitor asks for reconcile only, not {self.action.value}")
         return self
 
 
@@ -74,7 +77,7 @@ class Request:
     """One invocation's request: what to do, who asked, and (for the alarm) the states it moved between."""
 
     action: Action
-    trigger: Literal["alarm", "operator"]
+    trigger: Literal["alarm", "operator", "monitor"]
     force: bool = False
     alarm_name: str | None = None
     alarm_state: str | None = None
@@ -105,7 +108,7 @@ def parse_request(event: Any) -> Request:
         request = _OperatorRequest.model_validate(event)
     except ValidationError as exc:
         raise ValueError(f"not an operator request: {_first(exc)}") from None
-    return Request(request.action, "operator", force=request.force)
+    return Request(request.action, request.trigger, force=request.force)
 
 
 def _first(exc: ValidationError) -> str:

@@ -134,6 +134,8 @@ class FailoverService:
             steps=list(report.pop("steps")), report=report,
         )  # fmt: skip
         self._history.write(record)
+        if report["complete"] and control.exists:
+            self._control.mark_reconciled(control.epoch)  # the monitor stops asking for this epoch
         return {"action": "reconcile", "outcome": record.outcome, "execution": record.as_dict(), "report": report}
 
     # ------------------------------------------------------------------------------------------ refusing

@@ -9,6 +9,7 @@ configured it connects to the database itself (LEDGER_DB_* settings), as a local
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
@@ -53,7 +54,16 @@ def fence_keeper(aws: AwsSettings, settings: MonitorSettings) -> FenceKeeper | N
     if settings.peer_queue_url:
         peer_sqs = peer_client("sqs", settings.peer_region, settings.peer_endpoint_url, settings.probe_timeout_seconds)
         forwarder = QueueForwarder(client_for("sqs", aws), settings.queue_url, peer_sqs, settings.peer_queue_url)
-    return FenceKeeper(switch, forwarder)
+    ask = None
+    if settings.failover_handler_function:
+        ask = functools.partial(ask_reconcile, client_for("lambda", aws), settings.failover_handler_function)
+    return FenceKeeper(switch, forwarder, ask_reconcile=ask)
+
+
+def ask_reconcile(lambda_: Any, handler: str) -> None:
+    """The failover handler's reconciliation, asynchronously (it may take longer than what is left of a run)."""
+    lambda_.invoke(FunctionName=handler, InvocationType="Event",
+                   Payload=json.dumps({"action": "reconcile", "trigger": "monitor"}).encode())  # fmt: skip
 
 
 @functools.cache

@@ -122,6 +122,8 @@ class FenceKeeper:
     switch: ProcessingSwitch
     forwarder: QueueForwarder | None  # None: no peer queue configured, nothing to forward to
     forward_limit: int = 500
+    #: the active region's side: ask the failover handler to reconcile (None: not configured)
+    ask_reconcile: Callable[[], None] | None = None
 
     def keep(
         self, control: ControlRecord, region: str, *, queued: int, peer_answered: bool, budget: float
@@ -130,7 +132,17 @@ class FenceKeeper:
         region answers. Errors are reported, never raised: the readiness record is already written."""
         report: dict[str, Any] = {"active_region": control.active_region, "epoch": control.epoch}
         if control.active_region == region:
-            return {**report, "fenced": False}
+            report["fenced"] = False
+            if control.awaits_reconciliation and self.ask_reconcile is not None:
+                if not peer_answered:  # its queue, DLQ and journal are out of reach until it is back
+                    report["reconcile"] = f"waits until {control.previous_region} answers"
+                    return report
+                try:
+                    self.ask_reconcile()
+                    report["reconcile"] = "asked"
+                except _AWS_ERRORS as exc:
+                    report["reconcile_error"] = problem(exc)
+            return report
         report["fenced"] = True
         try:
             report["processing"] = self.switch.set(enabled=False) if self.switch.is_on() else "off"

@@ -50,6 +50,7 @@ class ControlRecord:
     started_at: float | None = None
     last_finished_at: float | None = None
     last_outcome: str | None = None
+    reconciled_epoch: int | None = None  # the epoch whose unplanned failover reconciliation has completed
     exists: bool = True  # False: the implicit record of a deployment where nothing has run yet
 
     def as_dict(self) -> dict[str, Any]:
@@ -66,7 +67,16 @@ class ControlRecord:
             "started_at": self.started_at,
             "last_finished_at": self.last_finished_at,
             "last_outcome": self.last_outcome,
+            "reconciled_epoch": self.reconciled_epoch,
         }
+
+    @property
+    def awaits_reconciliation(self) -> bool:
+        """An unplanned failover completed and nothing has reconciled what the old region left since."""
+        return (
+            self.state is State.IDLE and self.mode == "failover" and self.last_outcome == "completed"
+            and self.reconciled_epoch != self.epoch
+        )  # fmt: skip
 
 
 class LockRefused(RuntimeError):
@@ -116,6 +126,7 @@ def from_item(item: Mapping[str, Any]) -> ControlRecord:
         started_at=_n(item.get("started_at")),
         last_finished_at=_n(item.get("last_finished_at")),
         last_outcome=s("last_outcome"),
+        reconciled_epoch=int(item["reconciled_epoch"]["N"]) if "reconciled_epoch" in item else None,
     )
 
 
@@ -203,6 +214,19 @@ class ControlStore:
             execution_id, "SET steps_done = list_append(steps_done, :step), lease_until = :lease",
             {":step": {"L": [{"S": step}]}, ":lease": {"N": repr(now + lease_seconds)}},
         )  # fmt: skip
+
+    def mark_reconciled(self, epoch: int) -> bool:
+        """Reconciliation completed for ``epoch``; False when the epoch moved on meanwhile (nothing written)."""
+        try:
+            self._db.update_item(
+                TableName=self._table, Key=CONTROL_KEY, UpdateExpression="SET reconciled_epoch = :e",
+                ConditionExpression="epoch = :e", ExpressionAttributeValues={":e": {"N": str(epoch)}},
+            )  # fmt: skip
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == _CONDITION_FAILED:
+                return False
+            raise
+        return True
 
     def release(self, execution_id: str, now: float) -> None:
         """Let the lease lapse now (a step failed): the next invocation resumes at once."""

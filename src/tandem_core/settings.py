@@ -137,6 +137,8 @@ class MonitorSettings(_EnvModel):
     processing_state_parameter: str | None = Field(default=None, alias="PROCESSING_STATE_PARAMETER", pattern=_PARAMETER)
     peer_queue_url: str | None = Field(default=None, alias="PEER_QUEUE_URL")
     peer_endpoint_url: str | None = Field(default=None, alias="PEER_AWS_ENDPOINT_URL")
+    #: asked for reconciliation (asynchronously) once the old region answers after an unplanned failover
+    failover_handler_function: str | None = Field(default=None, alias="FAILOVER_HANDLER_FUNCTION_NAME")
     metric_window_seconds: int = Field(default=300, alias="METRIC_WINDOW_SECONDS", ge=60, le=3600)
 
     @property
@@ -151,7 +153,7 @@ class MonitorSettings(_EnvModel):
         return _without_empty(
             data,
             ("AURORA_OBSERVER_FUNCTION", "LEDGER_DB_CLUSTER_ID", "PEER_HEALTH_URL", "PROCESSOR_FUNCTION_NAME",
-             "PROCESSING_STATE_PARAMETER", "PEER_QUEUE_URL", "PEER_AWS_ENDPOINT_URL"),
+             "PROCESSING_STATE_PARAMETER", "PEER_QUEUE_URL", "PEER_AWS_ENDPOINT_URL", "FAILOVER_HANDLER_FUNCTION_NAME"),
         )  # fmt: skip
 
     @property

@@ -2,21 +2,23 @@
 
 Aurora replay into DR is paused while the primary commits five transfers (journaled, replicated to DR's
 archive bucket, status items replicated - but not in DR's ledger); the primary dies; an operator forces the
-failover, so DR is promoted without them: real lost writes. Once the primary is back, `tandem reconcile`
-re-applies exactly those five through DR's processor, redrives a valid message from DR's DLQ and leaves a
-poison one there with its reason; a second run changes nothing.
+failover, so DR is promoted without them: real lost writes. Once the primary is back, DR's monitor asks for
+reconciliation by itself: it re-applies exactly those five through DR's processor, redrives a valid message
+from DR's DLQ and leaves a poison one there with its reason; an operator's `tandem reconcile` then changes
+nothing.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from tandem.twin.control import call
 from tests.conftest import eventually, transfer
 from tests.twin.conftest import aws, pg
-from tests.twin.test_twin_failover import DR, PRIMARY, tandem, writer_region
+from tests.twin.test_twin_failover import DR, PRIMARY, handler, tandem, writer_region
 from tests.twin.test_twin_failover_decisions import committed_in, post
 from tests.twin.test_twin_failover_recovery import run, verdict
 
@@ -66,28 +68,41 @@ def test_reconcile_reapplies_the_lost_writes_redrives_the_dlq_and_a_second_run_c
     assert writer_region(twin) == DR
     assert in_ledger(twin, DR, ids) == set()  # promoted without them: lost, for now
 
-    call(twin_dir, "POST", f"/restore/{PRIMARY}")
-    refused = run(twin_dir, "reconcile", "--region", PRIMARY)  # the old region is not the one to reconcile
-    assert (refused["outcome"], refused["reasons"]) == ("refused", ["not_active"])
     sqs, dlq = aws(twin, DR, "sqs"), twin["regions"][DR]["resources"]["dlq_url"]
     valid = transfer("acc-dlq-1", "acc-dlq-2", amount="7.00")  # dead-lettered while the database was down
     sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps(valid))
     sqs.send_message(QueueUrl=dlq, MessageBody='{"transaction_id": "not-a-uuid"}')  # poison stays poison
 
-    first = run(twin_dir, "reconcile")
-    assert (first["region"], first["outcome"]) == (DR, "completed"), first
-    journal, dr_dlq = first["report"]["journal"], first["report"]["dlq"][DR]
+    call(twin_dir, "POST", f"/restore/{PRIMARY}")  # nobody runs reconcile: DR's monitor asks for it
+
+    def reconciled() -> list[dict[str, Any]]:
+        executions = handler(twin, DR, {"action": "status"})["executions"]
+        return [e for e in executions if e["action"] == "reconcile" and e["outcome"] == "completed"]
+
+    (automatic,) = eventually(reconciled, timeout=60, interval=1.0)
+    assert automatic["trigger"] == "monitor"
+    journal, dr_dlq = automatic["report"]["journal"], automatic["report"]["dlq"][DR]
     assert sorted(journal["reapplied_ids"]) == sorted(ids)  # exactly what DR's ledger lacked
     assert journal["could_not"] == []
     assert dr_dlq["redriven"] == 1
     assert [m["reason"].split(":")[0] for m in dr_dlq["left"]] == ["invalid"]
     assert in_ledger(twin, DR, ids) == set(ids)
     assert eventually(lambda: in_ledger(twin, DR, [valid["transaction_id"]]), timeout=30)  # the redriven one
-    listed = tandem(twin_dir, "executions", "--json")
-    assert [e["action"] for e in json.loads(listed.stdout)][:2] == ["reconcile", "failover"]  # recorded like one
+    control = handler(twin, DR, {"action": "status"})["control"]
+    assert control["reconciled_epoch"] == control["epoch"] == 1
+    time.sleep(1.5 * 6)  # one and a half monitor periods at x10: it does not ask again
+    assert [e["id"] for e in reconciled()] == [automatic["id"]]
 
-    second = run(twin_dir, "reconcile")
-    assert second["outcome"] == "completed", second
-    assert second["report"]["journal"]["reapplied"] == 0
-    assert second["report"]["journal"]["already_held"] >= len(ids), second["report"]
-    assert (second["report"]["dlq"][DR]["redriven"], len(second["report"]["dlq"][DR]["left"])) == (0, 1)
+    refused = run(twin_dir, "reconcile", "--region", PRIMARY)  # the old region is not the one to reconcile
+    assert (refused["outcome"], refused["reasons"]) == ("refused", ["not_active"])
+    again = run(twin_dir, "reconcile")  # an operator's run changes nothing
+    assert (again["region"], again["outcome"]) == (DR, "completed"), again
+    assert again["report"]["journal"]["reapplied"] == 0
+    assert again["report"]["journal"]["already_held"] >= len(ids), again["report"]
+    assert (again["report"]["dlq"][DR]["redriven"], len(again["report"]["dlq"][DR]["left"])) == (0, 1)
+    listed = tandem(twin_dir, "executions", "--json")
+    assert [(e["action"], e["trigger"]) for e in json.loads(listed.stdout)][:3] == [
+        ("reconcile", "operator"),
+        ("reconcile", "monitor"),
+        ("failover", "operator"),
+    ]

@@ -498,3 +498,27 @@ def test_the_active_region_keeps_its_processing_and_costs_no_extra_call(world: W
     assert report["fence"] == {"active_region": REGION, "epoch": 1, "fenced": False}
     assert _state(world) == ("Enabled", "true")
     assert len(world.calls) == 14  # the control record came with the last round's heartbeat read
+
+
+def test_after_an_unplanned_failover_the_active_region_asks_for_reconciliation_once_the_old_one_answers(
+    world: World,
+) -> None:
+    world.peer_writes(seconds_ago=1.0)
+    switch = _fenced_region(world, enabled=True)[0].switch
+    asked: list[int] = []
+    keeper = FenceKeeper(switch, None, ask_reconcile=lambda: asked.append(1))
+    control = ControlStore(world.clients["dynamodb"], TABLE, PEER)
+    control.acquire(NewExecution("x1", "failover", "failover", REGION), now=world.clock.t, lease_seconds=120)
+    control.finish("x1", "completed", world.clock.t)
+
+    unanswered, _ = world.monitor(prober=FakeProber(script=[False] * 6), fence=keeper)
+    assert unanswered.run(ListSink())["fence"]["reconcile"] == f"waits until {PEER} answers"
+    assert asked == []
+    monitor, _ = world.monitor(fence=keeper)
+    assert monitor.run(ListSink())["fence"]["reconcile"] == "asked"
+    assert asked == [1]
+
+    assert control.mark_reconciled(1) is True  # what a completed reconciliation writes
+    assert "reconcile" not in monitor.run(ListSink())["fence"]
+    assert asked == [1]
+    assert control.mark_reconciled(7) is False  # not the current epoch: nothing written

@@ -183,10 +183,15 @@ def _monitor_template(**params: str) -> Template:
         ssm=lambda name: name,  # the SSM-typed parameters' given values stand for what SSM holds
     )
     tpl.physical["TransactionQueue"] = {"Ref": "https://sqs.us-west-2.amazonaws.com/123456789012/q"}
+    tpl.physical["TransactionDLQ"] = {"Ref": "https://sqs.us-west-2.amazonaws.com/123456789012/dlq"}
     tpl.physical[OBSERVER] = {"Ref": "tandem-app-dr-replication-monitor-aurora"}
     tpl.physical["TransactionProcessorFunction"] = {
         "Ref": "tandem-app-dr-transaction-processor",
         "Arn": "arn:aws:lambda:us-west-2:123456789012:function:tandem-app-dr-transaction-processor",
+    }
+    tpl.physical["FailoverHandlerFunction"] = {
+        "Ref": "tandem-app-dr-failover-handler",
+        "Arn": "arn:aws:lambda:us-west-2:123456789012:function:tandem-app-dr-failover-handler",
     }
     return tpl
 
