@@ -43,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--duplicates", type=_non_negative, default=20, help="redeliveries of sent valid messages")
     drill.add_argument("--seed", type=int, default=1)
     drill.add_argument("--report", type=Path, help="where to write the JSON report (default reports/drill-*.json)")
+    drill.add_argument("--scenario", choices=["region-loss", "steady"], default="region-loss",
+                       help="region-loss: the primary dies mid-stream, nobody calls anything (default); "
+                            "steady: one region, no outage")  # fmt: skip
+    drill.add_argument(
+        "--outage-at", type=float, default=0.3, help="fraction of the workload sent when the primary dies"
+    )
+    drill.add_argument("--outage-for", type=_positive_float, default=300.0, help="emulated seconds until it returns")
+    drill.add_argument("--producers", type=_non_negative, default=4, help="concurrent producers (region-loss)")
 
     invoke = sub.add_parser("invoke", help="run one function with an event file, Docker-free")
     invoke.add_argument("function", choices=sorted(functions()))
@@ -245,7 +253,13 @@ def main(argv: list[str] | None = None) -> int:
 
             if args.duplicates and not args.transactions:
                 raise ValueError("--duplicates needs --transactions > 0 (there is nothing to redeliver)")
-            options = DrillOptions(args.transactions, args.poison, args.duplicates, args.seed, args.report)
+            from tandem.drill.region_loss import RegionLossOptions
+
+            scenario = RegionLossOptions(args.outage_at, args.outage_for, args.producers)
+            options = DrillOptions(
+                args.transactions, args.poison, args.duplicates, args.seed, args.report,
+                scenario=args.scenario, region_loss=scenario,
+            )  # fmt: skip
             report, path = run(options, progress=_progress)
             print(summary(report, path))
             return 0 if report["passed"] else 1

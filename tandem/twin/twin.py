@@ -368,4 +368,5 @@ def _app_resources(app: Stack) -> dict[str, Any]:
         "dlq_url": app.ref("TransactionDLQ"),
         "db_secret_arn": tpl.parameter("LedgerDbSecretArn"),
         "alarm_topic_arn": app.ref("AlarmTopic"),
+        "ingress_domain": app.outputs.get("IngressHealthCheckDomain"),  # what the failover record answers
     }

@@ -182,8 +182,8 @@ def test_make_drill_command_line_starts_its_own_twin_and_stops_it(tmp_path: Path
     report, state_dir = tmp_path / "cli.json", tmp_path / "twin"
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "TANDEM_TWIN_DIR": str(state_dir)}
     proc = subprocess.run(
-        [sys.executable, "-m", "tandem.cli", "drill", "--transactions", "30", "--poison", "2", "--duplicates", "5",
-         "--seed", "11", "--report", str(report)],
+        [sys.executable, "-m", "tandem.cli", "drill", "--scenario", "steady", "--transactions", "30", "--poison", "2",
+         "--duplicates", "5", "--seed", "11", "--report", str(report)],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -199,8 +199,8 @@ def test_a_poison_only_drill_without_a_running_twin_passes(tmp_path: Path) -> No
     report, state_dir = tmp_path / "poison.json", tmp_path / "twin"
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "TANDEM_TWIN_DIR": str(state_dir)}
     proc = subprocess.run(
-        [sys.executable, "-m", "tandem.cli", "drill", "--transactions", "0", "--poison", "3", "--duplicates", "0",
-         "--report", str(report)],
+        [sys.executable, "-m", "tandem.cli", "drill", "--scenario", "steady", "--transactions", "0", "--poison", "3",
+         "--duplicates", "0", "--report", str(report)],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -22,7 +22,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,17 @@ import pg8000.native
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tandem.audit import Target, audit, processor_invocations, snapshot
+from tandem.drill.region_loss import RegionLoss, RegionLossOptions
 from tandem.twin import launcher
 from tandem.twin.control import call, default_state_dir
 from tandem.twin.ownership import DRILL_LOCK, FileLock
 from tandem.workload import generate
 
 DRILL_SCALE = 600.0  # ten emulated minutes per real second: a 190 s visibility timeout passes in 0.3 s
+#: the region-loss drill's clock: the monitor must keep its heartbeat within the scaled alarm threshold (at
+#: x600 it cannot, and the alarm would fire on its own); x10 is what every failover test runs at
+REGION_LOSS_SCALE = 10.0
+SCENARIOS = ("region-loss", "steady")
 MAX_IN_FLIGHT = 50  # producer back-pressure: keep the queue short, as a consumer that keeps up does
 PROGRESS_EVERY = 5.0  # real seconds between progress lines while waiting
 #: What can break a drill from outside its audit: an emulator or database gone (an outage), a twin gone.
@@ -62,10 +67,18 @@ class DrillOptions:
     report: Path | None = None
     state_dir: Path | None = None
     timeout: float = 600.0
+    scenario: str = "steady"
+    region_loss: RegionLossOptions = field(default_factory=RegionLossOptions)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.timeout) and self.timeout > 0):
             raise ValueError(f"timeout must be a finite number of seconds > 0, not {self.timeout}")
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"--scenario must be one of {', '.join(SCENARIOS)}, not {self.scenario!r}")
+
+    @property
+    def scale(self) -> float:
+        return REGION_LOSS_SCALE if self.scenario == "region-loss" else DRILL_SCALE
 
 
 def twin_clock(state_dir: Path) -> float:
@@ -178,7 +191,8 @@ def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[s
     drill_lock.record_holder(os.getpid())
     bodies = wl.messages(random.Random(options.seed + 1))
     report: dict[str, Any] = {
-        "drill": "twin, primary region",
+        "drill": "twin, primary region" if options.scenario == "steady" else "twin, two regions",
+        "scenario": options.scenario,
         "run_id": run_id,
         "options": {
             "transactions": options.transactions, "poison": options.poison, "duplicates": options.duplicates,
@@ -190,7 +204,7 @@ def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[s
     }  # fmt: skip
     stage = "starting the twin"
     try:
-        with launcher.ensure_running(state_dir, scale=DRILL_SCALE) as started_twin:
+        with launcher.ensure_running(state_dir, scale=options.scale) as started_twin:
             stage = "reading the twin's status"
             status = call(state_dir, "GET", "/status")
             target = Target.primary_of(status)
@@ -201,7 +215,17 @@ def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[s
             }  # fmt: skip
             deadline = time.monotonic() + options.timeout
             stage = "checking the twin's clock"
-            if wl.poison:
+            if options.scenario == "region-loss":
+                if scale > 60:
+                    raise DrillError(
+                        f"the running twin's clock is x{scale:g}: too fast for its monitor to keep the heartbeat "
+                        f"the failover alarm reads; stop it so the drill starts its own at x{REGION_LOSS_SCALE:g}"
+                    )
+                stage = "the region-loss scenario"
+                scenario = RegionLoss(state_dir, status, options.region_loss, progress)
+                outcome = scenario.run(wl, bodies, deadline)
+                leftover_dlq, invocations = [], None
+            elif wl.poison:
                 needed = dead_letter_seconds(target, scale)
                 if needed > options.timeout:
                     raise DrillError(
@@ -210,20 +234,21 @@ def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[s
                         f"the drill starts its own at x{DRILL_SCALE:g}, or start it with "
                         f"`tandem twin up --scale {DRILL_SCALE:g}`"
                     )
-            stage = "taking what earlier runs left in the DLQ"
-            leftover_dlq = take_dlq(target)
-            before = snapshot(target)
-            since = window_start(state_dir, scale)
-            stage = "sending the workload"
-            produce(target, bodies, deadline)
-            stage = "waiting for the queue to drain"
-            wait_drained(target, deadline, progress)
-            until = math.floor(twin_clock(state_dir)) + 1
-            stage = "auditing"
-            dlq = take_dlq(target)
-            outcome = audit(target, wl, before, dlq)
-            stage = "counting invocations"
-            invocations = processor_invocations(target, since, until, deadline, progress)
+            if options.scenario == "steady":
+                stage = "taking what earlier runs left in the DLQ"
+                leftover_dlq = take_dlq(target)
+                before = snapshot(target)
+                since = window_start(state_dir, scale)
+                stage = "sending the workload"
+                produce(target, bodies, deadline)
+                stage = "waiting for the queue to drain"
+                wait_drained(target, deadline, progress)
+                until = math.floor(twin_clock(state_dir)) + 1
+                stage = "auditing"
+                dlq = take_dlq(target)
+                outcome = audit(target, wl, before, dlq)
+                stage = "counting invocations"
+                invocations = processor_invocations(target, since, until, deadline, progress)
     except (DrillError, *RUN_ERRORS) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         report.update(passed=False, completed=False, error={"stage": stage, "message": message})
@@ -251,12 +276,23 @@ def summary(report: dict[str, Any], path: Path) -> str:
     w, r, twin = report["workload"], report["result"], report["twin"]
     lines = [
         f"drill report: {path}",
-        f"twin region {twin['region']} (clock x{twin['clock_scale']:g},"
+        f"scenario {report.get('scenario', 'steady')}, twin region {twin['region']} (clock x{twin['clock_scale']:g},"
         f" {'started by the drill' if twin['started_by_drill'] else 'already running'})",
         f"sent {w['sent']} messages: {w['valid']} valid, {w['poison']} poison, {w['duplicates']} duplicates",
         f"committed {r['committed']}, duplicates applied {r['duplicates_applied']}, rejected to DLQ {r['rejected']},"
-        f" lost {r['lost']}  ({report['processing']['invocations']} invocations, {report['wall_seconds']} s)",
+        f" lost {r['lost']}  ({report.get('processing', {}).get('invocations')} invocations,"
+        f" {report['wall_seconds']} s)",
     ]
+    if "failover" in report:
+        f = report["failover"]
+        lines += [
+            f"failover: {f['executions']} execution(s), {f['outcome']} ({f['mode']});"
+            f" detection {f['detection_seconds']} s, RTO {f['rto_seconds']} s,"
+            f" RPO {f['rpo_seconds']} s / {f['rpo_transactions']} transaction(s)"
+            f" (emulated seconds, clock x{f['clock_scale']:g})",
+            f"lost before reconciliation {r['lost_before_reconcile']}, after {r['lost_after_reconcile']};"
+            f" producers: {report['producers']['accepted_by_region']} accepted per region",
+        ]
     lines += [f"  [{'ok' if ok else 'FAIL'}] {name}" for name, ok in report["invariants"].items()]
     lines.append("PASSED" if report["passed"] else "FAILED")
     return "\n".join(lines)

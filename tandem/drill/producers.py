@@ -1,0 +1,178 @@
+"""Producers that behave like real clients of the public name (DESIGN §4, "two clocks of failover").
+
+K threads share the workload. Each resolves the failover record as a resolver would - Route53's
+``TestDNSAnswer``, the answer cached for the record's TTL (on the twin's clock) - and POSTs the body to that
+ingress. A failure (refused connection, 5xx, timeout) is retried with exponential backoff and jitter
+(tenacity), re-resolving the name first: that is how producers follow DNS to the DR ingress while the primary
+is down. A message is *accepted* when a 200 came back; the drill's audit then holds the system to committing
+every accepted message exactly once. A producer that cannot deliver a body before its deadline gives it up
+and says so (``gave_up``): never accepted, so never owed.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+
+
+class NotAccepted(Exception):
+    """One attempt that did not get a 200 (the producer retries)."""
+
+
+#: what one attempt may fail with and still be retried: the name not resolving, the ingress not answering
+RETRYABLE = (NotAccepted, OSError, BotoCoreError, ClientError)
+
+
+@dataclass
+class Resolver:
+    """The public name, as a caching resolver sees it: one ``TestDNSAnswer`` per TTL (real seconds).
+
+    ``hosts`` maps what the record answers (each region's ingress domain) to where it listens - the
+    twin's /etc/hosts: on one machine every ingress is a loopback port.
+    """
+
+    route53: Any
+    zone_id: str
+    record: str
+    hosts: Mapping[str, str]  # ingress domain -> base URL
+    ttl_seconds: float
+    clock: Callable[[], float] = time.monotonic
+    _cached: tuple[float, str] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    lookups: int = 0
+
+    def resolve(self, *, fresh: bool = False) -> str:
+        """The ingress URL the name points at now (from the cache unless it expired or ``fresh``)."""
+        with self._lock:
+            now = self.clock()
+            if not fresh and self._cached is not None and now - self._cached[0] < self.ttl_seconds:
+                return self._cached[1]
+            answer = self.route53.test_dns_answer(HostedZoneId=self.zone_id, RecordName=self.record, RecordType="CNAME")
+            self.lookups += 1
+            (domain,) = answer["RecordData"][:1] or ("",)
+            url = self.hosts.get(str(domain).rstrip("."))
+            if url is None:
+                raise NotAccepted(f"{self.record} answers {domain!r}, which is no known ingress")
+            self._cached = (now, url)
+            return url
+
+
+@dataclass(frozen=True)
+class Accepted:
+    body: str
+    at: float  # monotonic, when the 200 came back
+    url: str  # the ingress that accepted it
+    attempts: int
+    wall_at: float = 0.0  # the same moment in epoch seconds (what the functions' records are stamped with)
+
+
+@dataclass
+class Sent:
+    accepted: list[Accepted] = field(default_factory=list)
+    gave_up: list[str] = field(default_factory=list)  # bodies never accepted (deadline reached, or an error)
+    failed_attempts: int = 0
+    errors: list[str] = field(default_factory=list)  # what made a producer give a body up other than time
+
+    def accepted_by(self, url: str) -> int:
+        return sum(1 for a in self.accepted if a.url == url)
+
+
+class Producers:
+    """``count`` producer threads over one resolver; :meth:`send` returns once every body is accepted or given up."""
+
+    def __init__(
+        self, resolver: Resolver, count: int, *, timeout: float = 5.0, max_backoff: float = 1.0,
+        on_accept: Callable[[int], None] | None = None,
+    ) -> None:  # fmt: skip
+        if count < 1:
+            raise ValueError(f"producers must be at least 1, not {count}")
+        self._resolver = resolver
+        self._count = count
+        self._timeout = timeout
+        self._max_backoff = max_backoff
+        self._on_accept = on_accept
+        self._lock = threading.Lock()
+
+    def send(self, bodies: list[str], deadline: float, pace: Callable[[int], None] | None = None) -> Sent:
+        """Deliver ``bodies`` (each to whatever the name points at when it is sent). ``pace(n)`` runs before
+        the n-th body is taken (the scenario's hook: kill a region at a fraction of the workload)."""
+        work: queue.Queue[tuple[int, str]] = queue.Queue()
+        for item in enumerate(bodies):
+            work.put(item)
+        sent = Sent()
+        threads = [
+            threading.Thread(target=self._produce, args=(work, sent, deadline, pace), name=f"producer-{i}", daemon=True)
+            for i in range(self._count)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sent
+
+    def _produce(
+        self, work: queue.Queue[tuple[int, str]], sent: Sent, deadline: float, pace: Callable[[int], None] | None
+    ) -> None:
+        while True:
+            try:
+                n, body = work.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                if pace is not None:
+                    pace(n)
+                accepted = self._deliver(body, deadline, sent)
+            except Exception as exc:  # a producer never dies silently: the body is given up, with why
+                with self._lock:
+                    sent.errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                accepted = None
+            with self._lock:
+                if accepted is None:
+                    sent.gave_up.append(body)
+                else:
+                    sent.accepted.append(accepted)
+                    if self._on_accept is not None:
+                        self._on_accept(len(sent.accepted))
+
+    def _deliver(self, body: str, deadline: float, sent: Sent) -> Accepted | None:
+        retrying = Retrying(
+            stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
+            wait=wait_exponential_jitter(initial=0.05, max=self._max_backoff),
+            retry=retry_if_exception_type(RETRYABLE),
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    try:
+                        url = self._resolver.resolve(fresh=number > 1)  # after a failure: ask the name again
+                        self._post(url, body)
+                    except RETRYABLE:
+                        with self._lock:
+                            sent.failed_attempts += 1
+                        raise
+                    return Accepted(body, time.monotonic(), url, number, time.time())
+        except RetryError:
+            return None
+        return None
+
+    def _post(self, url: str, body: str) -> None:
+        request = urllib.request.Request(  # noqa: S310 - the resolver only hands out the ingress URLs it knows
+            f"{url}/transactions", data=body.encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310 - loopback ingress
+                status = int(response.status)
+        except urllib.error.HTTPError as exc:
+            raise NotAccepted(f"{url} answered {exc.code}") from None
+        if status != 200:
+            raise NotAccepted(f"{url} answered {status}")
