@@ -255,9 +255,11 @@ def _control(calls: _Calls, target: RegionTarget) -> dict[str, Any] | None:
     if reply is None:
         return None
     record = from_item(reply["Item"]) if "Item" in reply else None
-    newest = calls(
+    newest = calls(  # the newest failover execution: reconciliations are recorded beside them, not counted here
         "dynamodb", "query", TableName=target.table, KeyConditionExpression="pk = :pk",
-        ExpressionAttributeValues={":pk": {"S": PK}}, ScanIndexForward=False, Limit=1, ConsistentRead=True,
+        FilterExpression="#action <> :reconcile", ExpressionAttributeNames={"#action": "action"},
+        ExpressionAttributeValues={":pk": {"S": PK}, ":reconcile": {"S": "reconcile"}},
+        ScanIndexForward=False, Limit=20, ConsistentRead=True,
     )  # fmt: skip
     items = (newest or {}).get("Items", [])
     last = ExecutionRecord.from_dict(from_attributes(items[0])).as_dict() if items else None
