@@ -215,25 +215,25 @@ def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[s
             }  # fmt: skip
             deadline = time.monotonic() + options.timeout
             stage = "checking the twin's clock"
-            if options.scenario == "region-loss":
-                if scale > 60:
-                    raise DrillError(
-                        f"the running twin's clock is x{scale:g}: too fast for its monitor to keep the heartbeat "
-                        f"the failover alarm reads; stop it so the drill starts its own at x{REGION_LOSS_SCALE:g}"
-                    )
-                stage = "the region-loss scenario"
-                scenario = RegionLoss(state_dir, status, options.region_loss, progress)
-                outcome = scenario.run(wl, bodies, deadline)
-                leftover_dlq, invocations = [], None
-            elif wl.poison:
+            if options.scenario == "region-loss" and scale > 60:
+                raise DrillError(
+                    f"the running twin's clock is x{scale:g}: too fast for its monitor to keep the heartbeat the "
+                    f"failover alarm reads; stop it so the drill starts its own at x{REGION_LOSS_SCALE:g}"
+                )
+            if wl.poison:
                 needed = dead_letter_seconds(target, scale)
                 if needed > options.timeout:
                     raise DrillError(
                         f"the running twin's clock is x{scale:g}: a poison message needs {needed:.0f} s to reach "
                         f"the DLQ, more than the drill's {options.timeout:.0f} s; stop it (`tandem twin down`) so "
-                        f"the drill starts its own at x{DRILL_SCALE:g}, or start it with "
-                        f"`tandem twin up --scale {DRILL_SCALE:g}`"
+                        f"the drill starts its own at x{options.scale:g}, or start it with "
+                        f"`tandem twin up --scale {options.scale:g}`"
                     )
+            if options.scenario == "region-loss":
+                stage = "the region-loss scenario"
+                scenario = RegionLoss(state_dir, status, options.region_loss, progress)
+                outcome = scenario.run(wl, bodies, deadline)
+                leftover_dlq, invocations = [], None
             if options.scenario == "steady":
                 stage = "taking what earlier runs left in the DLQ"
                 leftover_dlq = take_dlq(target)

@@ -29,6 +29,9 @@ from tests.conftest import ROOT
 
 PRIMARY = "us-east-1"
 
+#: these tests are about who owns the twin, not about a scenario: the one-region drill, quick at x600
+STEADY_DRILL = ("drill", "--scenario", "steady")
+
 
 @pytest.fixture
 def state_dir() -> Iterator[Path]:
@@ -180,7 +183,7 @@ def test_two_ups_at_once_start_one_twin_and_the_other_refuses_in_one_line(state_
 
 def test_sigterm_of_a_drill_stops_the_twin_it_started(state_dir: Path) -> None:
     """Finding 5: a supervisor's SIGTERM ends the drill like Ctrl-C, and the drill's twin goes with it."""
-    proc = _spawn(state_dir, "drill", "--transactions", "3000", "--poison", "0", "--duplicates", "0",
+    proc = _spawn(state_dir, *STEADY_DRILL, "--transactions", "3000", "--poison", "0", "--duplicates", "0",
                   "--report", str(state_dir / "r.json"))  # fmt: skip
     _wait_for(lambda: (state_dir / "twin.json").exists(), what="the drill's twin")
     proc.send_signal(signal.SIGTERM)
@@ -192,10 +195,10 @@ def test_sigterm_of_a_drill_stops_the_twin_it_started(state_dir: Path) -> None:
 
 def test_a_second_drill_at_once_refuses_in_one_line_and_the_first_passes(state_dir: Path, tmp_path: Path) -> None:
     """Finding 4: two drills in one checkout would take each other's poison; the second refuses at once."""
-    first = _spawn(state_dir, "drill", "--transactions", "60", "--poison", "3", "--duplicates", "5",
+    first = _spawn(state_dir, *STEADY_DRILL, "--transactions", "60", "--poison", "3", "--duplicates", "5",
                    "--report", str(tmp_path / "first.json"))  # fmt: skip
     _wait_for(lambda: FileLock(state_dir / DRILL_LOCK).is_held_elsewhere(), what="the first drill")
-    second = _run(state_dir, "drill", "--transactions", "10", "--report", str(tmp_path / "second.json"))
+    second = _run(state_dir, *STEADY_DRILL, "--transactions", "10", "--report", str(tmp_path / "second.json"))
     assert second.returncode == 2
     assert f"another drill (pid {first.pid}) is running" in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1
@@ -211,7 +214,7 @@ def test_an_outage_during_a_drill_exits_2_with_one_line_and_a_partial_report(sta
     launcher.start(state_dir, scale=DRILL_SCALE)
     try:
         report = state_dir / "outage.json"
-        proc = _spawn(state_dir, "drill", "--transactions", "3000", "--poison", "2", "--duplicates", "0",
+        proc = _spawn(state_dir, *STEADY_DRILL, "--transactions", "3000", "--poison", "2", "--duplicates", "0",
                       "--report", str(report))  # fmt: skip
         _wait_for(lambda: FileLock(state_dir / DRILL_LOCK).is_held_elsewhere(), what="the drill")
         time.sleep(2)  # the workload is flowing
@@ -237,7 +240,7 @@ def test_a_drill_on_a_real_time_twin_refuses_instead_of_waiting_for_retries(stat
     launcher.start(state_dir, scale=1.0)
     try:
         started = time.monotonic()
-        proc = _run(state_dir, "drill", "--transactions", "5", "--poison", "1", "--duplicates", "0",
+        proc = _run(state_dir, *STEADY_DRILL, "--transactions", "5", "--poison", "1", "--duplicates", "0",
                     "--report", str(state_dir / "x1.json"))  # fmt: skip
         assert time.monotonic() - started < 60
         assert proc.returncode == 2
