@@ -88,10 +88,12 @@ class RegionLoss:
         target = self._target(self.dr)
         dlq = self._take_dlqs()
         outcome = audit(target, wl, before, dlq)
-        outcome["invariants"]["every_message_accepted"] = not sent.gave_up
-        outcome["invariants"]["one_completed_failover"] = execution is not None
-        outcome["invariants"]["nothing_lost_after_reconcile"] = outcome["result"]["lost"] == 0
         failover = self._failover_report(execution, reconciled, sent)
+        outcome["invariants"]["every_message_accepted"] = not sent.gave_up
+        outcome["invariants"]["one_completed_failover"] = (failover["executions"], failover["outcome"]) == (
+            1, "completed",
+        )  # fmt: skip
+        outcome["invariants"]["nothing_lost_after_reconcile"] = outcome["result"]["lost"] == 0
         outcome["result"].update(
             lost_before_reconcile=failover.pop("lost_before_reconcile"),
             lost_after_reconcile=outcome["result"]["lost"],
@@ -230,7 +232,11 @@ class RegionLoss:
         return {
             "clock_scale": self.scale,
             "executions": len(
-                [e for e in self._executions() if e["action"] == "failover" and e["started_at"] >= outage_at]
+                [  # what ran; refusals (recorded when a human must know) are not executions
+                    e
+                    for e in self._executions()
+                    if e["action"] == "failover" and e["started_at"] >= outage_at and e["outcome"] != "refused"
+                ]
             ),
             "outcome": None if execution is None else execution["outcome"],
             "mode": None if execution is None else execution["mode"],
