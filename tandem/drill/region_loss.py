@@ -69,10 +69,12 @@ class RegionLoss:
         self.primary, self.dr = roles["primary"], roles["dr"]
         self.progress = progress or (lambda _line: None)
         self.outage = Outage()
+        self.began_wall = time.time()
 
     # ------------------------------------------------------------------------------------------ the run
     def run(self, wl: Workload, bodies: list[str], deadline: float) -> dict[str, Any]:
         self._preflight(deadline)
+        self.began_wall = time.time()  # a failover from here on before the outage would be a spurious one
         before = snapshot(self._target(self.primary))
         cut = round(self.options.outage_at * len(bodies))
         sent = self._produce(bodies, cut, deadline)
@@ -235,7 +237,7 @@ class RegionLoss:
                 [  # what ran; refusals (recorded when a human must know) are not executions
                     e
                     for e in self._executions()
-                    if e["action"] == "failover" and e["started_at"] >= outage_at and e["outcome"] != "refused"
+                    if e["action"] == "failover" and e["started_at"] >= self.began_wall and e["outcome"] != "refused"
                 ]
             ),
             "outcome": None if execution is None else execution["outcome"],
