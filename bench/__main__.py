@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tandem.local import LocalRegion
 
-BENCHES = ("ledger", "cold", "monitor", "failover")
+BENCHES = ("ledger", "cold", "monitor", "failover", "drill")
 NEEDS_LOCAL_REGION = {"ledger", "cold"}  # the monitor and failover benches start twins of their own
 
 
@@ -99,6 +99,14 @@ def _failover_overhead(
     return failover.report(failover.measure(samples=3))
 
 
+def _drill_wall_time(
+    _args: argparse.Namespace, _local: LocalRegion | None, _workdir: Path
+) -> tuple[Results, list[str]]:
+    from bench import drill
+
+    return drill.report(drill.measure())
+
+
 Results = dict[str, float]
 Bench = Callable[[argparse.Namespace, "LocalRegion | None", Path], tuple[Results, list[str]]]
 BENCHMARKS: dict[str, tuple[str, Bench]] = {
@@ -106,6 +114,7 @@ BENCHMARKS: dict[str, tuple[str, Bench]] = {
     "cold": ("cold_start_vs_boto3", _cold_start_vs_boto3),
     "monitor": ("monitor_cost (on the twin)", _monitor_cost),
     "failover": ("failover_overhead (on the twin)", _failover_overhead),
+    "drill": ("drill_region_loss (make drill, on a twin of its own)", _drill_wall_time),
 }
 
 

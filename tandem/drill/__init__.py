@@ -212,7 +212,7 @@ def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[s
             scale = float(status["clock"]["scale"])
             report["twin"] = {
                 "region": target.region, "started_by_drill": started_twin, "clock_scale": scale,
-                "state_dir": str(state_dir),
+                "state_dir": str(state_dir), "startup_seconds": status.get("startup_seconds"),
             }  # fmt: skip
             deadline = time.monotonic() + options.timeout
             stage = "checking the twin's clock"
