@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from tandem.local import LocalRegion
 
-BENCHES = ("ledger", "cold", "monitor", "failover", "drill")
+BENCHES = ("ledger", "cold", "monitor", "failover", "drill", "drill-all")
 NEEDS_LOCAL_REGION = {"ledger", "cold"}  # the monitor and failover benches start twins of their own
 
 
@@ -107,6 +107,14 @@ def _drill_wall_time(
     return drill.report(drill.measure())
 
 
+def _drill_all_wall_time(
+    _args: argparse.Namespace, _local: LocalRegion | None, _workdir: Path
+) -> tuple[Results, list[str]]:
+    from bench import drill
+
+    return drill.report(drill.measure("all"))
+
+
 Results = dict[str, float]
 Bench = Callable[[argparse.Namespace, "LocalRegion | None", Path], tuple[Results, list[str]]]
 BENCHMARKS: dict[str, tuple[str, Bench]] = {
@@ -115,6 +123,7 @@ BENCHMARKS: dict[str, tuple[str, Bench]] = {
     "monitor": ("monitor_cost (on the twin)", _monitor_cost),
     "failover": ("failover_overhead (on the twin)", _failover_overhead),
     "drill": ("drill_region_loss (make drill, on a twin of its own)", _drill_wall_time),
+    "drill-all": ('drill_all (make drill ARGS="--scenario all", a twin per scenario)', _drill_all_wall_time),
 }
 
 

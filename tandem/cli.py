@@ -19,6 +19,9 @@ from typing import Any
 from tandem.aws_regions import check_region
 from tandem.lambda_runtime import functions
 
+#: tandem.drill.SCENARIOS, named here so `tandem --help` does not import the drill (matplotlib, the twin)
+DRILL_SCENARIOS = ("region-loss", "switchover", "blip", "dr-not-ready", "all", "steady")
+
 
 def _non_negative(text: str) -> int:
     try:
@@ -37,20 +40,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tandem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    drill = sub.add_parser("drill", help="run the seeded workload through the local region and audit it")
+    drill = sub.add_parser("drill", help="rehearse losing a region on the local twin, then audit it from the data")
     drill.add_argument("--transactions", type=_non_negative, default=200, help="distinct valid transactions")
     drill.add_argument("--poison", type=_non_negative, default=5, help="extra invalid messages")
     drill.add_argument("--duplicates", type=_non_negative, default=20, help="redeliveries of sent valid messages")
     drill.add_argument("--seed", type=int, default=1)
     drill.add_argument("--report", type=Path, help="where to write the JSON report (default reports/drill-*.json)")
-    drill.add_argument("--scenario", choices=["region-loss", "steady"], default="region-loss",
-                       help="region-loss: the primary dies mid-stream, nobody calls anything (default); "
+    drill.add_argument("--scenario", choices=list(DRILL_SCENARIOS), default="region-loss",
+                       help="region-loss: the primary dies mid-stream, nobody calls anything (default); switchover: "
+                            "an operator's planned switchover mid-stream; blip: an outage shorter than detection; "
+                            "dr-not-ready: replication paused, then the outage; all: each once; "
                             "steady: one region, no outage")  # fmt: skip
     drill.add_argument(
-        "--outage-at", type=float, default=0.3, help="fraction of the workload sent when the primary dies"
+        "--outage-at", type=float, default=0.3, help="fraction of the workload sent when the disruption starts"
     )
-    drill.add_argument("--outage-for", type=_positive_float, default=300.0, help="emulated seconds until it returns")
-    drill.add_argument("--producers", type=_non_negative, default=4, help="concurrent producers (region-loss)")
+    drill.add_argument("--outage-for", type=_positive_float, default=None,
+                       help="emulated seconds until the primary returns (default: region-loss 300, blip 10, "
+                            "dr-not-ready 240)")  # fmt: skip
+    drill.add_argument("--producers", type=_non_negative, default=4, help="concurrent producers (two-region scenarios)")
+    drill.add_argument(
+        "--rate",
+        type=_non_negative_float,
+        default=2.0,
+        help="messages per emulated second, all producers together (0: as fast as they go)",
+    )
 
     invoke = sub.add_parser("invoke", help="run one function with an event file, Docker-free")
     invoke.add_argument("function", choices=sorted(functions()))
@@ -111,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--store", choices=["aurora", "dynamodb", "s3"], help="one store (default: all three)")
     tsub.add_parser("down", help="stop the twin and remove everything it created")
     return parser
+
+
+def _non_negative_float(text: str) -> float:
+    return _positive_float(text) if text.strip() not in ("0", "0.0") else 0.0
 
 
 def _positive_float(text: str) -> float:
@@ -240,27 +257,24 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-def _progress(line: str) -> None:
-    print(f"tandem drill: {line}", file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "drill":
             from tandem.drill import DrillOptions, run, summary
+            from tandem.drill.progress import LiveLine
+            from tandem.drill.scenarios import ScenarioOptions
 
             if args.duplicates and not args.transactions:
                 raise ValueError("--duplicates needs --transactions > 0 (there is nothing to redeliver)")
-            from tandem.drill.region_loss import RegionLossOptions
-
-            scenario = RegionLossOptions(args.outage_at, args.outage_for, args.producers)
+            two_region = ScenarioOptions(args.outage_at, args.outage_for, args.producers, args.rate)
             options = DrillOptions(
                 args.transactions, args.poison, args.duplicates, args.seed, args.report,
-                scenario=args.scenario, region_loss=scenario,
+                scenario=args.scenario, two_region=two_region,
             )  # fmt: skip
-            report, path = run(options, progress=_progress)
+            with LiveLine() as live:
+                report, path = run(options, progress=live)
             print(summary(report, path))
             return 0 if report["passed"] else 1
         if args.command == "twin":

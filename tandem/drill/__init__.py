@@ -1,13 +1,15 @@
-"""The drill: a seeded workload through the twin's primary region, consumed as Lambda would, then audited.
+"""The drill: a seeded workload through the twin, something done to a region, then an audit from the data.
 
-The twin's event source mapping (its SQS poller) hands batches to the unmodified handler; SQS's redrive
-moves poison to the DLQ after maxReceiveCount receives. The drill only produces, waits until the queue is
-empty, and has :mod:`tandem.audit` read the data through the same endpoints and database URI that
-`tandem twin status --json` prints; the number of invocations is CloudWatch's, over the drill's window
-of twin time. It starts the twin (on a compressed clock, so retries after the visibility timeout take a
-fraction of a second) when none is running, and stops what it started. On a twin that is already running, the audit
-compares before/after snapshots, so earlier work in the twin does not count, and every run's transaction
-ids are its own (the seed fixes the workload's shape; a per-run salt keeps two runs of one seed apart).
+``tandem drill`` (``make drill``) runs one scenario, or ``all`` of them in turn (:mod:`tandem.drill.scenarios`;
+``steady`` is the processing path alone, :mod:`tandem.drill.steady`). It starts a twin at the scenario's
+clock when none is running - one per scenario for ``all``, so no scenario inherits another's state - and
+stops what it started. On a twin that is already running, every scenario runs there and the twin stays up
+to be audited from outside; the audit compares before/after snapshots, so earlier work does not count, and
+every run's transaction ids are its own (the seed fixes the workload's shape, a per-run salt keeps runs apart).
+
+The package, one concern per module: ``workload`` (what is sent), ``producers`` (clients of the public
+name), ``scenarios``/``steady`` (what happens), ``observe`` (reading the twin), ``audit`` (the verdict from
+the data), ``render`` (report.md and timeline.png), ``progress`` (the live line), ``queues`` (SQS helpers).
 
 Two ways to end without PASSED, told apart by exit code: the audit found a problem (exit 1, full report)
 or the drill could not run (:class:`DrillError`, exit 2, one line and whatever partial report exists).
@@ -22,7 +24,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,21 +32,18 @@ from typing import Any
 import pg8000.native
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tandem.audit import Target, audit, processor_invocations, snapshot
-from tandem.drill.region_loss import RegionLoss, RegionLossOptions
+from tandem.drill.audit import Target
+from tandem.drill.observe import TwinView
+from tandem.drill.queues import dead_letter_seconds
+from tandem.drill.scenarios import KINDS, SCALES, ScenarioOptions
+from tandem.drill.steady import run_steady
+from tandem.drill.workload import generate
 from tandem.twin import launcher
 from tandem.twin.control import call, default_state_dir
 from tandem.twin.ownership import DRILL_LOCK, FileLock
-from tandem.workload import generate
 
-DRILL_SCALE = 600.0  # ten emulated minutes per real second: a 190 s visibility timeout passes in 0.3 s
-#: the region-loss drill's clock: the monitor must keep its heartbeat within the scaled alarm threshold (at
-#: x600 it cannot, and the alarm would fire on its own). x30 keeps it on this 2-core machine under the drill's
-#: load (no failover before the outage, counted by the drill) and lets poison reach the DLQ in ~32 s
-REGION_LOSS_SCALE = 30.0
-SCENARIOS = ("region-loss", "steady")
-MAX_IN_FLIGHT = 50  # producer back-pressure: keep the queue short, as a consumer that keeps up does
-PROGRESS_EVERY = 5.0  # real seconds between progress lines while waiting
+DRILL_SCALE = 600.0  # the steady scenario: ten emulated minutes per real second (a 190 s visibility timeout in 0.3 s)
+SCENARIOS = (*KINDS, "all", "steady")
 #: What can break a drill from outside its audit: an emulator or database gone (an outage), a twin gone.
 RUN_ERRORS = (BotoCoreError, ClientError, pg8000.native.Error, OSError, RuntimeError, TimeoutError)
 
@@ -67,9 +66,9 @@ class DrillOptions:
     seed: int = 1
     report: Path | None = None
     state_dir: Path | None = None
-    timeout: float = 600.0
+    timeout: float = 600.0  # per scenario
     scenario: str = "steady"
-    region_loss: RegionLossOptions = field(default_factory=RegionLossOptions)
+    two_region: ScenarioOptions = field(default_factory=ScenarioOptions)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.timeout) and self.timeout > 0):
@@ -79,81 +78,110 @@ class DrillOptions:
 
     @property
     def scale(self) -> float:
-        return REGION_LOSS_SCALE if self.scenario == "region-loss" else DRILL_SCALE
+        return SCALES.get(self.scenario, DRILL_SCALE)
 
 
-def twin_clock(state_dir: Path) -> float:
-    """The twin's emulated time (epoch seconds), the clock its metrics are stamped with."""
-    return float(call(state_dir, "GET", "/status")["clock"]["now"])
+def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[str, Any], Path]:
+    """Run the drill and write its report (JSON, report.md, timeline.png); DrillError when it could not run."""
+    started = time.monotonic()
+    run_id = uuid.uuid4().hex
+    report_path = report_destination(options.report, run_id)
+    state_dir = options.state_dir or default_state_dir()
+    drill_lock = FileLock(state_dir / DRILL_LOCK)
+    if not drill_lock.acquire():
+        drill_lock.close()
+        raise DrillError(f"another drill (pid {drill_lock.holder()}) is running on the twin in {state_dir}")
+    drill_lock.record_holder(os.getpid())
+    try:
+        if options.scenario != "all":
+            report = _run_one(options, state_dir, run_id, progress)
+        else:
+            reports = {name: _run_one(replace(options, scenario=name), state_dir, run_id, progress) for name in KINDS}
+            report = {"drill": "twin, two regions", "scenario": "all", "run_id": run_id, "scenarios": reports,
+                      "passed": all(r["passed"] for r in reports.values())}  # fmt: skip
+    finally:
+        drill_lock.close()
+    report["wall_seconds"] = round(time.monotonic() - started, 3)
+    _write(report_path, report)
+    from tandem.drill.render import write_artifacts  # matplotlib: only once there is something to draw
+
+    try:
+        write_artifacts(report, report_path)
+    except (OSError, ValueError) as exc:  # the JSON stands; say why the pictures are missing
+        report["artifacts"] = {"error": f"{type(exc).__name__}: {exc}"}
+    _write(report_path, report)
+    if not report.get("completed", True) and options.scenario != "all":
+        error = report["error"]
+        raise DrillError(f"the drill could not run ({error['stage']}): {error['message']}", report_path)
+    return report, report_path
 
 
-def window_start(state_dir: Path, scale: float) -> int:
-    """The next whole emulated second, once the twin's clock has passed it (CloudWatch counts whole seconds)."""
-    now = twin_clock(state_dir)
-    time.sleep((math.floor(now) + 1 - now) / scale)
-    return math.floor(now) + 1
+def _run_one(options: DrillOptions, state_dir: Path, run_id: str, progress: Progress | None) -> dict[str, Any]:
+    """One scenario's report; a scenario that could not run says where it stopped (``completed`` false)."""
+    started = time.monotonic()
+    wl = generate(options.transactions, options.poison, options.duplicates, options.seed, salt=int(run_id, 16))
+    bodies = wl.messages(random.Random(options.seed + 1))
+    report: dict[str, Any] = {
+        "drill": "twin, primary region" if options.scenario == "steady" else "twin, two regions",
+        "scenario": options.scenario,
+        "run_id": run_id,
+        "options": {
+            "transactions": options.transactions, "poison": options.poison, "duplicates": options.duplicates,
+            "seed": options.seed,
+        },
+        "workload": {
+            "sent": len(bodies), "valid": len(wl.valid), "poison": len(wl.poison), "duplicates": len(wl.duplicates),
+        },
+    }  # fmt: skip
+    say = progress or (lambda _line: None)
+    stage = "starting the twin"
+    say(f"{options.scenario}: {stage}")
+    try:
+        with launcher.ensure_running(state_dir, scale=options.scale) as started_twin:
+            stage = "reading the twin's status"
+            status = call(state_dir, "GET", "/status")
+            target = Target.primary_of(status)
+            scale = float(status["clock"]["scale"])
+            report["twin"] = {
+                "region": target.region, "started_by_drill": started_twin, "clock_scale": scale,
+                "state_dir": str(state_dir), "startup_seconds": status.get("startup_seconds"),
+            }  # fmt: skip
+            deadline = time.monotonic() + options.timeout
+            stage = "checking the twin's clock"
+            _check_clock(options, target, scale, bool(wl.poison))
+            stage = f"the {options.scenario} scenario"
+            if options.scenario == "steady":
+                outcome = run_steady(state_dir, target, scale, wl, bodies, deadline, progress)
+            else:
+                view = TwinView(state_dir, status)
+                if (count_committed := getattr(progress, "count_committed", None)) is not None:
+                    count_committed(status["regions"][view.dr]["postgres"])
+                scenario = KINDS[options.scenario](view, options.two_region, progress)
+                outcome = scenario.run(wl, bodies, deadline)
+                report["workload"]["accepted"] = sum(outcome["producers"]["accepted_by_region"].values())
+    except (DrillError, *RUN_ERRORS) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        report.update(passed=False, completed=False, error={"stage": stage, "message": message})
+        report["wall_seconds"] = round(time.monotonic() - started, 3)
+        return report
+    report.update(outcome)
+    report["wall_seconds"] = round(time.monotonic() - started, 3)
+    report["completed"] = True
+    report["passed"] = all(outcome["invariants"].values())
+    return report
 
 
-def produce(target: Target, bodies: list[str], deadline: float) -> None:
-    """Send every body in batches of 10, never letting more than MAX_IN_FLIGHT wait in the queue."""
-    sqs = target.client("sqs")
-    for i in range(0, len(bodies), 10):
-        while _queue_depth(sqs, target.queue_url)[0] > MAX_IN_FLIGHT:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the twin is not consuming the queue (is the event source mapping enabled?)")
-            time.sleep(0.02)
-        resp = sqs.send_message_batch(
-            QueueUrl=target.queue_url,
-            Entries=[{"Id": str(n), "MessageBody": b} for n, b in enumerate(bodies[i : i + 10])],
+def _check_clock(options: DrillOptions, target: Target, scale: float, poison: bool) -> None:
+    if options.scenario in KINDS and scale > 60:
+        raise DrillError(
+            f"the running twin's clock is x{scale:g}: too fast for its monitor to keep the heartbeat the failover "
+            f"alarm reads; stop it so the drill starts its own at x{options.scale:g}"
         )
-        if resp.get("Failed"):
-            raise RuntimeError(f"SQS refused messages: {resp['Failed']}")
-
-
-def wait_drained(target: Target, deadline: float, progress: Progress | None = None) -> None:
-    """Wait until nothing is waiting or in flight; say how it goes every few seconds (retries can be slow)."""
-    sqs, empty_checks, next_note = target.client("sqs"), 0, time.monotonic() + PROGRESS_EVERY
-    while time.monotonic() < deadline:
-        visible, in_flight = _queue_depth(sqs, target.queue_url)
-        empty_checks = empty_checks + 1 if visible + in_flight == 0 else 0
-        if empty_checks >= 3:
-            return
-        if progress is not None and time.monotonic() >= next_note:
-            progress(f"waiting for the queue to drain: {visible} waiting, {in_flight} in flight (retries)")
-            next_note = time.monotonic() + PROGRESS_EVERY
-        time.sleep(0.05)
-    raise TimeoutError("the queue was not drained in time")
-
-
-def _queue_depth(sqs: Any, url: str) -> tuple[int, int]:
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
-    return int(attrs[names[0]]), int(attrs[names[1]])
-
-
-def dead_letter_seconds(target: Target, clock_scale: float) -> float:
-    """Real seconds a poison message needs to reach the DLQ on this twin: maxReceiveCount visibility timeouts."""
-    attrs = target.client("sqs").get_queue_attributes(
-        QueueUrl=target.queue_url, AttributeNames=["VisibilityTimeout", "RedrivePolicy"]
-    )["Attributes"]
-    receives = int(json.loads(attrs.get("RedrivePolicy", "{}")).get("maxReceiveCount", 1))
-    return receives * int(attrs["VisibilityTimeout"]) / clock_scale
-
-
-def take_dlq(target: Target) -> list[str]:
-    """Receive and delete everything in the DLQ (what a drill leaves there is its own poison)."""
-    sqs = target.client("sqs")
-    bodies: list[str] = []
-    while True:
-        msgs = sqs.receive_message(QueueUrl=target.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
-            "Messages", []
-        )
-        if not msgs:
-            return bodies
-        bodies += [m["Body"] for m in msgs]
-        sqs.delete_message_batch(
-            QueueUrl=target.dlq_url,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
+    if poison and (needed := dead_letter_seconds(target, scale)) > options.timeout:
+        raise DrillError(
+            f"the running twin's clock is x{scale:g}: a poison message needs {needed:.0f} s to reach the DLQ, "
+            f"more than the drill's {options.timeout:.0f} s; stop it (`tandem twin down`) so the drill starts "
+            f"its own at x{options.scale:g}, or start it with `tandem twin up --scale {options.scale:g}`"
         )
 
 
@@ -178,95 +206,6 @@ def report_destination(requested: Path | None, run_id: str) -> Path:
     return path
 
 
-def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[str, Any], Path]:
-    """Run the drill and write its report; DrillError when it could not run (with a partial report)."""
-    started = time.monotonic()
-    run_id = uuid.uuid4().hex
-    wl = generate(options.transactions, options.poison, options.duplicates, options.seed, salt=int(run_id, 16))
-    report_path = report_destination(options.report, run_id)
-    state_dir = options.state_dir or default_state_dir()
-    drill_lock = FileLock(state_dir / DRILL_LOCK)
-    if not drill_lock.acquire():
-        drill_lock.close()
-        raise DrillError(f"another drill (pid {drill_lock.holder()}) is running on the twin in {state_dir}")
-    drill_lock.record_holder(os.getpid())
-    bodies = wl.messages(random.Random(options.seed + 1))
-    report: dict[str, Any] = {
-        "drill": "twin, primary region" if options.scenario == "steady" else "twin, two regions",
-        "scenario": options.scenario,
-        "run_id": run_id,
-        "options": {
-            "transactions": options.transactions, "poison": options.poison, "duplicates": options.duplicates,
-            "seed": options.seed,
-        },
-        "workload": {
-            "sent": len(bodies), "valid": len(wl.valid), "poison": len(wl.poison), "duplicates": len(wl.duplicates),
-        },
-    }  # fmt: skip
-    stage = "starting the twin"
-    try:
-        with launcher.ensure_running(state_dir, scale=options.scale) as started_twin:
-            stage = "reading the twin's status"
-            status = call(state_dir, "GET", "/status")
-            target = Target.primary_of(status)
-            scale = float(status["clock"]["scale"])
-            report["twin"] = {
-                "region": target.region, "started_by_drill": started_twin, "clock_scale": scale,
-                "state_dir": str(state_dir), "startup_seconds": status.get("startup_seconds"),
-            }  # fmt: skip
-            deadline = time.monotonic() + options.timeout
-            stage = "checking the twin's clock"
-            if options.scenario == "region-loss" and scale > 60:
-                raise DrillError(
-                    f"the running twin's clock is x{scale:g}: too fast for its monitor to keep the heartbeat the "
-                    f"failover alarm reads; stop it so the drill starts its own at x{REGION_LOSS_SCALE:g}"
-                )
-            if wl.poison:
-                needed = dead_letter_seconds(target, scale)
-                if needed > options.timeout:
-                    raise DrillError(
-                        f"the running twin's clock is x{scale:g}: a poison message needs {needed:.0f} s to reach "
-                        f"the DLQ, more than the drill's {options.timeout:.0f} s; stop it (`tandem twin down`) so "
-                        f"the drill starts its own at x{options.scale:g}, or start it with "
-                        f"`tandem twin up --scale {options.scale:g}`"
-                    )
-            if options.scenario == "region-loss":
-                stage = "the region-loss scenario"
-                scenario = RegionLoss(state_dir, status, options.region_loss, progress)
-                outcome = scenario.run(wl, bodies, deadline)
-                leftover_dlq, invocations = [], None
-            if options.scenario == "steady":
-                stage = "taking what earlier runs left in the DLQ"
-                leftover_dlq = take_dlq(target)
-                before = snapshot(target)
-                since = window_start(state_dir, scale)
-                stage = "sending the workload"
-                produce(target, bodies, deadline)
-                stage = "waiting for the queue to drain"
-                wait_drained(target, deadline, progress)
-                until = math.floor(twin_clock(state_dir)) + 1
-                stage = "auditing"
-                dlq = take_dlq(target)
-                outcome = audit(target, wl, before, dlq)
-                stage = "counting invocations"
-                invocations = processor_invocations(target, since, until, deadline, progress)
-    except (DrillError, *RUN_ERRORS) as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        report.update(passed=False, completed=False, error={"stage": stage, "message": message})
-        report["wall_seconds"] = round(time.monotonic() - started, 3)
-        _write(report_path, report)
-        raise DrillError(f"the drill could not run ({stage}): {message}", report_path) from None
-    finally:
-        drill_lock.close()
-    report.update(outcome)
-    report["processing"] = {"invocations": invocations, "dlq_left_from_earlier": len(leftover_dlq)}
-    report["wall_seconds"] = round(time.monotonic() - started, 3)
-    report["completed"] = True
-    report["passed"] = all(outcome["invariants"].values())
-    _write(report_path, report)
-    return report, report_path
-
-
 def _write(path: Path, report: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -274,26 +213,46 @@ def _write(path: Path, report: dict[str, Any]) -> None:
 
 
 def summary(report: dict[str, Any], path: Path) -> str:
+    """The verdict a person reads at a glance, then the figures, then each invariant."""
+    artifacts = report.get("artifacts") or {}
+    lines = [f"drill report: {path}"] + [f"  {k}: {v}" for k, v in artifacts.items() if k != "timeline_png"]
+    pngs = artifacts.get("timeline_png")
+    lines += [f"  timeline: {p}" for p in (pngs if isinstance(pngs, list) else [pngs] if pngs else [])]
+    if report.get("scenario") == "all":
+        for name, sub in report["scenarios"].items():
+            lines.append(f"\n== {name} ==")
+            lines += _scenario_lines(sub)
+        verdicts = ", ".join(f"{n} {'passed' if s['passed'] else 'FAILED'}" for n, s in report["scenarios"].items())
+        lines.append(f"\n{'PASSED' if report['passed'] else 'FAILED'}: {verdicts} ({report['wall_seconds']} s)")
+        return "\n".join(lines)
+    lines += _scenario_lines(report)
+    lines.append("PASSED" if report["passed"] else "FAILED")
+    return "\n".join(lines)
+
+
+def _scenario_lines(report: dict[str, Any]) -> list[str]:
+    if not report.get("completed", True):
+        return [f"could not run ({report['error']['stage']}): {report['error']['message']}", "FAILED"]
     w, r, twin = report["workload"], report["result"], report["twin"]
     lines = [
-        f"drill report: {path}",
-        f"scenario {report.get('scenario', 'steady')}, twin region {twin['region']} (clock x{twin['clock_scale']:g},"
-        f" {'started by the drill' if twin['started_by_drill'] else 'already running'})",
+        f"scenario {report['scenario']}, twin region {twin['region']} (clock x{twin['clock_scale']:g},"
+        f" {'started by the drill' if twin['started_by_drill'] else 'already running'}, {report['wall_seconds']} s)",
         f"sent {w['sent']} messages: {w['valid']} valid, {w['poison']} poison, {w['duplicates']} duplicates",
         f"committed {r['committed']}, duplicates applied {r['duplicates_applied']}, rejected to DLQ {r['rejected']},"
-        f" lost {r['lost']}  ({report.get('processing', {}).get('invocations')} invocations,"
-        f" {report['wall_seconds']} s)",
+        f" lost {r['lost']}",
     ]
     if "failover" in report:
         f = report["failover"]
         lines += [
-            f"failover: {f['executions']} execution(s), {f['outcome']} ({f['mode']});"
+            f"expected: {f['expected']}",
+            f"failover: {f['executions']} execution(s) {f['outcome'] or ''} {f['mode'] or ''},"
+            f" {f['refusals']} refusal(s);"
             f" detection {f['detection_seconds']} s, RTO {f['rto_seconds']} s,"
-            f" RPO {f['rpo_seconds']} s / {f['rpo_transactions']} transaction(s)"
-            f" (emulated seconds, clock x{f['clock_scale']:g})",
+            f" RPO {f['rpo_seconds']} s / {f['rpo_transactions']} transaction(s) (emulated s from the {f['zero']})",
             f"lost before reconciliation {r['lost_before_reconcile']}, after {r['lost_after_reconcile']};"
-            f" producers: {report['producers']['accepted_by_region']} accepted per region",
+            f" accepted per region {report['producers']['accepted_by_region']}",
         ]
+    else:
+        lines.append(f"processing: {report['processing']['invocations']} invocations")
     lines += [f"  [{'ok' if ok else 'FAIL'}] {name}" for name, ok in report["invariants"].items()]
-    lines.append("PASSED" if report["passed"] else "FAILED")
-    return "\n".join(lines)
+    return lines

@@ -49,6 +49,7 @@ class Resolver:
     _cached: tuple[float, str] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     lookups: int = 0
+    answers: list[tuple[float, str]] = field(default_factory=list)  # (wall epoch, URL) each time the answer changed
 
     def resolve(self, *, fresh: bool = False) -> str:
         """The ingress URL the name points at now (from the cache unless it expired or ``fresh``)."""
@@ -62,6 +63,8 @@ class Resolver:
             url = self.hosts.get(str(domain).rstrip("."))
             if url is None:
                 raise NotAccepted(f"{self.record} answers {domain!r}, which is no known ingress")
+            if not self.answers or self.answers[-1][1] != url:
+                self.answers.append((time.time(), url))
             self._cached = (now, url)
             return url
 
@@ -91,7 +94,7 @@ class Producers:
 
     def __init__(
         self, resolver: Resolver, count: int, *, timeout: float = 5.0, max_backoff: float = 1.0,
-        on_accept: Callable[[int], None] | None = None,
+        on_accept: Callable[[int], None] | None = None, rate: float | None = None,
     ) -> None:  # fmt: skip
         if count < 1:
             raise ValueError(f"producers must be at least 1, not {count}")
@@ -100,6 +103,8 @@ class Producers:
         self._timeout = timeout
         self._max_backoff = max_backoff
         self._on_accept = on_accept
+        self._rate = rate  # bodies per real second, all producers together (None: as fast as they go)
+        self._start = 0.0
         self._lock = threading.Lock()
 
     def send(self, bodies: list[str], deadline: float, pace: Callable[[int], None] | None = None) -> Sent:
@@ -109,6 +114,7 @@ class Producers:
         for item in enumerate(bodies):
             work.put(item)
         sent = Sent()
+        self._start = time.monotonic()
         threads = [
             threading.Thread(target=self._produce, args=(work, sent, deadline, pace), name=f"producer-{i}", daemon=True)
             for i in range(self._count)
@@ -127,6 +133,8 @@ class Producers:
                 n, body = work.get_nowait()
             except queue.Empty:
                 return
+            if self._rate:  # clients send at a rate, not all at once: the n-th body leaves at n / rate
+                time.sleep(max(0.0, self._start + n / self._rate - time.monotonic()))
             try:
                 if pace is not None:
                     pace(n)

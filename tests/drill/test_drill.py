@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from tandem.audit import LedgerState, Target, audit, duplicates_applied, processor_invocations, snapshot
-from tandem.drill import DrillOptions, produce, run, take_dlq, twin_clock, wait_drained, window_start
+from tandem.drill import DrillOptions, run
+from tandem.drill.audit import LedgerState, Target, audit, duplicates_applied, processor_invocations, snapshot
+from tandem.drill.queues import produce, take_dlq, twin_clock, wait_drained, window_start
+from tandem.drill.workload import Workload, generate
 from tandem.twin import launcher
 from tandem.twin.control import call
-from tandem.workload import Workload, generate
 from tandem_core.archive import PREFIX, REFUSED, Journal
 from tandem_core.models import parse_transaction
 from tandem_core.status import status_key

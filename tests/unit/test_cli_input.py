@@ -84,3 +84,51 @@ def test_default_report_names_never_collide(tmp_path: Path, monkeypatch: pytest.
     assert first != second
     assert first.parent == second.parent == Path("reports")
     assert not first.exists()  # checked writable, nothing left behind until the drill writes it
+
+
+def test_the_cli_offers_exactly_the_drills_scenarios() -> None:
+    from tandem.cli import DRILL_SCENARIOS
+    from tandem.drill import SCENARIOS
+
+    assert set(DRILL_SCENARIOS) == set(SCENARIOS)
+    assert {"region-loss", "switchover", "blip", "dr-not-ready", "all"} <= set(SCENARIOS)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--scenario", "earthquake"], "argument --scenario: invalid choice"),
+        (["--outage-for", "0"], "argument --outage-for"),
+        (["--outage-for", "nan"], "argument --outage-for"),
+        (["--rate", "-1"], "argument --rate"),
+        (["--rate", "inf"], "argument --rate"),
+        (["--producers", "x"], "argument --producers"),
+    ],
+)
+def test_drill_options_are_checked_before_anything_starts(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert message in _refused(capsys, "drill", *argv)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"outage_at": 1.5}, "--outage-at is a fraction"),
+        ({"outage_for": 0.0}, "--outage-for must be > 0"),
+        ({"producers": 0}, "--producers must be at least 1"),
+        ({"rate": -2.0}, "--rate must be"),
+    ],
+)
+def test_scenario_options_refuse_what_cannot_be_run(kwargs: dict[str, float], message: str) -> None:
+    from tandem.drill.scenarios import ScenarioOptions
+
+    with pytest.raises(ValueError, match=message):
+        ScenarioOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_zero_producer_count_is_refused_in_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = main(["drill", "--producers", "0", "--report", str(tmp_path / "r.json")])
+    assert code == 2
+    assert "--producers must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

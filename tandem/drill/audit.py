@@ -21,9 +21,9 @@ from typing import Any
 
 import pg8000.native
 
+from tandem.drill.workload import Workload
 from tandem.local import emulator_client
 from tandem.localpg import connect_uri
-from tandem.workload import Workload
 from tandem_core.archive import PREFIX, Journal
 from tandem_core.models import Transaction
 from tandem_core.status import status_key

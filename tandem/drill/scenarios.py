@@ -1,0 +1,501 @@
+"""The two-region scenarios: producers keep sending through the public name while something happens to the
+primary region, and the data then says what it cost.
+
+- ``region-loss``: the primary dies (API, ingress, database) and returns ``--outage-for`` later. Nobody calls
+  the failover handler: the DR monitor's alarms detect it, EventBridge invokes the handler, the handler
+  fails over; once the old primary answers again the monitor asks for reconciliation. Expected: one
+  completed failover, nothing lost after reconciliation.
+- ``switchover``: an operator asks for a planned switchover mid-stream (the drill is that operator).
+  Expected: one completed switchover and nothing lost even before any reconciliation.
+- ``blip``: the primary is down for less than the detection window. Expected: no execution at all, and
+  what producers sent to DR meanwhile is forwarded back and committed.
+- ``dr-not-ready``: Aurora replication to DR is paused past the RPO budget, then the primary dies.
+  Expected: the automatic failover is refused and paged (an SQS queue subscribed to DR's alarm topic is the
+  on-call's pager), nothing changes, and once the primary returns nothing is lost.
+
+Figures (emulated seconds from the scenario's zero: the outage's start, or the switchover request):
+- detection: zero -> the first failover record (an execution or a refusal) in DR;
+- RTO: zero -> the first commit, by the region active at the end, of a transaction accepted after zero;
+- RPO: what DR's ledger lacked at promotion - the transactions reconciliation re-applied from the journal -
+  and the time from the oldest of them being accepted to the promotion.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from tandem.drill.audit import audit, snapshot
+from tandem.drill.observe import Clocks, TwinView
+from tandem.drill.producers import Accepted, Producers, Resolver, Sent
+from tandem.drill.queues import take_dlq
+from tandem.drill.workload import Workload
+from tandem.twin.control import call
+
+RECORD = "txn.tandem.twin.internal"
+#: each scenario's twin clock. x60 keeps the monitor's heartbeat within the scaled alarm threshold on this
+#: 2-core machine and lets poison reach the DLQ in 16 s. The blip runs at x30: the twin needs ~0.8 s of real
+#: time to kill and restore a region (a PostgreSQL crash restart), 48 emulated seconds at x60 - too close to
+#: the ~70 s detection window for a blip to be one.
+SCALES = {"region-loss": 60.0, "switchover": 60.0, "blip": 30.0, "dr-not-ready": 60.0}
+SCENARIOS = tuple(SCALES)
+#: after a blip, how long (emulated s) the alarms get to fire late before "no failover" is believed
+BLIP_SETTLE_SECONDS = 120.0
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ScenarioOptions:
+    outage_at: float = 0.3  # fraction of the workload sent when the disruption starts
+    outage_for: float | None = None  # emulated seconds until the primary returns (None: the scenario's own)
+    producers: int = 4
+    rate: float = 2.0  # messages per emulated second, all producers together (0: as fast as they go)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.outage_at <= 1.0:
+            raise ValueError(f"--outage-at is a fraction of the workload, 0 to 1, not {self.outage_at}")
+        if self.outage_for is not None and not 0 < self.outage_for < 86400:
+            raise ValueError(f"--outage-for must be > 0 emulated seconds (and under a day), not {self.outage_for}")
+        if not 0 <= self.rate < 1e6:
+            raise ValueError(f"--rate must be messages per emulated second >= 0 (0: unpaced), not {self.rate}")
+        if self.producers < 1:
+            raise ValueError(f"--producers must be at least 1, not {self.producers}")
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What a scenario's expectations are judged on: the failover records since it began, the audit's result
+    and the region active at the end."""
+
+    failovers: list[dict[str, Any]]
+    result: dict[str, Any]
+    active: str
+
+    @property
+    def ran(self) -> list[tuple[str, str]]:
+        """The executions that ran (refusals are records, not executions), as (mode, outcome)."""
+        return [(e["mode"], e["outcome"]) for e in self.failovers if e["outcome"] != "refused"]
+
+    @property
+    def refused(self) -> list[dict[str, Any]]:
+        return [e for e in self.failovers if e["outcome"] == "refused"]
+
+
+@dataclass
+class Disruption:
+    """When the scenario's disruption started and (for an outage) ended, in wall-clock epoch seconds."""
+
+    started: float | None = None
+    ended: float | None = None
+    over: threading.Event = field(default_factory=threading.Event)
+    answer: dict[str, Any] | None = None  # an operator request's answer
+    error: str | None = None
+
+
+class Scenario:
+    """The machinery every two-region scenario shares; subclasses say what happens and what is expected."""
+
+    name: ClassVar[str]
+    expected: ClassVar[str]
+    zero_label: ClassVar[str] = "outage start"
+    default_outage: ClassVar[float | None] = None
+
+    def __init__(self, view: TwinView, options: ScenarioOptions, progress: Progress | None = None) -> None:
+        self.view, self.options = view, options
+        self.primary, self.dr, self.scale = view.primary, view.dr, view.scale
+        self.progress = progress or (lambda _line: None)
+        self.outage_for = options.outage_for if options.outage_for is not None else self.default_outage
+        self.disruption = Disruption()
+        self.began = time.time()
+        self.clocks = Clocks(self.began, 0.0, self.scale)
+        self.resolver: Resolver | None = None
+        self.notes: list[str] = []
+        self._disrupting = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------ the run
+    def run(self, wl: Workload, bodies: list[str], deadline: float) -> dict[str, Any]:
+        self._preflight(deadline)
+        try:
+            self.prepare(deadline)
+            self.clocks = self.view.clocks()
+            self.began = time.time()  # a failover from here on before the disruption would be a spurious one
+            before = snapshot(self.view.target(self.primary))
+            sent = self._produce(bodies, round(self.options.outage_at * len(bodies)), deadline)
+            self.progress(f"sent: {len(sent.accepted)} accepted, {len(sent.gave_up)} given up")
+            self._disrupt_once()  # an empty workload: the disruption still happens
+            self.disruption.over.wait(max(0.0, deadline - time.monotonic()))
+            if self.disruption.error:
+                raise RuntimeError(self.disruption.error)
+            self.settle(deadline)
+        finally:
+            self.cleanup()
+        self.progress("waiting for every queue to drain")
+        self.wait(self.view.queues_empty, deadline, "every queue to drain")
+        active = str(self.view.control()["active_region"])
+        dlq = [body for region in (self.primary, self.dr) for body in take_dlq(self.view.target(region))]
+        self.progress("auditing")
+        outcome = audit(self.view.target(active), wl, before, dlq)
+        failovers = self.view.executions("failover", self.began) + self.view.executions("switchover", self.began)
+        reconciles = [e for e in self.view.executions("reconcile", self.began) if e["outcome"] == "completed"]
+        reconciled = reconciles[0] if reconciles else None
+        failover = self._failover_report(failovers, reconciled, sent, active)
+        lost = outcome["result"]["lost"]
+        outcome["result"].update(
+            lost_before_reconcile=lost + failover["rpo_transactions"], lost_after_reconcile=lost,
+            reconciled=failover["rpo_transactions"],
+        )  # fmt: skip
+        invariants = outcome["invariants"]
+        invariants["every_message_accepted"] = not sent.gave_up
+        invariants.update(self.expectations(Findings(failovers, outcome["result"], active)))
+        invariants["nothing_lost_after_reconcile"] = lost == 0
+        promoted = _step_end(_first_ran(failovers), "promote_database")
+        series = self._series(wl, failover, active, promoted)
+        return {**outcome, "failover": failover, "producers": self._producers_report(sent), "series": series,
+                "notes": self.notes}  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------ hooks
+    def prepare(self, deadline: float) -> None:
+        """Before the workload: put the twin in the scenario's starting state."""
+
+    def disrupt(self) -> None:
+        raise NotImplementedError
+
+    def settle(self, deadline: float) -> None:
+        """After the disruption is over: wait for what the scenario expects to happen by itself."""
+
+    def cleanup(self) -> None:
+        """Undo what :meth:`prepare` did, whatever happened (the twin may be audited or reused afterwards)."""
+
+    def expectations(self, found: Findings) -> dict[str, bool]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------ steps
+    def _preflight(self, deadline: float) -> None:
+        """The primary active (failing back first, as an operator would, after an earlier scenario), DR ready,
+        the alarm armed (it must come from OK: the bootstrap guard) and automatic failover on."""
+        if self.view.control()["active_region"] != self.primary:
+            self._fail_back(deadline)
+        if not self.view.automatic_failover_on():
+            raise RuntimeError(f"automatic failover is off in {self.dr} (rule disabled): nothing would fail over")
+        self.wait(lambda: self.view.readiness(self.dr) == "ready", deadline, f"{self.dr} to be ready")
+        self.wait(lambda: self.view.impaired_alarm() == "OK", deadline, "the peer-region-impaired alarm to be OK")
+
+    def _fail_back(self, deadline: float) -> None:
+        self.progress(f"{self.dr} is active since an earlier run: failing back to {self.primary} first")
+        self.wait(lambda: self.view.readiness(self.primary) == "ready", deadline, f"{self.primary} to be ready")
+
+        def allowed() -> bool:
+            return bool(self.view.handler(self.primary, {"action": "plan"})["plan"]["allowed"])
+
+        self.wait(allowed, deadline, f"a failback to {self.primary} to be allowed")
+        answer = self.view.handler(self.primary, {"action": "failback"})
+        if answer.get("outcome") != "completed":
+            raise RuntimeError(f"the failback before the scenario: {answer.get('outcome')} {answer.get('reasons')}")
+        self.notes.append(f"failed back to {self.primary} before the scenario (execution {answer['execution']['id']})")
+
+    def _produce(self, bodies: list[str], cut: int, deadline: float) -> Sent:
+        hosts = {info["resources"]["ingress_domain"]: info["ingress"] for info in self.view.status["regions"].values()}
+        self.resolver = Resolver(self.view.client(self.dr, "route53"), self.view.status["hosted_zone"], RECORD, hosts,
+                                 ttl_seconds=60 / self.scale)  # fmt: skip
+
+        def pace(n: int) -> None:
+            if n >= cut:
+                self._disrupt_once()
+
+        on_accept = getattr(self.progress, "accepted", None)  # the live display counts what was accepted
+        rate = self.options.rate * self.scale or None
+        producers = Producers(self.resolver, self.options.producers, on_accept=on_accept, rate=rate)
+        return producers.send(bodies, deadline, pace)
+
+    def _disrupt_once(self) -> None:
+        with self._disrupting:
+            if self.disruption.started is None:
+                self.disruption.started = time.time()
+                self.disrupt()
+
+    def kill_primary(self) -> None:
+        """The outage: the primary's API, ingress and database die; a timer brings them back."""
+        assert self.outage_for is not None
+        call(self.view.state_dir, "POST", f"/outage/{self.primary}")
+        self.progress(f"{self.primary} is down (for {self.outage_for:g} emulated s)")
+        timer = threading.Timer(self.outage_for / self.scale, self._restore)
+        timer.daemon = True
+        timer.start()
+
+    def _restore(self) -> None:
+        try:
+            call(self.view.state_dir, "POST", f"/restore/{self.primary}")
+            self.disruption.ended = time.time()
+            self.progress(f"{self.primary} is back")
+        except Exception as exc:  # the waiting scenario reports it; a timer thread must not die silently
+            self.disruption.error = f"restoring {self.primary} failed: {exc}"
+        finally:
+            self.disruption.over.set()
+
+    def wait(self, check: Callable[[], Any], deadline: float, what: str) -> Any:
+        note = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            found = check()
+            if found:
+                return found
+            if time.monotonic() >= note:
+                self.progress(f"waiting for {what}")
+                note = time.monotonic() + 5.0
+            time.sleep(0.1)
+        raise TimeoutError(f"timed out waiting for {what}")
+
+    def completed(self, action: str) -> Callable[[], dict[str, Any] | None]:
+        def check() -> dict[str, Any] | None:
+            done = self.view.executions(action, self.disruption.started or self.began)
+            return next((e for e in done if e["outcome"] == "completed"), None)
+
+        return check
+
+    # ------------------------------------------------------------------------------------------ report
+    def _failover_report(
+        self, failovers: list[dict[str, Any]], reconciled: dict[str, Any] | None, sent: Sent, active: str
+    ) -> dict[str, Any]:
+        zero = self.disruption.started or self.began
+        ran = [e for e in failovers if e["outcome"] != "refused"]  # refusals are records, not executions
+        refused = [e for e in failovers if e["outcome"] == "refused"]
+        execution = _first_ran(failovers)
+        report = reconciled.get("report", {}) if reconciled else {}
+        reapplied = set(report.get("journal", {}).get("reapplied_ids", []))
+        promoted = _step_end(execution, "promote_database")
+        accepted_at = {_transaction_id(a): a.wall_at for a in sent.accepted}
+        lost_times = [accepted_at[t] for t in reapplied if t in accepted_at]
+        first = failovers[0] if failovers else None
+        detected = None if first is None or self.zero_label != "outage start" else first["started_at"]
+        return {
+            "scenario": self.name, "expected": self.expected, "clock_scale": self.scale, "zero": self.zero_label,
+            "executions": len(ran), "refusals": len(refused),
+            "refusal_reasons": sorted({r for e in refused for r in e.get("reasons") or []}),
+            "outcome": None if execution is None else execution["outcome"],
+            "mode": None if execution is None else execution["mode"],
+            "detection_seconds": self.clocks.since(zero, detected),
+            "rto_seconds": self._rto(sent, zero, active, promoted if execution else self.disruption.ended),
+            "rpo_seconds": self.clocks.since(min(lost_times), promoted) if lost_times and promoted else 0.0,
+            "rpo_transactions": len(reapplied),
+            "rpo_estimate_seconds": None if execution is None else execution.get("rpo_estimate_seconds"),
+            "outage_seconds": self.clocks.since(zero, self.disruption.ended),
+            "timeline": self._timeline(failovers, reconciled),
+            "reconcile": report,
+        }  # fmt: skip
+
+    def _rto(self, sent: Sent, zero: float, active: str, recovered: float | None) -> float | None:
+        """Zero -> the first commit, once the region active at the end took writes (DR's promotion finished,
+        or the primary answered again), of a transaction accepted after zero."""
+        after = [t for a in sent.accepted if a.wall_at >= zero and (t := _transaction_id(a))]
+        commits = [at for at in self.view.committed_at(active, after).values() if at >= (recovered or zero)]
+        return self.clocks.since(zero, min(commits)) if commits else None
+
+    def _timeline(self, failovers: list[dict[str, Any]], reconciled: dict[str, Any] | None) -> list[dict[str, Any]]:
+        zero = self.disruption.started or self.began
+        events: list[dict[str, Any]] = self.disruption_events()
+        for record in [*failovers, *([reconciled] if reconciled else [])]:
+            if record["outcome"] == "refused":
+                events.append({"event": f"{record['action']} refused: {', '.join(record.get('reasons') or [])}",
+                               "at": self.clocks.since(zero, record["started_at"])})  # fmt: skip
+            for step in record.get("steps", []):
+                events.append({"event": f"{record['action']}: {step['name']} {step['outcome']}",
+                               "at": self.clocks.since(zero, step.get("finished_at")),
+                               "started": self.clocks.since(zero, step.get("started_at"))})  # fmt: skip
+        for wall, url in (self.resolver.answers if self.resolver else [])[1:]:
+            events.append({"event": f"DNS answers {self._region_of(url)}", "at": self.clocks.since(zero, wall)})
+        return sorted(events, key=lambda e: (e["at"] is None, e["at"] or 0.0))
+
+    def disruption_events(self) -> list[dict[str, Any]]:
+        zero = self.disruption.started or self.began
+        return [{"event": f"{self.primary} down", "at": 0.0},
+                {"event": f"{self.primary} back", "at": self.clocks.since(zero, self.disruption.ended)}]  # fmt: skip
+
+    def _series(self, wl: Workload, failover: dict[str, Any], active: str, promoted: float | None) -> dict[str, Any]:
+        """The picture's data. A commit belongs to the region that was the writer at its ``committed_at``:
+        the primary until DR's promotion finished, DR after it (only the writer's ledger takes writes)."""
+        zero = self.disruption.started or self.began
+        commits: dict[str, list[float]] = {self.primary: [], self.dr: []}
+        for at in self.view.committed_at(active, wl.transfers()).values():
+            region = self.dr if promoted is not None and at >= promoted else self.primary
+            commits[region].append(self.clocks.since(zero, at) or 0.0)
+        dns = [[self.clocks.since(zero, wall), self._region_of(url)] for wall, url in
+               (self.resolver.answers if self.resolver else [])]  # fmt: skip
+        times = [t for ts in commits.values() for t in ts] + [0.0]
+        end = time.time()
+        lag: dict[str, list[list[float]]] = {}
+        try:
+            lag = self.view.lag_series(self.clocks, zero, end)
+        except Exception as exc:  # the picture loses a panel; the verdict does not depend on it
+            self.notes.append(f"replication lag not read: {exc}")
+        return {
+            "clock_scale": self.scale, "zero_label": self.zero_label,
+            "window": [min(min(times), self.clocks.since(zero, self.began) or 0.0) - 10, max(times) + 10],
+            "commits": {r: sorted(ts) for r, ts in commits.items()},
+            "outage": None if self.disruption.ended is None else [0.0, failover["outage_seconds"]],
+            "dns": dns, "lag": lag,
+        }  # fmt: skip
+
+    def _region_of(self, url: str) -> str:
+        return next((r for r in (self.primary, self.dr) if self.view.ingress(r) == url), url)
+
+    def _producers_report(self, sent: Sent) -> dict[str, Any]:
+        by_region = {r: sent.accepted_by(self.view.ingress(r)) for r in (self.primary, self.dr)}
+        return {"count": self.options.producers, "accepted_by_region": by_region, "gave_up": len(sent.gave_up),
+                "failed_attempts": sent.failed_attempts, "errors": sent.errors[:5],
+                "lookups": self.resolver.lookups if self.resolver else 0}  # fmt: skip
+
+
+class RegionLoss(Scenario):
+    name = "region-loss"
+    expected = "one completed failover, nothing lost after reconciliation"
+    default_outage = 300.0
+
+    def disrupt(self) -> None:
+        self.kill_primary()
+
+    def settle(self, deadline: float) -> None:
+        self.progress("waiting for the failover and the reconciliation after it")
+        self.wait(self.completed("failover"), deadline, "the failover to complete")
+        self.wait(self.completed("reconcile"), deadline, "reconciliation after the outage")
+
+    def expectations(self, found: Findings) -> dict[str, bool]:
+        return {
+            "one_completed_failover": found.ran == [("failover", "completed")],
+            "dr_active": found.active == self.dr,
+        }
+
+
+class Switchover(Scenario):
+    name = "switchover"
+    expected = "one completed planned switchover, nothing lost even before reconciliation"
+    zero_label = "switchover requested"
+
+    def disrupt(self) -> None:
+        def request() -> None:
+            try:
+                self.progress(f"an operator asks for a switchover to {self.dr}")
+                self.disruption.answer = self.view.handler(self.dr, {"action": "switchover"})
+                self.disruption.ended = time.time()
+            except Exception as exc:
+                self.disruption.error = f"the switchover request failed: {exc}"
+            finally:
+                self.disruption.over.set()
+
+        threading.Thread(target=request, name="operator", daemon=True).start()
+
+    def disruption_events(self) -> list[dict[str, Any]]:
+        zero = self.disruption.started or self.began
+        return [{"event": f"switchover to {self.dr} requested", "at": 0.0},
+                {"event": "switchover answered", "at": self.clocks.since(zero, self.disruption.ended)}]  # fmt: skip
+
+    def expectations(self, found: Findings) -> dict[str, bool]:
+        return {"one_completed_switchover": found.ran == [("switchover", "completed")],
+                "nothing_lost_before_reconcile": found.result["lost_before_reconcile"] == 0,
+                "dr_active": found.active == self.dr}  # fmt: skip
+
+
+class Blip(Scenario):
+    name = "blip"
+    expected = "no failover (the outage is shorter than the detection window), nothing lost"
+    default_outage = 1.0
+
+    def disrupt(self) -> None:
+        self.kill_primary()
+
+    def settle(self, deadline: float) -> None:
+        self.progress(f"the blip is over; giving the alarms {BLIP_SETTLE_SECONDS:g} emulated s to fire late")
+        time.sleep(max(0.0, min(BLIP_SETTLE_SECONDS / self.scale, deadline - time.monotonic())))
+
+    def expectations(self, found: Findings) -> dict[str, bool]:
+        return {"no_failover": not found.failovers, "primary_active": found.active == self.primary}
+
+
+class DrNotReady(Scenario):
+    name = "dr-not-ready"
+    expected = "the automatic failover refused and paged, nothing changed, nothing lost once the primary returns"
+    default_outage = 240.0
+
+    def __init__(self, view: TwinView, options: ScenarioOptions, progress: Progress | None = None) -> None:
+        super().__init__(view, options, progress)
+        self.pager: tuple[str, str] | None = None  # (queue URL, subscription ARN)
+        self.paged: set[str] = set()  # execution ids the pager received
+        self.paused = False
+
+    def prepare(self, deadline: float) -> None:
+        sqs, sns = self.view.client(self.dr, "sqs"), self.view.client(self.dr, "sns")
+        url = sqs.create_queue(QueueName=f"tandem-drill-pager-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        topic = self.view.resource(self.dr, "alarm_topic_arn")
+        self.pager = (url, sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)["SubscriptionArn"])
+        call(self.view.state_dir, "POST", "/replication/pause/aurora")
+        self.paused = True
+        self.progress(f"Aurora replication to {self.dr} paused: waiting for it to be not ready")
+        self.wait(lambda: self.view.readiness(self.dr) == "not_ready", deadline, f"{self.dr} to be not ready")
+
+    def disrupt(self) -> None:
+        self.kill_primary()
+
+    def settle(self, deadline: float) -> None:
+        self._resume()
+        self.wait(lambda: self.view.readiness(self.dr) == "ready", deadline, f"{self.dr} to catch up")
+
+    def cleanup(self) -> None:
+        self._resume()
+        self.paged = {json.loads(p.get("Message", "{}")).get("execution_id") for p in self._take_pages()}
+
+    def _resume(self) -> None:
+        if self.paused:
+            call(self.view.state_dir, "POST", "/replication/resume/aurora")
+            self.paused = False
+
+    def _take_pages(self) -> list[dict[str, Any]]:
+        """What the pager received (SNS's envelope around the handler's message), then the pager is removed."""
+        if self.pager is None:
+            return []
+        url, subscription = self.pager
+        sqs, found = self.view.client(self.dr, "sqs"), []
+        while msgs := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", []):
+            found += [json.loads(m["Body"]) for m in msgs]
+            sqs.delete_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)])  # fmt: skip
+        self.view.client(self.dr, "sns").unsubscribe(SubscriptionArn=subscription)
+        sqs.delete_queue(QueueUrl=url)
+        self.pager = None
+        return found
+
+    def expectations(self, found: Findings) -> dict[str, bool]:
+        refused = found.refused
+        return {
+            "failover_refused_not_ready": bool(refused) and len(refused) == len(found.failovers)
+            and all("region_not_ready" in (e.get("reasons") or []) for e in refused),
+            "refusal_paged": bool(refused) and all(e["id"] in self.paged for e in refused),
+            "primary_active": found.active == self.primary,
+        }  # fmt: skip
+
+
+KINDS: dict[str, type[Scenario]] = {k.name: k for k in (RegionLoss, Switchover, Blip, DrNotReady)}
+
+
+def _step_end(execution: dict[str, Any] | None, name: str) -> float | None:
+    for step in (execution or {}).get("steps", []):
+        if step.get("name") == name and isinstance(step.get("finished_at"), int | float):
+            return float(step["finished_at"])
+    return None
+
+
+def _first_ran(failovers: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return next((e for e in failovers if e["outcome"] != "refused"), None)
+
+
+def _transaction_id(accepted: Accepted) -> str | None:
+    try:
+        body = json.loads(accepted.body)
+    except ValueError:
+        return None
+    tid = body.get("transaction_id") if isinstance(body, dict) else None
+    return tid if isinstance(tid, str) else None
