@@ -133,12 +133,10 @@ def _run_one(options: DrillOptions, state_dir: Path, run_id: str, progress: Prog
             "sent": len(bodies), "valid": len(wl.valid), "poison": len(wl.poison), "duplicates": len(wl.duplicates),
         },
     }  # fmt: skip
-    say = progress or (lambda _line: None)
-    stage = "starting the twin"
-    say(f"{options.scenario}: {stage}")
+    stage = Phase("starting the twin", progress)
     try:
         with launcher.ensure_running(state_dir, scale=options.scale) as started_twin:
-            stage = "reading the twin's status"
+            stage("reading the twin's status")
             status = call(state_dir, "GET", "/status")
             target = Target.primary_of(status)
             scale = float(status["clock"]["scale"])
@@ -147,21 +145,20 @@ def _run_one(options: DrillOptions, state_dir: Path, run_id: str, progress: Prog
                 "state_dir": str(state_dir), "startup_seconds": status.get("startup_seconds"),
             }  # fmt: skip
             deadline = time.monotonic() + options.timeout
-            stage = "checking the twin's clock"
+            stage("checking the twin's clock")
             _check_clock(options, target, scale, bool(wl.poison))
-            stage = f"the {options.scenario} scenario"
             if options.scenario == "steady":
-                outcome = run_steady(state_dir, target, scale, wl, bodies, deadline, progress)
+                outcome = run_steady(state_dir, target, scale, wl, bodies, deadline, stage)
             else:
                 view = TwinView(state_dir, status)
                 if (count_committed := getattr(progress, "count_committed", None)) is not None:
                     count_committed(status["regions"][view.dr]["postgres"])
-                scenario = KINDS[options.scenario](view, options.two_region, progress)
+                scenario = KINDS[options.scenario](view, options.two_region, stage)
                 outcome = scenario.run(wl, bodies, deadline)
                 report["workload"]["accepted"] = sum(outcome["producers"]["accepted_by_region"].values())
     except (DrillError, *RUN_ERRORS) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        report.update(passed=False, completed=False, error={"stage": stage, "message": message})
+        report.update(passed=False, completed=False, error={"stage": stage.now, "message": message})
         report["wall_seconds"] = round(time.monotonic() - started, 3)
         return report
     report.update(outcome)
@@ -171,11 +168,30 @@ def _run_one(options: DrillOptions, state_dir: Path, run_id: str, progress: Prog
     return report
 
 
+class Phase:
+    """Where a scenario is: the stage a failure is reported in, passed on to the live display (if any)."""
+
+    def __init__(self, now: str, display: Progress | None) -> None:
+        self.now, self._display = now, display
+        self.accepted = getattr(display, "accepted", None)  # the producers' running count, for the display
+
+    def __call__(self, line: str) -> None:
+        self.now = line
+        if self._display is not None:
+            self._display(line)
+
+
 def _check_clock(options: DrillOptions, target: Target, scale: float, poison: bool) -> None:
     if options.scenario in KINDS and scale > 60:
         raise DrillError(
             f"the running twin's clock is x{scale:g}: too fast for its monitor to keep the heartbeat the failover "
             f"alarm reads; stop it so the drill starts its own at x{options.scale:g}"
+        )
+    if options.scenario == "blip" and scale > SCALES["blip"]:
+        raise DrillError(
+            f"the running twin's clock is x{scale:g}: killing and restoring a region takes the twin ~0.8 s, "
+            f"{0.8 * scale:.0f} emulated s there - no shorter than the detection window, so not a blip; run the "
+            f"blip on a twin at x{SCALES['blip']:g} or slower"
         )
     if poison and (needed := dead_letter_seconds(target, scale)) > options.timeout:
         raise DrillError(

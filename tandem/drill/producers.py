@@ -154,7 +154,7 @@ class Producers:
     def _deliver(self, body: str, deadline: float, sent: Sent) -> Accepted | None:
         retrying = Retrying(
             stop=stop_after_delay(max(0.0, deadline - time.monotonic())),
-            wait=wait_exponential_jitter(initial=0.05, max=self._max_backoff),
+            wait=wait_exponential_jitter(multiplier=0.05, max=self._max_backoff, jitter=0.25),
             retry=retry_if_exception_type(RETRYABLE),
         )
         try:

@@ -25,8 +25,8 @@ from tandem.localpg import connect_uri
 class LiveLine:
     """Call it with a phase; tell it :meth:`accepted` counts; use it as a context manager around the run."""
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
-        self._console = Console(file=stream or sys.stderr)
+    def __init__(self, stream: IO[str] | None = None, *, force_terminal: bool | None = None) -> None:
+        self._console = Console(file=stream or sys.stderr, force_terminal=force_terminal)
         self._live: Live | None = None
         self._phase = "starting"
         self._accepted = 0

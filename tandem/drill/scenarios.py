@@ -185,19 +185,49 @@ class Scenario:
             raise RuntimeError(f"automatic failover is off in {self.dr} (rule disabled): nothing would fail over")
         self.wait(lambda: self.view.readiness(self.dr) == "ready", deadline, f"{self.dr} to be ready")
         self.wait(lambda: self.view.impaired_alarm() == "OK", deadline, "the peer-region-impaired alarm to be OK")
+        self._minimum_delay_passed(deadline)
+
+    def _minimum_delay_passed(self, deadline: float) -> None:
+        """An execution that finished less than FailoverMinDelaySeconds ago would have the scenario's own refused.
+        On the twin that delay passes in real seconds (its functions read the machine's clock): wait up to a
+        minute, then say what to do rather than wait half an hour."""
+
+        def passed() -> bool:
+            plan = self.view.handler(self.dr, {"action": "plan"})["plan"]
+            return "minimum_delay_not_passed" not in plan["refused"]
+
+        try:
+            self.wait(passed, min(deadline, time.monotonic() + 60), "the minimum delay since the last execution")
+        except TimeoutError:
+            raise RuntimeError(
+                "an execution finished less than FailoverMinDelaySeconds ago (real seconds on the twin), so this "
+                "scenario's failover would be refused; wait, or start the twin with "
+                "`tandem twin up --parameter-overrides FailoverMinDelaySeconds=5`"
+            ) from None
 
     def _fail_back(self, deadline: float) -> None:
+        """Back to the primary as an operator would: once it has caught up (a planned switchover, RPO 0). The
+        minimum delay between executions guards automatic decisions against flapping and passes in *real*
+        seconds on the twin (its functions read the machine's clock): when it is the only refusal, the drill
+        overrides it (``failover --force`` to the primary), never readiness."""
         self.progress(f"{self.dr} is active since an earlier run: failing back to {self.primary} first")
-        self.wait(lambda: self.view.readiness(self.primary) == "ready", deadline, f"{self.primary} to be ready")
 
-        def allowed() -> bool:
-            return bool(self.view.handler(self.primary, {"action": "plan"})["plan"]["allowed"])
+        def plan() -> dict[str, Any] | None:
+            if self.view.readiness(self.primary) != "ready":
+                return None
+            found: dict[str, Any] = self.view.handler(self.primary, {"action": "plan"})["plan"]
+            ok = found["mode"] == "switchover" and set(found["refused"]) <= {"minimum_delay_not_passed"}
+            return found if ok else None
 
-        self.wait(allowed, deadline, f"a failback to {self.primary} to be allowed")
-        answer = self.view.handler(self.primary, {"action": "failback"})
+        found = self.wait(plan, deadline, f"{self.primary} to catch up for a failback")
+        request = {"action": "failover", "force": True} if found["refused"] else {"action": "failback"}
+        answer = self.view.handler(self.primary, request)
         if answer.get("outcome") != "completed":
             raise RuntimeError(f"the failback before the scenario: {answer.get('outcome')} {answer.get('reasons')}")
-        self.notes.append(f"failed back to {self.primary} before the scenario (execution {answer['execution']['id']})")
+        how = "overriding the minimum delay" if found["refused"] else "a planned failback"
+        self.notes.append(
+            f"failed back to {self.primary} before the scenario ({how}; execution {answer['execution']['id']})"
+        )
 
     def _produce(self, bodies: list[str], cut: int, deadline: float) -> Sent:
         hosts = {info["resources"]["ingress_domain"]: info["ingress"] for info in self.view.status["regions"].values()}

@@ -20,14 +20,20 @@ from tandem.drill.workload import Workload
 
 def run_steady(
     state_dir: Path, target: Target, scale: float, wl: Workload, bodies: list[str], deadline: float,
-    progress: Callable[[str], None] | None = None,
+    stage: Callable[[str], None],
 ) -> dict[str, Any]:  # fmt: skip
+    """Run the workload and audit it; ``stage`` is told each step (a failure is reported in the last one)."""
+    stage("taking what earlier runs left in the DLQ")
     leftover_dlq = take_dlq(target)
     before = snapshot(target)
     since = window_start(state_dir, scale)
+    stage("sending the workload")
     produce(target, bodies, deadline)
-    wait_drained(target, deadline, progress)
+    stage("waiting for the queue to drain")
+    wait_drained(target, deadline, stage)
     until = math.floor(twin_clock(state_dir)) + 1
+    stage("auditing")
     outcome = audit(target, wl, before, take_dlq(target))
-    invocations = processor_invocations(target, since, until, deadline, progress)
+    stage("counting invocations")
+    invocations = processor_invocations(target, since, until, deadline, stage)
     return {**outcome, "processing": {"invocations": invocations, "dlq_left_from_earlier": len(leftover_dlq)}}

@@ -19,7 +19,7 @@ from tandem.twin.control import call
 from tests.conftest import eventually, transfer
 from tests.twin.conftest import aws, pg
 from tests.twin.test_twin_failover import DR, PRIMARY, handler, tandem, writer_region
-from tests.twin.test_twin_failover_decisions import committed_in, post
+from tests.twin.test_twin_failover_decisions import committed_in, post, queue_empty
 from tests.twin.test_twin_failover_recovery import run, verdict
 
 TWIN_SCALE = 10.0
@@ -60,6 +60,8 @@ def test_reconcile_reapplies_the_lost_writes_redrives_the_dlq_and_a_second_run_c
         assert [post(twin, PRIMARY, b) for b in lost] == [200] * 5
         assert eventually(lambda: committed_in(twin, lost) == [PRIMARY] * 5, timeout=60, interval=0.5)
         assert eventually(lambda: set(ids) <= journaled_in(twin, DR), timeout=60, interval=0.5)  # S3 replicated
+        # deleted from the queue too: a message still there would come back by forwarding, not by the journal
+        assert eventually(lambda: queue_empty(twin, PRIMARY), timeout=30)
         call(twin_dir, "POST", f"/outage/{PRIMARY}")
         forced = run(twin_dir, "failover", "--force")
         assert (forced["outcome"], forced["execution"]["mode"]) == ("completed", "failover"), forced
@@ -82,7 +84,7 @@ def test_reconcile_reapplies_the_lost_writes_redrives_the_dlq_and_a_second_run_c
     (automatic,) = eventually(reconciled, timeout=60, interval=1.0)
     assert automatic["trigger"] == "monitor"
     journal, dr_dlq = automatic["report"]["journal"], automatic["report"]["dlq"][DR]
-    assert sorted(journal["reapplied_ids"]) == sorted(ids)  # exactly what DR's ledger lacked
+    assert sorted(journal["reapplied_ids"]) == sorted(ids), automatic["report"]  # exactly what DR's ledger lacked
     assert journal["could_not"] == []
     assert dr_dlq["redriven"] == 1
     assert [m["reason"].split(":")[0] for m in dr_dlq["left"]] == ["invalid"]
