@@ -5,7 +5,7 @@ warning level. ``degraded``: it could take over, but something is not known or n
 the warning level or unknown, a heartbeat that is missing, or stale while the peer does not answer - which
 is what a real region loss looks like from here). ``not_ready``: it cannot (an own dependency fails), or a
 failover now would lose more than the RPO budget (a lag above budget, or a heartbeat stale while the peer
-answers: replication has stalled).
+answers - or, once it is silent, while its other heartbeats kept arriving: replication had stalled).
 
 Reasons are machine-readable and name the store or dependency. Peer liveness is reported next to the
 verdict, not inside it: the failover handler corroborates it separately.
@@ -66,6 +66,8 @@ def all_reasons() -> dict[str, str]:
             f"{s}_lag_unknown": f"{s} lag could not be measured",
             f"{s}_heartbeat_stale": f"the peer's {s} heartbeat here is older than the staleness threshold",
             f"{s}_heartbeat_missing": f"no {s} heartbeat from the peer has arrived here",
+            f"{s}_stalled_before_peer_lost": f"the peer's {s} heartbeat stopped arriving here while its other "
+            "heartbeats still did: replication had stalled before the peer went silent",
         }
     return reasons
 
@@ -110,12 +112,24 @@ def assess(
         if reading is None:
             found.append((f"{store}_lag_unknown", Verdict.DEGRADED))
             continue
-        found += _store_reasons(reading, peer_answers, thresholds)
+        found += _store_reasons(reading, peer_answers, thresholds, _peer_alive_age(store, stores))
     verdict = max((severity for _, severity in found), key=_RANK.__getitem__, default=Verdict.READY)
     return Assessment(verdict, tuple(reason for reason, _ in found))
 
 
-def _store_reasons(reading: StoreReading, peer_answers: bool | None, t: Thresholds) -> list[tuple[str, Verdict]]:
+def _peer_alive_age(store: Store, stores: Mapping[Store, StoreReading]) -> float | None:
+    """How long ago the peer was last seen writing, by its *other* stores' heartbeats (None: none seen)."""
+    ages = [
+        r.heartbeat_age_seconds
+        for s, r in stores.items()
+        if s is not store and r.heartbeat_age_seconds is not None and r.heartbeat is not HeartbeatState.MISSING
+    ]
+    return min(ages, default=None)  # fmt: skip
+
+
+def _store_reasons(
+    reading: StoreReading, peer_answers: bool | None, t: Thresholds, peer_alive_age: float | None = None
+) -> list[tuple[str, Verdict]]:
     s = reading.store
     out: list[tuple[str, Verdict]] = []
     lag = reading.lag_seconds
@@ -129,7 +143,19 @@ def _store_reasons(reading: StoreReading, peer_answers: bool | None, t: Threshol
         # Stale while the peer answers its probe: the peer writes, the writes do not arrive - a stall, so the
         # lag is at least the heartbeat's age, far above budget. Stale while the peer is silent is what a
         # region loss looks like; that must not block the failover meant for it.
-        out.append((f"{s}_heartbeat_stale", Verdict.NOT_READY if peer_answers else Verdict.DEGRADED))
+        # A silent peer whose other heartbeats kept arriving for a staleness threshold after this one stopped
+        # was alive and writing while this store delivered nothing: the stall came first, and a failover now
+        # would lose at least that gap. A region loss stops every heartbeat at once.
+        age = reading.heartbeat_age_seconds
+        if (
+            not peer_answers
+            and age is not None
+            and peer_alive_age is not None
+            and age - peer_alive_age > t.heartbeat_stale_seconds
+        ):
+            out.append((f"{s}_stalled_before_peer_lost", Verdict.NOT_READY))
+        else:
+            out.append((f"{s}_heartbeat_stale", Verdict.NOT_READY if peer_answers else Verdict.DEGRADED))
     elif reading.heartbeat is HeartbeatState.MISSING:
         out.append((f"{s}_heartbeat_missing", Verdict.DEGRADED))
     return out

@@ -6,7 +6,7 @@ import io
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -348,16 +348,27 @@ def test_the_verdict_is_judged_on_the_heartbeat_of_the_last_round(world: World) 
 
 
 def test_a_silent_peer_with_stale_heartbeats_is_degraded_not_blocked(world: World) -> None:
-    world.peer_writes(seconds_ago=400.0)
-    monitor, _ = world.monitor(prober=FakeProber([False] * 6))
+    world.peer_writes(seconds_ago=400.0)  # a region loss: every heartbeat stopped at once, Aurora's too
+    monitor, _ = world.monitor(aurora=replace(SECONDARY, heartbeat_age_seconds=430.0), prober=FakeProber([False] * 6))
     sink = ListSink()
     report = monitor.run(sink)
     assert report["verdict"] == "degraded"
-    assert {"dynamodb_heartbeat_stale", "s3_heartbeat_stale"} <= set(report["reasons"])
+    assert {"aurora_heartbeat_stale", "dynamodb_heartbeat_stale", "s3_heartbeat_stale"} <= set(report["reasons"])
     assert report["peer"]["healthy"] is False
     assert report["peer"]["probes_failed"] == 6
     assert [h for _, h, _ in sink.rounds] == [False] * 6
     assert [round(a or 0) for _, _, a in sink.rounds] == [400, 410, 420, 430, 440, 450]  # the age keeps rising
+
+
+def test_a_stall_seen_before_the_peer_went_silent_keeps_the_region_not_ready(world: World) -> None:
+    """DynamoDB and S3 delivered nothing for minutes while the peer's Aurora heartbeats kept arriving: the peer
+    was alive and writing, so those stores had stalled - a failover now would lose at least that gap."""
+    world.peer_writes(seconds_ago=400.0)
+    monitor, _ = world.monitor(prober=FakeProber([False] * 6))  # Aurora's heartbeat is 20 s old
+    report = monitor.run(ListSink())
+    assert report["verdict"] == "not_ready"
+    assert {"dynamodb_stalled_before_peer_lost", "s3_stalled_before_peer_lost"} <= set(report["reasons"])
+    assert "aurora_heartbeat_stale" not in report["reasons"]
 
 
 def test_an_unreachable_own_queue_makes_the_region_not_ready(world: World) -> None:
