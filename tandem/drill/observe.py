@@ -88,10 +88,14 @@ class TwinView:
 
     # ------------------------------------------------------------------------------------------ health
     def readiness(self, region: str) -> str | None:
+        return self.readiness_record(region).get("verdict")
+
+    def readiness_record(self, region: str) -> dict[str, Any]:
+        """``region``'s readiness record as its monitor wrote it ({} before the first)."""
         from tandem_core.readiness import read_readiness
 
         table = self.resource(region, "ledger_table")
-        return (read_readiness(self.client(region, "dynamodb"), table, region) or {}).get("verdict")
+        return read_readiness(self.client(region, "dynamodb"), table, region) or {}
 
     def impaired_alarm(self) -> str:
         """The DR region's composite ``peer-region-impaired`` alarm state (what starts an automatic failover)."""

@@ -464,8 +464,19 @@ class DrNotReady(Scenario):
         self.pager = (url, sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)["SubscriptionArn"])
         call(self.view.state_dir, "POST", "/replication/pause/aurora")
         self.paused = True
-        self.progress(f"Aurora replication to {self.dr} paused: waiting for it to be not ready")
-        self.wait(lambda: self.view.readiness(self.dr) == "not_ready", deadline, f"{self.dr} to be not ready")
+        self.progress(f"Aurora replication to {self.dr} paused: waiting for the stall to show")
+        self.wait(self._stalled, deadline, f"{self.dr} to see Aurora's stall (not ready, heartbeat stale)")
+
+    def _stalled(self) -> bool:
+        """DR not ready *because Aurora's heartbeat stopped* while the peer's DynamoDB heartbeats kept arriving,
+        for longer than the staleness threshold (30 s to spare): only such a stall can still be
+        told from a region loss once the primary is silent. A shorter one (lag above budget for a few seconds)
+        is forgotten when the primary dies: the lag becomes unknown and the verdict degraded."""
+        record = self.view.readiness_record(self.dr)
+        stores, stale = record.get("stores", {}), float(record.get("thresholds", {}).get("heartbeat_stale_seconds", 90))
+        aurora, table = (stores.get(s, {}).get("heartbeat_age_seconds") for s in ("aurora", "dynamodb"))
+        return (record.get("verdict") == "not_ready" and "aurora_heartbeat_stale" in record.get("reasons", [])
+                and aurora is not None and table is not None and aurora - table > stale + 30)  # fmt: skip
 
     def disrupt(self) -> None:
         self.kill_primary()
