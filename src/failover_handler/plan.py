@@ -146,7 +146,11 @@ def _rpo_estimate(record: Mapping[str, Any] | None) -> float | None:
     if not record:
         return None
     aurora = record.get("stores", {}).get("aurora", {})
-    for value in (aurora.get("lag_seconds"), aurora.get("last_known_lag_seconds")):
+    for value in (
+        aurora.get("lag_seconds"),
+        aurora.get("last_measured_lag_seconds"),
+        aurora.get("last_known_lag_seconds"),
+    ):
         if isinstance(value, int | float):
             return float(value)
     return None

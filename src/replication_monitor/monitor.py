@@ -12,7 +12,9 @@ A run (every minute) is one measurement pass followed by a probe loop:
   two missing heartbeats while the peer answers its probe make the lag at least their age (see
   :meth:`StoreReading.at_least_overdue`) - a stall shows as a rising lag within ~40 s, not only as unknown.
 
-The last round reads the control record together with the peer's heartbeat (one BatchGetItem). In a region
+The last round reads our own last readiness record (it carries the last lag measured per store into this
+run: see :meth:`StoreReading.remembering`) and the control record together with the peer's heartbeat (one
+BatchGetItem). In a region
 that is not the active one the run then keeps the fence (:class:`FenceKeeper`): one ListEventSourceMappings,
 and only when needed, switching its processor off (the handler could not reach it during the failover) and
 forwarding what its queue holds to the active region once that region answers.
@@ -41,6 +43,7 @@ from tandem_core.heartbeat import (
     Beat,
     BucketHeartbeats,
     ControlItems,
+    LastRound,
     PeerHeartbeat,
     to_attributes,
 )
@@ -215,7 +218,7 @@ class ReplicationMonitor:
             run.failed(Dependency.DATABASE, aurora.error or "unreachable")
         queued = self._check_queue(run)
         self._write_bucket_heartbeat(started, run)
-        control: ControlRecord | None = None
+        found: LastRound | None = None
 
         probes: list[dict[str, Any]] = []
         record: dict[str, Any] = {}
@@ -225,7 +228,7 @@ class ReplicationMonitor:
             at = self._clock()
             probe = self._prober.probe(s.peer_health_url, s.probe_timeout_seconds) if s.peer_health_url else None
             last = i == s.probe_count - 1 or not self._room_for_another_round(remaining_ms)
-            peer_hb, readable, control = self._read_peer_heartbeat(run, with_control=last and self._fence is not None)
+            peer_hb, readable, found = self._read_peer_heartbeat(run, last=last)
             hb_age = None if peer_hb is None else age(at, peer_hb.written_at)
             probes.append(
                 {
@@ -243,6 +246,7 @@ class ReplicationMonitor:
                 stores = self._stores(
                     at, aurora, readings.get(AURORA_IN, MetricReading()), (peer_hb, readable), (s3_beat, s3_readable),
                     peer_alive=bool(peer["answered"]),
+                    previous=None if found is None else found.previous_readiness,
                 )  # fmt: skip
                 record = self._finish(run, at, started, outbound, stores, aurora, peer)
                 break
@@ -252,6 +256,7 @@ class ReplicationMonitor:
         lags = {st: record["lag_seconds"][st.value] for st in STORES}
         sink.run(started, lags, record["verdict"] == Verdict.READY.value)
         report = {**record, "peer_region": s.peer_region, "peer": {**record["peer"], "probes": probes}}
+        control = None if found is None else found.control
         if self._fence is not None and control is not None:
             budget = (remaining_ms() / 1000 - FINAL_ROUND_RESERVE) if remaining_ms is not None else 30.0
             answered = bool(record["peer"]["answered"]) or not s.peer_health_url
@@ -345,13 +350,12 @@ class ReplicationMonitor:
             run.failed(Dependency.BUCKET, problem(exc))
             return None, False
 
-    def _read_peer_heartbeat(
-        self, run: _Run, *, with_control: bool
-    ) -> tuple[PeerHeartbeat | None, bool, ControlRecord | None]:
+    def _read_peer_heartbeat(self, run: _Run, *, last: bool) -> tuple[PeerHeartbeat | None, bool, LastRound | None]:
+        """The peer's heartbeat; in the last round also our previous record and (fencing) the control record."""
         try:
-            if with_control:
-                heartbeat, control = self._control.read_peer_heartbeat_and_control(self._primary)
-                return heartbeat, True, control
+            if last:
+                found = self._control.read_last_round(self._primary if self._fence is not None else None)
+                return found.peer_heartbeat, True, found
             return self._control.read_peer_heartbeat(), True, None
         except (*_AWS_ERRORS, RuntimeError) as exc:
             run.failed(Dependency.TABLE, problem(exc))
@@ -375,10 +379,12 @@ class ReplicationMonitor:
         bucket: tuple[Beat | None, bool],
         *,
         peer_alive: bool,
+        previous: Mapping[str, Any] | None = None,
     ) -> dict[Store, StoreReading]:
         """Each store's reading; ``table``/``bucket``: the peer's heartbeat there and whether the read worked.
 
         While the peer answers its probe, an overdue heartbeat is replication delay and raises the lag to it.
+        Each reading remembers the last lag measured, carried from ``previous`` (our last readiness record).
         """
         stale = self._s.heartbeat_stale_seconds
         (peer_hb, readable), (s3_beat, s3_readable) = table, bucket
@@ -394,7 +400,11 @@ class ReplicationMonitor:
         if peer_alive:
             dynamodb = dynamodb.at_least_overdue(None if peer_hb is None else peer_hb.every_seconds)
             s3 = s3.at_least_overdue(None if s3_beat is None else s3_beat.every_seconds)
-        return {Store.AURORA: aurora_reading(aurora, aurora_metric, now, stale), Store.DYNAMODB: dynamodb, Store.S3: s3}
+        aurora_in = aurora_reading(aurora, aurora_metric, now, stale)
+        readings = {Store.AURORA: aurora_in, Store.DYNAMODB: dynamodb, Store.S3: s3}
+        carried = (previous or {}).get("stores")
+        carried = carried if isinstance(carried, Mapping) else {}
+        return {store: r.remembering(carried.get(store.value), now) for store, r in readings.items()}
 
     # ------------------------------------------------------------------------------------------ pacing
     def _wait_until(self, target: float) -> None:

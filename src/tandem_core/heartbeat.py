@@ -33,6 +33,7 @@ from tandem_core.database import (
     SecretCredentials,
     sqlstate,
 )
+from tandem_core.readiness import readiness_key
 from tandem_core.replication import OutboundLag
 from tandem_core.settings import AwsSettings, LedgerDbSettings
 
@@ -137,21 +138,43 @@ class ControlItems:
         response = self._db.get_item(TableName=self._table, Key=heartbeat_key(self._peer), ConsistentRead=True)
         return _peer_heartbeat(response.get("Item"))
 
-    def read_peer_heartbeat_and_control(self, initial_active_region: str) -> tuple[PeerHeartbeat | None, ControlRecord]:
-        """The peer's heartbeat and the control record, in one BatchGetItem (the run's last round)."""
-        keys = [heartbeat_key(self._peer), CONTROL_KEY]
+    def read_last_round(self, initial_active_region: str | None) -> LastRound:
+        """The peer's heartbeat, our own last readiness record and (``initial_active_region`` given) the control
+        record, in one BatchGetItem: the run's last round judges by all three.
+
+        Our previous record carries the last lag measured per store: once the peer goes silent the lag can no
+        longer be measured, and that carried value is what a failover would lose.
+        """
+        keys = [heartbeat_key(self._peer), readiness_key(self._region)]
+        if initial_active_region is not None:
+            keys.append(CONTROL_KEY)
         response = self._db.batch_get_item(RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}})
         if response.get("UnprocessedKeys"):
-            raise RuntimeError("DynamoDB left the heartbeat or the control record unread")
-        items = response.get("Responses", {}).get(self._table, [])
-        heartbeat = next((i for i in items if i.get("pk", {}).get("S") == heartbeat_key(self._peer)["pk"]["S"]), None)
-        control = next((i for i in items if i.get("pk", {}).get("S") == CONTROL_KEY["pk"]["S"]), None)
-        record = (
-            ControlRecord(active_region=initial_active_region, epoch=0, exists=False)
-            if control is None
-            else control_from_item(control)
+            raise RuntimeError("DynamoDB left the heartbeat, the readiness or the control record unread")
+        items = {i.get("pk", {}).get("S"): i for i in response.get("Responses", {}).get(self._table, [])}
+        control = items.get(CONTROL_KEY["pk"]["S"])
+        record = None
+        if initial_active_region is not None:
+            record = (
+                ControlRecord(active_region=initial_active_region, epoch=0, exists=False)
+                if control is None
+                else control_from_item(control)
+            )
+        previous = items.get(readiness_key(self._region)["pk"]["S"])
+        return LastRound(
+            _peer_heartbeat(items.get(heartbeat_key(self._peer)["pk"]["S"])),
+            record,
+            None if previous is None else from_attributes(previous),
         )
-        return _peer_heartbeat(heartbeat), record
+
+
+@dataclass(frozen=True)
+class LastRound:
+    """What the run's last round read from this region's replica of the global table."""
+
+    peer_heartbeat: PeerHeartbeat | None
+    control: ControlRecord | None  # None: not asked for (no fencing)
+    previous_readiness: dict[str, Any] | None  # our own last record (None: the first run)
 
 
 def _peer_heartbeat(raw: Mapping[str, Any] | None) -> PeerHeartbeat | None:

@@ -5,7 +5,9 @@ warning level. ``degraded``: it could take over, but something is not known or n
 the warning level or unknown, a heartbeat that is missing, or stale while the peer does not answer - which
 is what a real region loss looks like from here). ``not_ready``: it cannot (an own dependency fails), or a
 failover now would lose more than the RPO budget (a lag above budget, or a heartbeat stale while the peer
-answers - or, once it is silent, while its other heartbeats kept arriving: replication had stalled).
+answers - or, once it is silent, while its other heartbeats kept arriving: replication had stalled; or the
+last lag measured before it fell silent was above budget: the monitor carries that measurement from run to
+run in its readiness record, so a silent peer cannot make a stall be forgotten).
 
 Reasons are machine-readable and name the store or dependency. Peer liveness is reported next to the
 verdict, not inside it: the failover handler corroborates it separately.
@@ -68,6 +70,8 @@ def all_reasons() -> dict[str, str]:
             f"{s}_heartbeat_missing": f"no {s} heartbeat from the peer has arrived here",
             f"{s}_stalled_before_peer_lost": f"the peer's {s} heartbeat stopped arriving here while its other "
             "heartbeats still did: replication had stalled before the peer went silent",
+            f"{s}_lag_above_budget_before_peer_lost": f"the peer is silent and the last {s} lag measured here "
+            "was above the RPO budget: a failover now would lose at least that",
         }
     return reasons
 
@@ -133,7 +137,12 @@ def _store_reasons(
     s = reading.store
     out: list[tuple[str, Verdict]] = []
     lag = reading.lag_seconds
-    if lag is None:
+    last = reading.last_measured_lag_seconds
+    if lag is None and not peer_answers and last is not None and last > t.rpo_budget_seconds:
+        # The peer went silent while this store was behind: the lag cannot be measured any more, but nothing
+        # that arrived since says it caught up. Forgetting it would turn a stall into a quiet data loss.
+        out.append((f"{s}_lag_above_budget_before_peer_lost", Verdict.NOT_READY))
+    elif lag is None:
         out.append((f"{s}_lag_unknown", Verdict.DEGRADED))
     elif lag > t.rpo_budget_seconds:
         out.append((f"{s}_lag_above_budget", Verdict.NOT_READY))

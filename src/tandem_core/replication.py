@@ -218,6 +218,10 @@ class StoreReading:
     heartbeat: HeartbeatState = HeartbeatState.MISSING
     heartbeat_age_seconds: float | None = None
     last_known_lag_seconds: float | None = None  # a measurement too old to count (an RPO estimate, not a lag)
+    # The last lag measured for this store, in this run or carried from an earlier one (when it was measured):
+    # what a failover would lose should the peer fall silent before the next measurement.
+    last_measured_lag_seconds: float | None = None
+    last_measured_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -227,7 +231,21 @@ class StoreReading:
             "heartbeat": self.heartbeat.value,
             "heartbeat_age_seconds": _round(self.heartbeat_age_seconds),
             "last_known_lag_seconds": _round(self.last_known_lag_seconds),
+            "last_measured_lag_seconds": _round(self.last_measured_lag_seconds),
+            "last_measured_at": _round(self.last_measured_at),
         }
+
+    def remembering(self, previous: Any, now: float) -> StoreReading:
+        """This reading with its last measured lag: this run's, else the one ``previous`` (the store's part of
+        our last readiness record) carried. A record without one, or with a malformed one, carries nothing."""
+        if self.lag_seconds is not None:
+            return replace(self, last_measured_lag_seconds=self.lag_seconds, last_measured_at=self.as_of or now)
+        if not isinstance(previous, Mapping):
+            return self
+        lag, at = previous.get("last_measured_lag_seconds"), previous.get("last_measured_at")
+        if not isinstance(lag, int | float) or not isinstance(at, int | float) or isinstance(lag, bool):
+            return self
+        return replace(self, last_measured_lag_seconds=float(lag), last_measured_at=float(at))
 
     def at_least_overdue(self, every_seconds: float | None) -> StoreReading:
         """This reading, with the lag raised to what an overdue heartbeat proves.

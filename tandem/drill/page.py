@@ -103,6 +103,8 @@ def _scenario_body(report: dict[str, Any], png_link: str | None, level: int) -> 
     lines += [f"{h} Workload", "", *_workload(report)]
     lines += [f"{h} Invariants", "", *_invariants(report)]
     lines += [f"{h} Timeline", "", *_timeline(report)]
+    if report.get("notes"):
+        lines += [f"{h} Notes", "", *[f"- {cell(note)}" for note in report["notes"]], ""]
     return lines
 
 

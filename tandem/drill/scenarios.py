@@ -454,6 +454,7 @@ class DrNotReady(Scenario):
         super().__init__(view, options, progress)
         self.pager: tuple[str, str] | None = None  # (queue URL, subscription ARN)
         self.paged: set[str] = set()  # execution ids the pager received
+        self.paged_reasons: set[str] = set()  # the readiness reasons those pages gave
         self.paused = False
 
     def prepare(self, deadline: float) -> None:
@@ -465,18 +466,13 @@ class DrNotReady(Scenario):
         call(self.view.state_dir, "POST", "/replication/pause/aurora")
         self.paused = True
         self.progress(f"Aurora replication to {self.dr} paused: waiting for the stall to show")
-        self.wait(self._stalled, deadline, f"{self.dr} to see Aurora's stall (not ready, heartbeat stale)")
+        self.wait(self._stalled, deadline, f"{self.dr} to see Aurora's lag above the RPO budget")
 
     def _stalled(self) -> bool:
-        """DR not ready *because Aurora's heartbeat stopped* while the peer's DynamoDB heartbeats kept arriving,
-        for longer than the staleness threshold (30 s to spare): only such a stall can still be
-        told from a region loss once the primary is silent. A shorter one (lag above budget for a few seconds)
-        is forgotten when the primary dies: the lag becomes unknown and the verdict degraded."""
+        """DR not ready because Aurora's lag is above the budget - as soon as it shows, far below the heartbeat's
+        staleness threshold: the monitor carries that last measurement once the primary is silent."""
         record = self.view.readiness_record(self.dr)
-        stores, stale = record.get("stores", {}), float(record.get("thresholds", {}).get("heartbeat_stale_seconds", 90))
-        aurora, table = (stores.get(s, {}).get("heartbeat_age_seconds") for s in ("aurora", "dynamodb"))
-        return (record.get("verdict") == "not_ready" and "aurora_heartbeat_stale" in record.get("reasons", [])
-                and aurora is not None and table is not None and aurora - table > stale + 30)  # fmt: skip
+        return record.get("verdict") == "not_ready" and "aurora_lag_above_budget" in record.get("reasons", [])
 
     def disrupt(self) -> None:
         self.kill_primary()
@@ -487,7 +483,15 @@ class DrNotReady(Scenario):
 
     def cleanup(self) -> None:
         self._resume()
-        self.paged = {json.loads(p.get("Message", "{}")).get("execution_id") for p in self._take_pages()}
+        messages = [_json_object(p.get("Message")) for p in self._take_pages()]
+        pages = [m for m in messages if m.get("execution_id")]  # the rest: CloudWatch's alarm notifications
+        self.paged = {str(page["execution_id"]) for page in pages}
+        self.paged_reasons = {str(r) for page in pages for r in page.get("readiness_reasons") or []}
+        if messages:
+            self.notes.append(
+                f"the alarm topic carried {len(pages)} refusal page(s) and {len(messages) - len(pages)} alarm "
+                f"notification(s); {self.dr}'s readiness reasons in the pages: {sorted(self.paged_reasons)}"
+            )
 
     def _resume(self) -> None:
         if self.paused:
@@ -515,11 +519,21 @@ class DrNotReady(Scenario):
             "failover_refused_not_ready": bool(refused) and len(refused) == len(found.failovers)
             and all("region_not_ready" in (e.get("reasons") or []) for e in refused),
             "refusal_paged": bool(refused) and all(e["id"] in self.paged for e in refused),
+            "page_names_aurora_behind": any(r.startswith("aurora_") for r in self.paged_reasons),
             "primary_active": found.active == self.primary,
         }  # fmt: skip
 
 
 KINDS: dict[str, type[Scenario]] = {k.name: k for k in (RegionLoss, Switchover, Blip, DrNotReady)}
+
+
+def _json_object(text: Any) -> dict[str, Any]:
+    """A message body as a JSON object ({} for anything else: a page we cannot read names nothing)."""
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _step_end(execution: dict[str, Any] | None, name: str) -> float | None:

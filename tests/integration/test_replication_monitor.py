@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -364,6 +366,56 @@ def test_paused_aurora_replay_makes_the_region_not_ready_naming_aurora(
     assert report["verdict"] == "not_ready"
     assert report["lag_seconds"]["aurora"] > 1
     assert [r for r in report["reasons"] if not r.startswith("aurora_")] == []
+
+
+@pytest.fixture
+def writer_unreachable(pair: tuple[LocalPostgres, LocalPostgres]) -> Iterator[Callable[[], None]]:
+    """Cuts the standby off from the writer (its WAL receiver stops, as when the primary region is lost), on
+    call; the link is restored afterwards (the server pair is shared by the module)."""
+    conn = pair[1].connect()
+    conninfo = str(conn.run("SHOW primary_conninfo")[0][0])
+
+    def cut() -> None:
+        conn.run("ALTER SYSTEM SET primary_conninfo = ''")
+        conn.run("SELECT pg_reload_conf()")
+        for (pid,) in conn.run("SELECT pid FROM pg_stat_wal_receiver") or []:
+            os.kill(int(pid), signal.SIGTERM)  # an auxiliary process: pg_terminate_backend() cannot stop it
+
+    try:
+        yield cut
+    finally:
+        conn.run(f"ALTER SYSTEM SET primary_conninfo = '{conninfo.replace(chr(39), chr(39) * 2)}'")
+        conn.run("SELECT pg_reload_conf()")
+        conn.run("SELECT pg_wal_replay_resume()")  # a paused startup process would never restart the receiver
+        eventually(lambda: conn.run("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")[0][0],
+                   bool, "the WAL receiver streaming again")  # fmt: skip
+        conn.close()
+
+
+def test_aurora_behind_then_the_writer_lost_stays_not_ready_on_the_last_lag_measured(
+    region: Region, secret: str, writer: pg8000.native.Connection, paused_replay: pg8000.native.Connection,
+    writer_unreachable: Callable[[], None], monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A stall far shorter than the heartbeat's staleness threshold, then the primary region is lost: the
+    status row can no longer say how far behind we are, yet the verdict stays not_ready - a failover would
+    lose more than the budget."""
+    region.peer_heartbeats()
+    budget = {"PROBE_COUNT": "1", "RPO_BUDGET_SECONDS": "1", "LAG_WARNING_SECONDS": "0.5"}
+
+    def run() -> dict[str, Any]:
+        writer.run("INSERT INTO churn VALUES (1)")
+        return region.invoke(monkeypatch, **budget)
+
+    behind = eventually(run, lambda r: "aurora_lag_above_budget" in r["reasons"], "aurora above budget")
+    measured = behind["stores"]["aurora"]["lag_seconds"]
+    writer_unreachable()
+    region.ingress.status = 503
+    lost = eventually(lambda: region.invoke(monkeypatch, **budget),
+                      lambda r: r["stores"]["aurora"]["lag_seconds"] is None, "no lag in the status row")  # fmt: skip
+    assert lost["verdict"] == "not_ready"
+    assert "aurora_lag_above_budget_before_peer_lost" in lost["reasons"]
+    assert lost["stores"]["aurora"]["last_measured_lag_seconds"] >= measured
+    assert lost["stores"]["aurora"]["heartbeat"] == "fresh"  # nowhere near the staleness threshold
 
 
 def test_a_stalled_table_replication_is_not_ready_and_stays_so_when_the_peer_goes_silent(

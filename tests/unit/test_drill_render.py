@@ -236,6 +236,19 @@ def test_a_failed_report_says_failed_and_marks_the_failing_invariant(tmp_path: P
     assert "![timeline" not in text  # no picture, no link
 
 
+def test_the_scenarios_notes_end_its_section_and_a_report_without_notes_has_none(tmp_path: Path) -> None:
+    report = region_loss_report()
+    report["notes"] = ["1 page(s); us-west-2's readiness reasons: ['aurora_lag_above_budget_before_peer_lost']"]
+    md = tmp_path / "notes.md"
+    write_markdown(report, md, None)
+    text = md.read_text(encoding="utf-8")
+    assert text.rstrip().endswith(
+        "- 1 page(s); us-west-2's readiness reasons: ['aurora_lag_above_budget_before_peer_lost']"
+    )
+    write_markdown({**report, "notes": []}, md, None)
+    assert "## Notes" not in md.read_text(encoding="utf-8")
+
+
 def test_a_blip_with_no_execution_and_empty_series_still_gives_both_files(tmp_path: Path) -> None:
     json_path = write_json(tmp_path, "blip.json")
 

@@ -60,6 +60,12 @@ def test_a_degraded_region_may_take_over_unplanned_and_the_rpo_falls_back_to_the
     assert (plan.allowed, plan.mode, plan.rpo_estimate_seconds) == (True, Mode.FAILOVER, 3.2)
 
 
+def test_the_rpo_estimate_prefers_the_last_lag_measured_to_a_too_old_one() -> None:
+    record = readiness("degraded", aurora_lag=None)
+    record["stores"]["aurora"] |= {"last_known_lag_seconds": 3.2, "last_measured_lag_seconds": 1.1}
+    assert make_plan(ALARM, situation(readiness=record, peer_reachable=True)).rpo_estimate_seconds == 1.1
+
+
 @pytest.mark.parametrize(
     ("request_", "changes", "refused"),
     [

@@ -185,7 +185,8 @@ def test_a_default_run_probes_every_10_s_and_stays_within_15_aws_calls(world: Wo
     assert len(world.calls) == 14
     assert sorted(world.calls) == sorted(
         ["GetMetricData", "Invoke observer", "GetQueueAttributes", "PutObject", "HeadObject"]
-        + ["GetItem"] * 6
+        + ["GetItem"] * 5
+        + ["BatchGetItem"]  # the last round: the peer's heartbeat and our own last readiness record
         + ["PutItem"] * 2
         + ["BatchWriteItem"]
     )
@@ -369,6 +370,45 @@ def test_a_stall_seen_before_the_peer_went_silent_keeps_the_region_not_ready(wor
     assert report["verdict"] == "not_ready"
     assert {"dynamodb_stalled_before_peer_lost", "s3_stalled_before_peer_lost"} <= set(report["reasons"])
     assert "aurora_heartbeat_stale" not in report["reasons"]
+
+
+def test_a_short_stall_is_not_forgotten_when_the_peer_falls_silent_and_the_lag_cannot_be_measured(
+    world: World,
+) -> None:
+    """Aurora 12 s behind (heartbeats all fresh: far below the staleness threshold), then the primary is lost:
+    the status row is gone, yet the verdict stays not_ready on the lag the last run measured - it travels in
+    our own readiness record from run to run - until a measurement says otherwise."""
+    world.peer_writes(seconds_ago=1.0)
+    behind = replace(SECONDARY, rpo_lag_seconds=12.0)
+    first = world.monitor(aurora=behind, PROBE_COUNT="1")[0].run(ListSink())
+    assert (first["verdict"], first["reasons"]) == ("not_ready", ["aurora_lag_above_budget"])
+    world.clock.t += 60
+    lost = AuroraObservation(True, writer=False, status_error="rpo_lag_in_msec is null", heartbeat_age_seconds=61.0)
+    silent = world.monitor(aurora=lost, prober=FakeProber([False] * 3), PROBE_COUNT="1")[0]
+    for _ in range(3):  # every later run keeps it: nothing measured since says Aurora caught up
+        report = silent.run(ListSink())
+        assert report["verdict"] == "not_ready"
+        assert "aurora_lag_above_budget_before_peer_lost" in report["reasons"]
+        assert report["stores"]["aurora"]["last_measured_lag_seconds"] == 12.0
+        world.clock.t += 60
+    stored = world.item(readiness_key(REGION))
+    assert stored is not None
+    assert stored["stores"]["aurora"]["last_measured_lag_seconds"] == 12.0
+    caught_up = world.monitor(aurora=SECONDARY, prober=FakeProber([False]), PROBE_COUNT="1")[0].run(ListSink())
+    assert caught_up["stores"]["aurora"]["last_measured_lag_seconds"] == 0.3  # a new measurement replaces it
+    assert not [r for r in caught_up["reasons"] if r.startswith("aurora")], caught_up["reasons"]
+
+
+def test_a_region_loss_with_replication_within_budget_stays_degraded(world: World) -> None:
+    """The same silence after a healthy last measurement: the failover meant for a region loss is not blocked."""
+    world.peer_writes(seconds_ago=1.0)
+    assert world.monitor(PROBE_COUNT="1")[0].run(ListSink())["verdict"] == "ready"
+    world.clock.t += 60
+    lost = AuroraObservation(True, writer=False, status_error="rpo_lag_in_msec is null", heartbeat_age_seconds=61.0)
+    report = world.monitor(aurora=lost, prober=FakeProber([False]), PROBE_COUNT="1")[0].run(ListSink())
+    assert report["verdict"] == "degraded"
+    assert "aurora_lag_unknown" in report["reasons"]
+    assert report["stores"]["aurora"]["last_measured_lag_seconds"] == 0.3
 
 
 def test_an_unreachable_own_queue_makes_the_region_not_ready(world: World) -> None:

@@ -62,6 +62,15 @@ for s in STORES:
           s: replace(fresh(s, None), heartbeat=HeartbeatState.STALE, heartbeat_age_seconds=400.0)}, False,
          Verdict.DEGRADED,
          tuple(r for o in STORES for r in ([f"{o}_lag_unknown"] if o is s else []) + [f"{o}_heartbeat_stale"])),
+        (f"{s} behind when the peer went silent: the carried last measurement decides", {},
+         {s: replace(fresh(s, None), last_measured_lag_seconds=12.0, last_measured_at=0.5)}, False,
+         Verdict.NOT_READY, (f"{s}_lag_above_budget_before_peer_lost",)),
+        (f"{s} behind when last measured, but the peer answers: only unknown now", {},
+         {s: replace(fresh(s, None), last_measured_lag_seconds=12.0, last_measured_at=0.5)}, True,
+         Verdict.DEGRADED, (f"{s}_lag_unknown",)),
+        (f"{s} within budget when the peer went silent (region loss)", {},
+         {s: replace(fresh(s, None), last_measured_lag_seconds=5.0, last_measured_at=0.5)}, False,
+         Verdict.DEGRADED, (f"{s}_lag_unknown",)),
         (f"{s} stale, peer not probed", {}, {s: replace(fresh(s), heartbeat=HeartbeatState.STALE)}, None,
          Verdict.DEGRADED, (f"{s}_heartbeat_stale",)),
         (f"{s} heartbeat missing", {}, {s: replace(fresh(s), heartbeat=HeartbeatState.MISSING)}, True,
@@ -89,6 +98,24 @@ def test_verdict_and_reasons(
 def test_every_documented_reason_is_reachable() -> None:
     reached = {r for c in CASES for r in c[5]}
     assert reached == set(all_reasons())
+
+
+def test_a_reading_remembers_its_own_lag_else_the_one_its_last_record_carried() -> None:
+    measured = fresh(Store.AURORA, 7.5).remembering({"last_measured_lag_seconds": 0.1, "last_measured_at": 0.0}, 9.0)
+    assert (measured.last_measured_lag_seconds, measured.last_measured_at) == (7.5, 1.0)  # as_of, not "now"
+    unknown = fresh(Store.AURORA, None)
+    carried = unknown.remembering({"last_measured_lag_seconds": 7.5, "last_measured_at": 1.0}, 9.0)
+    assert (carried.last_measured_lag_seconds, carried.last_measured_at) == (7.5, 1.0)
+    assert carried.as_dict()["last_measured_lag_seconds"] == 7.5
+    for malformed in (
+        None,
+        "x",
+        {},
+        {"last_measured_lag_seconds": True, "last_measured_at": 1.0},
+        {"last_measured_lag_seconds": "7", "last_measured_at": 1.0},
+        {"last_measured_lag_seconds": 7},
+    ):
+        assert unknown.remembering(malformed, 9.0).last_measured_lag_seconds is None, malformed  # fmt: skip
 
 
 def test_the_worst_reason_decides_and_reasons_keep_a_fixed_order() -> None:

@@ -294,9 +294,11 @@ def test_monitor_iam_names_every_resource_and_writes_only_its_own_keys() -> None
     assert writes["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"] == [
         "HEARTBEAT#us-west-2", "READINESS#us-west-2",
     ]  # fmt: skip
-    reads = statements["PeerHeartbeatAndControlRecordInThisReplica"]
+    reads = statements["PeerHeartbeatOwnReadinessAndControlRecordInThisReplica"]
     assert reads["Action"] == ["dynamodb:GetItem", "dynamodb:BatchGetItem"]
-    assert reads["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"] == ["HEARTBEAT#us-east-1", "CONTROL"]
+    assert reads["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"] == [
+        "HEARTBEAT#us-east-1", "READINESS#us-west-2", "CONTROL",
+    ]  # fmt: skip
     assert statements["OwnS3Heartbeat"]["Resource"] == "arn:aws:s3:::tandem-archive-dr/heartbeat/us-west-2"
     assert statements["PeerS3HeartbeatReplica"]["Resource"] == "arn:aws:s3:::tandem-archive-dr/heartbeat/us-east-1"
     # beyond its own records it changes only its own region's fence: its mapping, its processing state, its
