@@ -62,7 +62,9 @@ def _ledger_vs_pgbench(args: argparse.Namespace, local: LocalRegion | None, work
     ratio = handler.tps / pgbench.tps
     lines = ledger.report(handler, pgbench)
     lines.append(f"  ratio   : {verdict(ratio, ledger.TARGET, higher_is_better=True)}")
-    return {"ledger_vs_pgbench": ratio}, lines
+    calls = handler.calls_per_batch
+    lines.append(f"  service_calls_per_batch: {verdict(calls, ledger.CALLS_TARGET, higher_is_better=False)}")
+    return {"ledger_vs_pgbench": ratio, "service_calls_per_batch": calls}, lines
 
 
 def _cold_start_vs_boto3(

@@ -71,7 +71,7 @@ def cold_start(result: str, event_path: str) -> int:
 
 
 def _instrument(totals: dict[str, list[float]]) -> None:
-    """Time the processor's stages (S3 journal, PG statement, DynamoDB puts) without changing what they do."""
+    """Time the processor's stages (S3 journal, PG statement, DynamoDB status) without changing what they do."""
     from transaction_processor.app import build_processor
 
     processor = build_processor()
@@ -90,8 +90,34 @@ def _instrument(totals: dict[str, list[float]]) -> None:
 
     timed(processor.journal, "append", "s3_put_journal")
     timed(processor.ledger, "apply", "pg_apply_statement")
-    timed(processor.status, "record", "dynamodb_put_items")
+    timed(processor.status, "record", "dynamodb_status_transaction")
     timed(processor, "process", "processor_total")
+
+
+def _count_calls(per_batch: list[dict[str, int]]) -> None:
+    """Count every service call the handler makes - each AWS API call (botocore's ``before-call``, on the
+    cached clients the processor was built with) and each PostgreSQL statement - into the batch's own tally
+    (the last dict of ``per_batch``; the loop appends one per invoke)."""
+    import pg8000.native
+
+    from tandem_core import clients
+    from tandem_core.settings import AwsSettings
+
+    def tally(name: str) -> None:
+        if per_batch:
+            per_batch[-1][name] = per_batch[-1].get(name, 0) + 1
+
+    aws = AwsSettings.from_env()
+    for service in ("s3", "dynamodb", "secretsmanager"):
+        client = clients.client_for(service, aws)
+        client.meta.events.register("before-call", lambda model, s=service, **_: tally(f"{s}:{model.name}"))
+    run = pg8000.native.Connection.run
+
+    def counted(self: Any, sql: str, *args: Any, **kwargs: Any) -> Any:
+        tally("postgresql:statement")
+        return run(self, sql, *args, **kwargs)
+
+    pg8000.native.Connection.run = counted
 
 
 def throughput(result: str, seed: int, seconds: float, warmup: float, accounts: int, breakdown: bool) -> int:
@@ -122,11 +148,14 @@ def throughput(result: str, seed: int, seconds: float, warmup: float, accounts: 
     stages: dict[str, list[float]] = {}
     if breakdown:
         _instrument(stages)
+    calls: list[dict[str, int]] = []
+    _count_calls(calls)
     latencies: list[float] = []
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     end = t0 + seconds
     while time.perf_counter() < end:
+        calls.append({})
         latencies.append(invoke())
     elapsed = time.perf_counter() - t0
     cpu = time.process_time() - cpu0
@@ -139,6 +168,7 @@ def throughput(result: str, seed: int, seconds: float, warmup: float, accounts: 
             "cpu_s": cpu,
             "latencies_ms": latencies,
             "stages_ms": stages,
+            "calls": calls,
         },
     )
     return 0

@@ -2,7 +2,8 @@
 
 Both sides are one client doing synchronous work against the same PostgreSQL (TLS, fsync on): pgbench
 commits one 5-statement transaction per round trip; the handler commits one statement per batch of 10,
-but also journals the batch to S3 and writes 10 DynamoDB items through the moto server over HTTP. The
+but also journals the batch to S3 and records its 10 status items in one DynamoDB TransactWriteItems through
+the moto server over HTTP. Every service call the handler makes is counted (``service_calls_per_batch``). The
 handler runs in its own process (see :mod:`bench.child`); this process only hosts the moto server.
 """
 
@@ -23,6 +24,7 @@ from tandem.localpg import LocalPostgres, pg_bin
 
 PGBENCH_DB = "pgbench"
 TARGET = 1.0  # the handler should keep up with a plain one-client OLTP loop on the same database
+CALLS_TARGET = 3.0  # journal, ledger, status: round trips independent of the batch's size
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,19 @@ class HandlerThroughput:
     moto_cpu_s: float  # this process's CPU time meanwhile: the moto server answering S3/DynamoDB
     ledger_rows: int  # rows the measured + warm-up batches added to the ledger (checked, not assumed)
     stages_ms: dict[str, list[float]] = field(default_factory=dict)
+    calls: list[dict[str, int]] = field(default_factory=list)  # per measured batch: service call -> count
+
+    @property
+    def calls_per_batch(self) -> float:
+        """The median batch's service calls: what a batch costs. The fence's control-record read is paid once per
+        FENCE_MAX_AGE_SECONDS, not per batch; :attr:`call_breakdown` shows its share."""
+        return percentile([float(sum(c.values())) for c in self.calls], 50) if self.calls else float("nan")
+
+    @property
+    def call_breakdown(self) -> dict[str, float]:
+        """Each kind of call, on average per batch."""
+        names = sorted({n for c in self.calls for n in c})
+        return {n: sum(c.get(n, 0) for c in self.calls) / len(self.calls) for n in names}
 
     @property
     def transactions(self) -> int:
@@ -96,6 +111,7 @@ def handler_throughput(
         moto_cpu_s=moto_cpu,
         ledger_rows=added,
         stages_ms={k: [float(x) for x in v] for k, v in dict(r["stages_ms"]).items()},
+        calls=[{str(k): int(v) for k, v in dict(c).items()} for c in r["calls"]],
     )
 
 
@@ -144,6 +160,11 @@ def report(handler: HandlerThroughput, pgbench: PgbenchTps) -> list[str]:
         f"  pgbench : {pgbench.tps:8.1f} tps  (TPC-B-like, scale 1, -c 1 -j 1 -T {pgbench.seconds},"
         f" {pgbench.transactions} transactions, latency avg {pgbench.latency_ms:.2f} ms)",
     ]
+    if handler.calls:
+        most = max(sum(c.values()) for c in handler.calls)
+        mean = ", ".join(f"{n} {v:.2f}" for n, v in handler.call_breakdown.items())
+        median = handler.calls_per_batch
+        lines.append(f"  calls   : {median:g} in the median batch (max {most}); per batch on average: {mean}")
     if handler.stages_ms:
         total = sum(lat) / len(lat)
         stages = {k: sum(v) / len(v) for k, v in handler.stages_ms.items()}

@@ -174,7 +174,7 @@ class Processor:
             result.results[entry.message_id] = RecordResult(outcome.value, transaction_id=txn_id)
             if txn_id not in written:  # one status write per transaction (a batch may repeat an id)
                 written.add(txn_id)
-                writes.append(StatusWrite(entry, "COMMITTED", self.region, now))
+                writes.append(StatusWrite(entry, "COMMITTED", self.region, now, first=outcome is Outcome.COMMITTED))
         try:
             self.status.record(writes)
         except StatusConflict as exc:

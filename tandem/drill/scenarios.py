@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from tandem.drill.audit import audit, snapshot
+from tandem.drill.figures import OUTAGE_START, Figures, first_ran, step_end
 from tandem.drill.observe import Clocks, TwinView
-from tandem.drill.producers import Accepted, Producers, Resolver, Sent
+from tandem.drill.producers import Producers, Resolver, Sent
 from tandem.drill.queues import take_dlq
 from tandem.drill.workload import Workload
 from tandem.twin.control import call
@@ -103,7 +104,7 @@ class Scenario:
 
     name: ClassVar[str]
     expected: ClassVar[str]
-    zero_label: ClassVar[str] = "outage start"
+    zero_label: ClassVar[str] = OUTAGE_START
     default_outage: ClassVar[float | None] = None
 
     def __init__(self, view: TwinView, options: ScenarioOptions, progress: Progress | None = None) -> None:
@@ -136,7 +137,7 @@ class Scenario:
         finally:
             self.cleanup()
         self.progress("waiting for every queue to drain")
-        self.wait(self.view.queues_empty, deadline, "every queue to drain")
+        self.wait(self.view.queues_settled, deadline, "every queue to drain")
         active = str(self.view.control()["active_region"])
         dlq = [body for region in (self.primary, self.dr) for body in take_dlq(self.view.target(region))]
         self.progress("auditing")
@@ -144,7 +145,13 @@ class Scenario:
         failovers = self.view.executions("failover", self.began) + self.view.executions("switchover", self.began)
         reconciles = [e for e in self.view.executions("reconcile", self.began) if e["outcome"] == "completed"]
         reconciled = reconciles[0] if reconciles else None
-        failover = self._failover_report(failovers, reconciled, sent, active)
+        figures = Figures(
+            self.view, self.clocks, zero=self.disruption.started or self.began, zero_label=self.zero_label,
+            began=self.began, ended=self.disruption.ended, dns_answers=self.resolver.answers if self.resolver else [],
+            disruption_events=self.disruption_events(), notes=self.notes,
+        )  # fmt: skip
+        failover = {"scenario": self.name, "expected": self.expected,
+                    **figures.failover(failovers, reconciled, sent, active)}  # fmt: skip
         lost = outcome["result"]["lost"]
         outcome["result"].update(
             lost_before_reconcile=lost + failover["rpo_transactions"], lost_after_reconcile=lost,
@@ -154,17 +161,17 @@ class Scenario:
         invariants["every_message_accepted"] = not sent.gave_up
         invariants.update(self.expectations(Findings(failovers, outcome["result"], active)))
         invariants["nothing_lost_after_reconcile"] = lost == 0
-        promoted = _step_end(_first_ran(failovers), "promote_database")
-        series = self._series(wl, failover, active, promoted)
-        return {**outcome, "failover": failover, "producers": self._producers_report(sent), "series": series,
-                "notes": self.notes}  # fmt: skip
+        series = figures.series(wl, failover, active, step_end(first_ran(failovers), "promote_database"))
+        producers = figures.producers(sent, self.options.producers, self.resolver.lookups if self.resolver else 0)
+        return {**outcome, "failover": failover, "producers": producers, "series": series, "notes": self.notes}
 
     # ------------------------------------------------------------------------------------------ hooks
     def prepare(self, deadline: float) -> None:
         """Before the workload: put the twin in the scenario's starting state."""
 
     def disrupt(self) -> None:
-        raise NotImplementedError
+        """The disruption, once the outage point of the workload is reached: by default the primary dies."""
+        self.kill_primary()
 
     def settle(self, deadline: float) -> None:
         """After the disruption is over: wait for what the scenario expects to happen by itself."""
@@ -288,105 +295,16 @@ class Scenario:
         return check
 
     # ------------------------------------------------------------------------------------------ report
-    def _failover_report(
-        self, failovers: list[dict[str, Any]], reconciled: dict[str, Any] | None, sent: Sent, active: str
-    ) -> dict[str, Any]:
-        zero = self.disruption.started or self.began
-        ran = [e for e in failovers if e["outcome"] != "refused"]  # refusals are records, not executions
-        refused = [e for e in failovers if e["outcome"] == "refused"]
-        execution = _first_ran(failovers)
-        report = reconciled.get("report", {}) if reconciled else {}
-        reapplied = set(report.get("journal", {}).get("reapplied_ids", []))
-        promoted = _step_end(execution, "promote_database")
-        accepted_at = {_transaction_id(a): a.wall_at for a in sent.accepted}
-        lost_times = [accepted_at[t] for t in reapplied if t in accepted_at]
-        first = failovers[0] if failovers else None
-        detected = None if first is None or self.zero_label != "outage start" else first["started_at"]
-        return {
-            "scenario": self.name, "expected": self.expected, "clock_scale": self.scale, "zero": self.zero_label,
-            "executions": len(ran), "refusals": len(refused),
-            "refusal_reasons": sorted({r for e in refused for r in e.get("reasons") or []}),
-            "outcome": None if execution is None else execution["outcome"],
-            "mode": None if execution is None else execution["mode"],
-            "detection_seconds": self.clocks.since(zero, detected),
-            "rto_seconds": self._rto(sent, zero, active, promoted if execution else self.disruption.ended),
-            "rpo_seconds": self.clocks.since(min(lost_times), promoted) if lost_times and promoted else 0.0,
-            "rpo_transactions": len(reapplied),
-            "rpo_estimate_seconds": None if execution is None else execution.get("rpo_estimate_seconds"),
-            "outage_seconds": self.clocks.since(zero, self.disruption.ended),
-            "timeline": self._timeline(failovers, reconciled),
-            "reconcile": report,
-        }  # fmt: skip
-
-    def _rto(self, sent: Sent, zero: float, active: str, recovered: float | None) -> float | None:
-        """Zero -> the first commit, once the region active at the end took writes (DR's promotion finished,
-        or the primary answered again), of a transaction accepted after zero."""
-        after = [t for a in sent.accepted if a.wall_at >= zero and (t := _transaction_id(a))]
-        commits = [at for at in self.view.committed_at(active, after).values() if at >= (recovered or zero)]
-        return self.clocks.since(zero, min(commits)) if commits else None
-
-    def _timeline(self, failovers: list[dict[str, Any]], reconciled: dict[str, Any] | None) -> list[dict[str, Any]]:
-        zero = self.disruption.started or self.began
-        events: list[dict[str, Any]] = self.disruption_events()
-        for record in [*failovers, *([reconciled] if reconciled else [])]:
-            if record["outcome"] == "refused":
-                events.append({"event": f"{record['action']} refused: {', '.join(record.get('reasons') or [])}",
-                               "at": self.clocks.since(zero, record["started_at"])})  # fmt: skip
-            for step in record.get("steps", []):
-                events.append({"event": f"{record['action']}: {step['name']} {step['outcome']}",
-                               "at": self.clocks.since(zero, step.get("finished_at")),
-                               "started": self.clocks.since(zero, step.get("started_at"))})  # fmt: skip
-        for wall, url in (self.resolver.answers if self.resolver else [])[1:]:
-            events.append({"event": f"DNS answers {self._region_of(url)}", "at": self.clocks.since(zero, wall)})
-        return sorted(events, key=lambda e: (e["at"] is None, e["at"] or 0.0))
-
     def disruption_events(self) -> list[dict[str, Any]]:
         zero = self.disruption.started or self.began
         return [{"event": f"{self.primary} down", "at": 0.0},
                 {"event": f"{self.primary} back", "at": self.clocks.since(zero, self.disruption.ended)}]  # fmt: skip
-
-    def _series(self, wl: Workload, failover: dict[str, Any], active: str, promoted: float | None) -> dict[str, Any]:
-        """The picture's data. A commit belongs to the region that was the writer at its ``committed_at``:
-        the primary until DR's promotion finished, DR after it (only the writer's ledger takes writes)."""
-        zero = self.disruption.started or self.began
-        commits: dict[str, list[float]] = {self.primary: [], self.dr: []}
-        for at in self.view.committed_at(active, wl.transfers()).values():
-            region = self.dr if promoted is not None and at >= promoted else self.primary
-            commits[region].append(self.clocks.since(zero, at) or 0.0)
-        dns = [[self.clocks.since(zero, wall), self._region_of(url)] for wall, url in
-               (self.resolver.answers if self.resolver else [])]  # fmt: skip
-        times = [t for ts in commits.values() for t in ts] + [0.0]
-        end = time.time()
-        lag: dict[str, list[list[float]]] = {}
-        try:
-            lag = self.view.lag_series(self.clocks, zero, end)
-        except Exception as exc:  # the picture loses a panel; the verdict does not depend on it
-            self.notes.append(f"replication lag not read: {exc}")
-        return {
-            "clock_scale": self.scale, "zero_label": self.zero_label,
-            "window": [min(min(times), self.clocks.since(zero, self.began) or 0.0) - 10, max(times) + 10],
-            "commits": {r: sorted(ts) for r, ts in commits.items()},
-            "outage": None if self.disruption.ended is None else [0.0, failover["outage_seconds"]],
-            "dns": dns, "lag": lag,
-        }  # fmt: skip
-
-    def _region_of(self, url: str) -> str:
-        return next((r for r in (self.primary, self.dr) if self.view.ingress(r) == url), url)
-
-    def _producers_report(self, sent: Sent) -> dict[str, Any]:
-        by_region = {r: sent.accepted_by(self.view.ingress(r)) for r in (self.primary, self.dr)}
-        return {"count": self.options.producers, "accepted_by_region": by_region, "gave_up": len(sent.gave_up),
-                "failed_attempts": sent.failed_attempts, "errors": sent.errors[:5],
-                "lookups": self.resolver.lookups if self.resolver else 0}  # fmt: skip
 
 
 class RegionLoss(Scenario):
     name = "region-loss"
     expected = "one completed failover, nothing lost after reconciliation"
     default_outage = 300.0
-
-    def disrupt(self) -> None:
-        self.kill_primary()
 
     def settle(self, deadline: float) -> None:
         self.progress("waiting for the failover and the reconciliation after it")
@@ -434,9 +352,6 @@ class Blip(Scenario):
     expected = "no failover (the outage is shorter than the detection window), nothing lost"
     default_outage = 1.0
 
-    def disrupt(self) -> None:
-        self.kill_primary()
-
     def settle(self, deadline: float) -> None:
         self.progress(f"the blip is over; giving the alarms {BLIP_SETTLE_SECONDS:g} emulated s to fire late")
         time.sleep(max(0.0, min(BLIP_SETTLE_SECONDS / self.scale, deadline - time.monotonic())))
@@ -473,9 +388,6 @@ class DrNotReady(Scenario):
         staleness threshold: the monitor carries that last measurement once the primary is silent."""
         record = self.view.readiness_record(self.dr)
         return record.get("verdict") == "not_ready" and "aurora_lag_above_budget" in record.get("reasons", [])
-
-    def disrupt(self) -> None:
-        self.kill_primary()
 
     def settle(self, deadline: float) -> None:
         self._resume()
@@ -534,23 +446,3 @@ def _json_object(text: Any) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _step_end(execution: dict[str, Any] | None, name: str) -> float | None:
-    for step in (execution or {}).get("steps", []):
-        if step.get("name") == name and isinstance(step.get("finished_at"), int | float):
-            return float(step["finished_at"])
-    return None
-
-
-def _first_ran(failovers: list[dict[str, Any]]) -> dict[str, Any] | None:
-    return next((e for e in failovers if e["outcome"] != "refused"), None)
-
-
-def _transaction_id(accepted: Accepted) -> str | None:
-    try:
-        body = json.loads(accepted.body)
-    except ValueError:
-        return None
-    tid = body.get("transaction_id") if isinstance(body, dict) else None
-    return tid if isinstance(tid, str) else None

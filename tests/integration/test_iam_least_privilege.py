@@ -59,7 +59,21 @@ def deployment(pg_server: LocalPostgres, database: str) -> Iterator[dict[str, An
         yield {"template": tpl, "statements": statements}
 
 
+def as_moto_authorizes(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """AWS authorizes each action of a TransactWriteItems by its item action (Put: dynamodb:PutItem, Update:
+    dynamodb:UpdateItem, on the table); moto authorizes the call itself, as dynamodb:TransactWriteItems on "*"
+    (it names no table) - not an IAM action, so the template cannot name it. A statement granting both item
+    actions brings moto's equivalent along; drop either grant and the equivalent goes with it."""
+    out = list(statements)
+    for st in statements:
+        actions = st.get("Action", [])
+        if {"dynamodb:PutItem", "dynamodb:UpdateItem"} <= set([actions] if isinstance(actions, str) else actions):
+            out.append({"Effect": "Allow", "Action": "dynamodb:TransactWriteItems", "Resource": "*"})
+    return out
+
+
 def _run_with_policy(deployment: dict[str, Any], statements: list[dict[str, Any]]) -> dict[str, Any]:
+    statements = as_moto_authorizes(statements)
     iam = boto3.client("iam", region_name=REGION)
     user = f"fn-{len(iam.list_users()['Users'])}"
     iam.create_user(UserName=user)
@@ -86,6 +100,16 @@ def test_the_template_policy_is_enough_for_the_handler(deployment: dict[str, Any
     assert _run_with_policy(deployment, deployment["statements"]) == {"batchItemFailures": []}
     items = boto3.client("dynamodb", region_name=REGION).scan(TableName="tandem-ledger")["Items"]
     assert len(items) == 4
+
+
+@pytest.mark.parametrize("action", ["dynamodb:PutItem", "dynamodb:UpdateItem"])
+def test_status_writes_need_both_item_actions(deployment: dict[str, Any], action: str) -> None:
+    statements = [
+        {**st, "Action": [a for a in st["Action"] if a != action]} if st.get("Sid") == "LedgerTableStatus" else st
+        for st in deployment["statements"]
+    ]
+    with pytest.raises(Exception, match=r"AccessDenied|403|not authorized"):
+        _run_with_policy(deployment, statements)
 
 
 @pytest.mark.parametrize("sid", ["LedgerTableStatus", "ArchiveJournal", "LedgerDbSecret"])

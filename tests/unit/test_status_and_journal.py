@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,9 +40,10 @@ def aws(aws_env: None) -> Iterator[dict[str, Any]]:
 
 def test_status_is_written_once_per_transaction_and_replays_are_idempotent(aws: dict[str, Any]) -> None:
     store = StatusStore(aws["dynamodb"], "ledger")
-    writes = [StatusWrite(e, "COMMITTED", "us-east-1", NOW) for e in entries("sqs_valid_batch.json")]
+    writes = [StatusWrite(e, "COMMITTED", "us-east-1", NOW, first=True) for e in entries("sqs_valid_batch.json")]
     store.record(writes)
-    store.record(writes)  # a replay after a crash between ledger commit and status write
+    store.record(writes)  # a redelivery after a crash between the status write and the message's deletion
+    store.record([replace(w, first=False) for w in writes])  # and again, once the ledger called it a duplicate
     items = aws["dynamodb"].scan(TableName="ledger")["Items"]
     assert len(items) == 4
     first = store.get(writes[0].entry.transaction.transaction_id)
@@ -61,6 +63,54 @@ def test_a_different_payload_under_a_known_id_is_a_conflict(aws: dict[str, Any])
     kept = store.get(dup[0].transaction.transaction_id)
     assert kept is not None
     assert kept["payload_hash"] == {"S": dup[0].transaction.payload_hash}
+
+
+def count_calls(client: Any) -> list[str]:
+    calls: list[str] = []
+    client.meta.events.register("before-call", lambda model, **_: calls.append(model.name))
+    return calls
+
+
+def test_a_batch_costs_one_call_and_a_replay_elsewhere_keeps_the_first_region_time_and_message(
+    aws: dict[str, Any],
+) -> None:
+    store = StatusStore(aws["dynamodb"], "ledger")
+    calls = count_calls(aws["dynamodb"])
+    first = entries("sqs_valid_batch.json")
+    store.record([StatusWrite(e, "COMMITTED", "us-east-1", NOW, first=True) for e in first])
+    assert calls == ["TransactWriteItems"]
+    later = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
+    forwarded = [Entry(e.transaction, f"forwarded-{e.message_id}") for e in first]  # redelivered in DR, later
+    store.record([StatusWrite(e, "COMMITTED", "us-west-2", later) for e in forwarded])
+    item = store.get(first[0].transaction.transaction_id)
+    assert item is not None
+    assert (item["region"], item["recorded_at"], item["message_id"]) == (
+        {"S": "us-east-1"}, {"S": NOW.isoformat()}, {"S": first[0].message_id},
+    )  # fmt: skip
+
+
+def test_a_conflict_costs_a_second_call_for_the_others_only(aws: dict[str, Any]) -> None:
+    store = StatusStore(aws["dynamodb"], "ledger")
+    dup = entries("sqs_duplicates_and_conflict.json")
+    store.record([StatusWrite(dup[0], "COMMITTED", "us-east-1", NOW)])
+    calls = count_calls(aws["dynamodb"])
+    with pytest.raises(StatusConflict):
+        store.record([StatusWrite(dup[3], "COMMITTED", "us-east-1", NOW), StatusWrite(dup[4], "COMMITTED", "x", NOW)])
+    assert calls == ["TransactWriteItems", "TransactWriteItems"]
+
+
+def test_more_writes_than_one_transaction_holds_go_in_chunks_of_100(aws: dict[str, Any]) -> None:
+    store = StatusStore(aws["dynamodb"], "ledger")
+    template = entries("sqs_valid_batch.json")[0]
+    many = []
+    for i in range(150):
+        txn = parse_transaction(json.dumps({**json.loads(template.transaction.model_dump_json()),
+                                            "transaction_id": f"00000000-0000-4000-8000-{i:012d}"}))  # fmt: skip
+        many.append(StatusWrite(Entry(txn, f"m-{i}"), "COMMITTED", "us-east-1", NOW))
+    calls = count_calls(aws["dynamodb"])
+    store.record(many)
+    assert calls == ["TransactWriteItems", "TransactWriteItems"]
+    assert aws["dynamodb"].scan(TableName="ledger", Select="COUNT")["Count"] == 150
 
 
 def test_other_dynamodb_errors_propagate(aws: dict[str, Any]) -> None:
