@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bytecode",
-        choices=("cached", "inherit"),
-        default="cached",
-        help="cold start: load modules from a private warmed .pyc cache (default) or as the environment does",
+        choices=("shipped", "cached", "inherit"),
+        default="shipped",
+        help="cold start: run the built artifact with its .pyc, bytecode writing off, as Lambda does (default;"
+        " needs make build), or the dev environment through a private warmed .pyc cache, or as it is",
     )
     p.add_argument("--only", choices=BENCHES, action="append", help="run only this benchmark (repeatable)")
     return p

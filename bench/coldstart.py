@@ -5,12 +5,12 @@ work (interpreter teardown excluded: Lambda does not wait for it). Kinds alterna
 drift (page cache, CPU frequency, moto's growing state) lands on both. One discarded run of each kind
 first warms the page cache, the bytecode cache and the schema (a deployed region's ledger is migrated).
 
-Bytecode: by default both kinds load every module from a private ``PYTHONPYCACHEPREFIX`` in the run's
-temp dir, filled by the warm-up pair, so the result does not depend on whether this machine's venv
-happens to hold .pyc files (``uv pip install`` writes none, and PYTHONDONTWRITEBYTECODE may be set).
-``--bytecode inherit`` keeps the environment as it is; with no .pyc in the venv that is what a
-SAM-built function does: its package ships no .pyc and /var/task is read-only, so each cold start
-compiles every dependency from source.
+Bytecode (``--bytecode``): by default (``shipped``) both kinds run on the built artifact - ``make build``'s
+package with its .pyc, copied so that it runs on this machine (:mod:`bench.artifact`) - as the only thing on
+``sys.path`` besides the standard library (``-S``, ``PYTHONPATH`` = the copy) with bytecode writing off, as
+in Lambda, whose /var/task is read-only: the cold start measured is the one that ships. The baseline imports
+the artifact's boto3 the same way. ``cached`` loads every module from the development environment through a
+private ``PYTHONPYCACHEPREFIX`` filled by the warm-up pair; ``inherit`` keeps the environment as it is.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.artifact import shipped_copy
 from bench.spawn import BenchError, ChildRun, child_env, run_child
 from bench.stats import median
 from bench.workload import Transfers, event_transaction_ids
@@ -27,7 +28,7 @@ from tandem.localpg import LocalPostgres
 
 TARGET = 1.5
 SEED_BASE = 1_000_000  # cold children's seeds (distinct transaction ids); the throughput child uses seed 1
-BYTECODE_MODES = ("cached", "inherit")
+BYTECODE_MODES = ("shipped", "cached", "inherit")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class ColdStart:
     cold: list[ChildRun]
     boto3: list[ChildRun]
     bytecode: str
+    swapped: tuple[str, ...] = ()  # packages of the artifact replaced by this machine's build (native code)
 
     @property
     def cold_ms(self) -> float:
@@ -65,7 +67,14 @@ def _check_committed(pg: LocalPostgres, expected: list[str]) -> None:
 
 def measure(local: LocalRegion, *, runs: int, bytecode: str, workdir: Path) -> ColdStart:
     env = child_env(local.function_env("transaction_processor"))
-    if bytecode == "cached":
+    flags: tuple[str, ...] = ()
+    swapped: list[str] = []
+    if bytecode == "shipped":
+        artifact, swapped = shipped_copy(workdir)
+        # bench.child itself comes from the working directory (python -m); nothing else of the repository
+        env.update(PYTHONPATH=str(artifact), PYTHONDONTWRITEBYTECODE="1", LAMBDA_TASK_ROOT=str(artifact))
+        flags = ("-S",)  # no site-packages: the artifact and the standard library, as in Lambda
+    elif bytecode == "cached":
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
     expected: list[str] = []
@@ -76,17 +85,17 @@ def measure(local: LocalRegion, *, runs: int, bytecode: str, workdir: Path) -> C
         expected.extend(event_transaction_ids(event))
         path = workdir / f"event-{seed}.json"
         path.write_text(json.dumps(event), encoding="utf-8")
-        run = run_child("cold", [str(path)], env, workdir, timeout=120)
+        run = run_child("cold", [str(path)], env, workdir, timeout=120, flags=flags)
         if run.result["failures"]:
             raise BenchError(f"cold-start child (seed {seed}) had {run.result['failures']} failed records")
         return run
 
     def boto3() -> ChildRun:
-        return run_child("boto3", [], env, workdir, timeout=120)
+        return run_child("boto3", [], env, workdir, timeout=120, flags=flags)
 
     boto3()
     cold()  # warm-up pair, discarded
-    result = ColdStart(cold=[], boto3=[], bytecode=bytecode)
+    result = ColdStart(cold=[], boto3=[], bytecode=bytecode, swapped=tuple(swapped))
     for i in range(runs):
         first_boto3 = i % 4 in (0, 3)  # ABBA ABBA ...
         for kind in ("boto3", "cold") if first_boto3 else ("cold", "boto3"):
@@ -109,7 +118,8 @@ def report(r: ColdStart) -> list[str]:
     cold = [c.since_spawn_ms("done_ns") for c in r.cold]
     base = [b.since_spawn_ms("done_ns") for b in r.boto3]
     return [
-        f"  bytecode  : {r.bytecode}",
+        f"  bytecode  : {r.bytecode}"
+        + (f" (this machine's build of {', '.join(r.swapped)}: the artifact's is for arm64)" if r.swapped else ""),
         f"  cold start: median {r.cold_ms:6.0f} ms  ({len(cold)} runs, {spread(cold)}; to process exit"
         f" {median([c.wall_ms for c in r.cold]):.0f} ms)",
         f"              interpreter start {med(r.cold, 'started_ns')},"

@@ -105,7 +105,7 @@ def measure(runs: int = 7) -> MonitorCost:
             env = lambda_environment(status)
             calls: list[str] = []
             clients.client.cache_clear()  # the handler's clients, built on the session that counts
-            clients.session().events.register("before-call", lambda model, **_: calls.append(model.name))
+            clients.session().register("before-call", lambda model, **_: calls.append(model.name))
             single = {**env, "PROBE_COUNT": "1"}
             _one_run(single, calls)  # warm: imports, clients, connections
             passes = [_one_run(single, calls) for _ in range(runs)]

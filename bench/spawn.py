@@ -47,10 +47,13 @@ def child_env(function_env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, **function_env}
 
 
-def run_child(kind: str, args: list[str], env: dict[str, str], workdir: Path, timeout: float) -> ChildRun:
+def run_child(
+    kind: str, args: list[str], env: dict[str, str], workdir: Path, timeout: float, flags: tuple[str, ...] = ()
+) -> ChildRun:
+    """``flags``: interpreter options (``-S``: no site-packages, only what PYTHONPATH names - an artifact)."""
     n = next(_counter)
     result, out, err = (workdir / f"{n:03d}-{kind}.{ext}" for ext in ("json", "stdout", "stderr"))
-    cmd = [sys.executable, "-m", "bench.child", kind, str(result), *args]
+    cmd = [sys.executable, *flags, "-m", "bench.child", kind, str(result), *args]
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         spawned = time.monotonic_ns()
         try:

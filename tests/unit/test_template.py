@@ -49,7 +49,7 @@ def test_every_environment_variable_is_one_the_settings_read(tpl: Template) -> N
         for model in (AwsSettings, LedgerDbSettings, ProcessorSettings)
         for f in model.model_fields.values()
         if f.alias
-    } | {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"}
+    } | {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_TRACE_DISABLED"}
     assert set(env) <= known
     assert env["TANDEM_REGION_ROLE"] == "dr"
     assert env["LEDGER_TABLE_NAME"] == "tandem-ledger"
@@ -57,9 +57,16 @@ def test_every_environment_variable_is_one_the_settings_read(tpl: Template) -> N
     settings = ProcessorSettings.from_env(env)
     assert (settings.peer_region, settings.region_role) == ("us-east-1", "dr")  # a deployed processor is fenced
     assert 0 < settings.fence_max_age_seconds <= 5
+    assert env["POWERTOOLS_TRACE_DISABLED"] == "false"  # Tracing=Active by default: the tracer is built
     db = LedgerDbSettings.from_env(env)
     assert db.sslmode in {"require", "verify-full"}
     assert db.auth in {"secret", "iam"}
+
+
+def test_tracing_passthrough_keeps_the_xray_sdk_out_of_every_function() -> None:
+    tpl = Template.from_file(parameters={**PARAMS, "Tracing": "PassThrough"}, region="us-west-2", ssm=_given)
+    assert tpl.resolve(tpl.doc["Globals"]["Function"]["Tracing"]) == "PassThrough"
+    assert tpl.function_environment("TransactionProcessorFunction")["POWERTOOLS_TRACE_DISABLED"] == "true"
 
 
 def test_sqs_mapping_reports_partial_failures_and_follows_the_parameter(tpl: Template) -> None:
@@ -154,7 +161,7 @@ def test_health_function_environment_is_what_its_settings_read() -> None:
     tpl.physical["TransactionQueue"] = {"Ref": "https://sqs.us-west-2.amazonaws.com/111122223333/q"}
     env = tpl.function_environment("RegionHealthFunction")
     known = {f.alias for f in HealthSettings.model_fields.values()} | {
-        "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
+        "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_TRACE_DISABLED",
     }  # fmt: skip
     assert set(env) <= known
     assert HealthSettings.from_env(env).queue_url.endswith("/q")
@@ -233,7 +240,7 @@ def test_the_monitor_environment_is_what_its_settings_read_with_the_documented_d
     tpl = _monitor_template()
     env = tpl.function_environment(MONITOR)
     known = {f.alias for m in (AwsSettings, MonitorSettings) for f in m.model_fields.values() if f.alias} | {
-        "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE",
+        "POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_TRACE_DISABLED",
     }  # fmt: skip
     assert set(env) <= known
     assert env["POWERTOOLS_METRICS_NAMESPACE"] == "Tandem/Replication"

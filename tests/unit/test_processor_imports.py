@@ -1,0 +1,41 @@
+"""What the processor's cold start loads: nothing a batch does not need (each check a fresh interpreter)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tandem.template import ROOT
+
+HEAVY = (
+    "aws_xray_sdk.core", "aws_lambda_powertools.utilities.batch", "aws_lambda_powertools.utilities.data_classes",
+    "boto3", "s3transfer",
+)  # fmt: skip
+
+
+def loaded_after_import(trace_disabled: str) -> dict[str, bool]:
+    code = (
+        "import json, sys; import transaction_processor.app as app; "
+        f"print(json.dumps({{m: m in sys.modules for m in {list(HEAVY)!r}}} | {{'tracer': app.tracer is not None}}))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "POWERTOOLS_TRACE_DISABLED": trace_disabled}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    loaded: dict[str, bool] = json.loads(out.strip().splitlines()[-1])
+    return loaded
+
+
+@pytest.mark.parametrize(("disabled", "traced"), [("true", False), ("false", True)])
+def test_the_xray_sdk_is_loaded_only_when_tracing_is_on_and_boto3_and_the_batch_utility_never(
+    disabled: str, traced: bool
+) -> None:
+    loaded = loaded_after_import(disabled)
+    assert loaded["tracer"] is traced
+    assert loaded["aws_xray_sdk.core"] is traced
+    assert not loaded["aws_lambda_powertools.utilities.batch"]
+    assert not loaded["aws_lambda_powertools.utilities.data_classes"]
+    assert not loaded["boto3"]  # clients come from botocore: no s3transfer, no multiprocessing
+    assert not loaded["s3transfer"]
