@@ -231,6 +231,19 @@ class Scenario:
         answer = self.view.handler(self.primary, request)
         if answer.get("outcome") != "completed":
             raise RuntimeError(f"the failback before the scenario: {answer.get('outcome')} {answer.get('reasons')}")
+        finished = float(answer["execution"].get("finished_at") or time.time())
+
+        def seen_by_dr() -> bool:
+            """DR judges the scenario by its own replica: the failback's control record must have reached it (or
+            its minimum delay reads an older execution), and DR's readiness must be measured after it (its
+            cluster is a replica again)."""
+            control = self.view.control()
+            measured = self.view.readiness_record(self.dr).get("measured_at_epoch")
+            return (control.get("active_region") == self.primary
+                    and float(control.get("last_finished_at") or 0) >= finished - 1
+                    and isinstance(measured, int | float) and measured > finished)  # fmt: skip
+
+        self.wait(seen_by_dr, deadline, f"{self.dr} to see the failback")
         how = "overriding the minimum delay" if found["refused"] else "a planned failback"
         self.notes.append(
             f"failed back to {self.primary} before the scenario ({how}; execution {answer['execution']['id']})"
