@@ -14,10 +14,9 @@ A run (every minute) is one measurement pass followed by a probe loop:
 
 The last round reads our own last readiness record (it carries the last lag measured per store into this
 run: see :meth:`StoreReading.remembering`) and the control record together with the peer's heartbeat (one
-BatchGetItem). In a region
-that is not the active one the run then keeps the fence (:class:`FenceKeeper`): one ListEventSourceMappings,
-and only when needed, switching its processor off (the handler could not reach it during the failover) and
-forwarding what its queue holds to the active region once that region answers.
+BatchGetItem). In a region that is not the active one the run then keeps the fence (:class:`FenceKeeper`):
+one ListEventSourceMappings, and only when needed, switching its processor off (the handler could not reach
+it during the failover) and forwarding what its queue holds to the active region once that region answers.
 
 AWS calls per run: 5 + PROBE_COUNT reads + ceil(PROBE_COUNT / 2) writes = 14 at the default 6 rounds, 7 for
 a single pass (PROBE_COUNT=1), + 1 in a region that is not active. Nothing here fails over; the only thing
