@@ -208,6 +208,15 @@ class Ledger:
         self._auto_migrate = auto_migrate
         self._migrated = False
 
+    def open_ahead(self) -> None:
+        """Connect and check the schema on a background thread (a cold start's other work overlaps the waits)."""
+        self._connector.open_ahead(prepare=self._migrate_once)
+
+    def _migrate_once(self, conn: pg8000.native.Connection) -> None:
+        if self._auto_migrate and not self._migrated:
+            migrate(conn)
+            self._migrated = True
+
     def apply(self, entries: Sequence[Entry]) -> Applied:
         """Apply the batch; a retry after a failure in mid-bisection reports what the first try wrote as DUPLICATE."""
         if not entries:
@@ -215,9 +224,7 @@ class Ledger:
         for attempt in (1, 2):
             try:
                 conn = self._connector.connection()
-                if self._auto_migrate and not self._migrated:
-                    migrate(conn)
-                    self._migrated = True
+                self._migrate_once(conn)
                 return apply_batch(conn, entries)
             except CONNECTION_ERRORS:
                 self._connector.discard()

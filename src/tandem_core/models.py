@@ -13,6 +13,7 @@ a bigint, an instant that converts to UTC within the years 1-9999.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -185,9 +186,11 @@ class Transaction(BaseModel):
             "created_at": self.created_at_utc.isoformat().replace("+00:00", "Z"),
         }
 
-    @property
+    @functools.cached_property
     def payload_hash(self) -> str:
-        """Identity of the transfer's content: a replay matches, a conflicting reuse of the id does not."""
+        """Identity of the transfer's content: a replay matches, a conflicting reuse of the id does not.
+
+        Cached: the ledger and the status write each need it (sha256 over canonical JSON, per item)."""
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -21,7 +21,8 @@ class ConfigurationError(RuntimeError):
 
 
 class _EnvModel(BaseModel):
-    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore")
+    # defer_build: a function builds only the settings models it reads (not the other functions' ones)
+    model_config = ConfigDict(frozen=True, populate_by_name=True, extra="ignore", defer_build=True)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Self:

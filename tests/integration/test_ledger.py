@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -212,6 +213,91 @@ def test_a_rotated_secret_is_fetched_again(app_role: dict[str, Any], ledger_db: 
     conn = connector.connection()  # the cached password fails (28P01); the secret is read again
     assert conn.run("SELECT current_user") == [[app_role["role"]]]
     connector.discard()
+
+
+class _Recorded:
+    """Credentials that note the thread asking for them and can fail the first ``failures`` times."""
+
+    def __init__(self, inner: SecretCredentials, failures: int = 0) -> None:
+        self.inner, self.failures = inner, failures
+        self.threads: list[str] = []
+
+    def credentials(self, *, refresh: bool = False) -> tuple[str, str]:
+        self.threads.append(threading.current_thread().name)
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("secret unavailable")
+        return self.inner.credentials(refresh=refresh)
+
+
+def test_a_connection_opened_ahead_is_the_one_handed_out(app_role: dict[str, Any]) -> None:
+    credentials = _Recorded(SecretCredentials(app_role["sm"], app_role["arn"]))
+    connector = LedgerConnector(app_role["settings"], credentials)
+    connector.open_ahead()
+    connector.open_ahead()  # a second call while the first is on its way opens nothing more
+    conn = connector.connection()
+    assert credentials.threads == ["ledger-connect"]  # the login ran on the background thread, once
+    assert conn.run("SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == [
+        [app_role["role"], True]
+    ]
+    assert connector.connection() is conn
+    connector.discard()
+
+
+def test_an_attempt_ahead_that_failed_is_made_again_by_the_caller(app_role: dict[str, Any]) -> None:
+    credentials = _Recorded(SecretCredentials(app_role["sm"], app_role["arn"]), failures=1)
+    connector = LedgerConnector(app_role["settings"], credentials)
+    connector.open_ahead()
+    conn = connector.connection()
+    assert credentials.threads == ["ledger-connect", threading.current_thread().name]
+    assert conn.run("SELECT current_user") == [[app_role["role"]]]
+    connector.discard()
+
+
+def test_what_is_prepared_ahead_runs_on_the_thread_and_a_failure_leaves_no_connection_behind(
+    app_role: dict[str, Any], ledger_db: pg8000.native.Connection
+) -> None:
+    connector = LedgerConnector(app_role["settings"], SecretCredentials(app_role["sm"], app_role["arn"]))
+    prepared: list[tuple[str, int]] = []
+
+    def prepare(conn: pg8000.native.Connection) -> None:
+        prepared.append((threading.current_thread().name, conn.run("SELECT pg_backend_pid()")[0][0]))
+
+    connector.open_ahead(prepare)
+    conn = connector.connection()
+    assert prepared == [("ledger-connect", conn.run("SELECT pg_backend_pid()")[0][0])]
+    connector.discard()
+
+    def failing(conn: pg8000.native.Connection) -> None:
+        prepare(conn)
+        raise RuntimeError("schema check failed")
+
+    connector.open_ahead(failing)
+    conn = connector.connection()  # opened again by the caller, without the failed preparation
+    ahead_pid = prepared[-1][1]
+    assert conn.run("SELECT pg_backend_pid()")[0][0] != ahead_pid
+    still_open = "SELECT count(*) FROM pg_stat_activity WHERE pid = :p"
+    deadline = time.monotonic() + 5  # the server ends a closed session's backend asynchronously
+    while ledger_db.run(still_open, p=ahead_pid) != [[0]] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ledger_db.run(still_open, p=ahead_pid) == [[0]]  # the failed attempt's connection was closed
+    connector.discard()
+
+
+def test_a_ledger_opened_ahead_commits_its_first_batch(app_role: dict[str, Any]) -> None:
+    ledger = Ledger(
+        LedgerConnector(app_role["settings"], SecretCredentials(app_role["sm"], app_role["arn"])), auto_migrate=True
+    )
+    ledger.open_ahead()
+    assert ledger.apply([Entry(txn(1), "m1")]).outcomes == {"m1": Outcome.COMMITTED}
+
+
+def test_a_database_down_ahead_of_time_fails_the_caller_loudly(app_role: dict[str, Any]) -> None:
+    settings = app_role["settings"].model_copy(update={"port": 1, "timeout": 1.0})
+    connector = LedgerConnector(settings, SecretCredentials(app_role["sm"], app_role["arn"]))
+    connector.open_ahead()
+    with pytest.raises((OSError, pg8000.native.InterfaceError)):
+        connector.connection()
 
 
 def test_a_database_that_is_down_fails_the_batch_loudly(app_role: dict[str, Any]) -> None:

@@ -39,3 +39,26 @@ def test_the_xray_sdk_is_loaded_only_when_tracing_is_on_and_boto3_and_the_batch_
     assert not loaded["aws_lambda_powertools.utilities.data_classes"]
     assert not loaded["boto3"]  # clients come from botocore: no s3transfer, no multiprocessing
     assert not loaded["s3transfer"]
+
+
+def test_init_freezes_what_it_imported_and_leaves_the_collector_on() -> None:
+    """The handler module turns the cyclic collector off for its imports, then freezes them and turns it on."""
+    code = "\n".join(
+        [
+            "import gc, json",
+            "before = gc.get_freeze_count()",
+            "import transaction_processor.app as app",
+            "frozen = gc.get_freeze_count()",
+            "with app._lasting():",
+            "    built = [[i] for i in range(1000)]",
+            "    inside = gc.isenabled()",
+            "print(json.dumps([before, frozen, gc.isenabled(), inside, gc.get_freeze_count() - frozen]))",
+        ]
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "POWERTOOLS_TRACE_DISABLED": "true"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    before, frozen, enabled, inside, added = json.loads(out.strip().splitlines()[-1])
+    assert frozen - before > 50_000  # botocore, pydantic, Powertools, ours: out of every later collection
+    assert enabled  # on again after init
+    assert not inside  # off while building what lasts
+    assert added >= 1000  # what was built is frozen too
