@@ -78,7 +78,11 @@ def _cold_start_vs_boto3(
     measured = coldstart.measure(local, runs=args.runs, bytecode=args.bytecode, workdir=workdir)
     lines = coldstart.report(measured)
     lines.append(f"  ratio     : {verdict(measured.ratio, coldstart.TARGET, higher_is_better=False)}")
-    return {"cold_start_vs_boto3": measured.ratio}, lines
+    lines.append(coldstart.snapstart_report(measured))
+    return {
+        "cold_start_vs_boto3": measured.ratio,
+        "snapstart_restore_vs_cold": measured.restore_ms / measured.cold_ms,
+    }, lines
 
 
 def _monitor_cost(args: argparse.Namespace, _local: LocalRegion | None, _workdir: Path) -> tuple[Results, list[str]]:

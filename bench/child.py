@@ -85,6 +85,40 @@ def cold_start(result: str, event_path: str) -> int:
     return 0
 
 
+def snapstart(result: str, event_path: str) -> int:
+    """A SnapStart restore: init and the before-snapshot hooks once, then a restored copy - a fork, as the twin
+    emulates it (:mod:`tandem.snapstart`) - runs the after-restore hooks and the first 10-message invocation.
+
+    What a restore leaves to the invocation is ``restoring_ns`` (just before the fork) -> ``done_ns`` (in the
+    copy). This process, the snapshot, ends as the copy does.
+    """
+    import json
+
+    with open(event_path, encoding="utf-8") as f:
+        event = json.load(f)
+    region = os.environ.get("AWS_REGION", "us-east-1")
+    from tandem import snapstart as emulated
+    from transaction_processor.app import lambda_handler
+
+    emulated.take_snapshot()
+    restoring = time.monotonic_ns()
+    emulated.restore(emulated.exit_like)
+    restored = time.monotonic_ns()
+    response = lambda_handler(event, _Context(f"tandem-{FUNCTION}", region))
+    done = time.monotonic_ns()
+    _write(
+        result,
+        {
+            "started_ns": STARTED_NS,
+            "restoring_ns": restoring,
+            "restored_ns": restored,
+            "done_ns": done,
+            "failures": len(response.get("batchItemFailures", [])),
+        },
+    )
+    return 0
+
+
 def _instrument(totals: dict[str, list[float]]) -> None:
     """Time the processor's stages (S3 journal, PG statement, DynamoDB status) without changing what they do."""
     from transaction_processor.app import build_processor
@@ -195,6 +229,8 @@ def main(argv: list[str]) -> int:
         return boto3_client(result)
     if kind == "cold":
         return cold_start(result, rest[0])
+    if kind == "snapstart":
+        return snapstart(result, rest[0])
     if kind == "throughput":
         seed, seconds, warmup, accounts, breakdown = rest
         return throughput(result, int(seed), float(seconds), float(warmup), int(accounts), breakdown == "1")

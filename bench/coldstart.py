@@ -16,7 +16,7 @@ private ``PYTHONPYCACHEPREFIX`` filled by the warm-up pair; ``inherit`` keeps th
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.artifact import shipped_copy
@@ -37,6 +37,12 @@ class ColdStart:
     boto3: list[ChildRun]
     bytecode: str
     swapped: tuple[str, ...] = ()  # packages of the artifact replaced by this machine's build (native code)
+    snapstart: tuple[ChildRun, ...] = ()  # restored from a snapshot (a fork): after-restore hooks + first invoke
+
+    @property
+    def restore_ms(self) -> float:
+        """SnapStart: from the restore (the fork) to the end of the first invocation, median."""
+        return median([r.between_ms("restoring_ns", "done_ns") for r in self.snapstart])
 
     @property
     def cold_ms(self) -> float:
@@ -79,15 +85,15 @@ def measure(local: LocalRegion, *, runs: int, bytecode: str, workdir: Path) -> C
         env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
     expected: list[str] = []
 
-    def cold() -> ChildRun:
+    def cold(kind: str = "cold") -> ChildRun:
         seed = SEED_BASE + len(expected)
         event = Transfers(seed, region=local.region).event()
         expected.extend(event_transaction_ids(event))
         path = workdir / f"event-{seed}.json"
         path.write_text(json.dumps(event), encoding="utf-8")
-        run = run_child("cold", [str(path)], env, workdir, timeout=120, flags=flags)
+        run = run_child(kind, [str(path)], env, workdir, timeout=120, flags=flags)
         if run.result["failures"]:
-            raise BenchError(f"cold-start child (seed {seed}) had {run.result['failures']} failed records")
+            raise BenchError(f"{kind} child (seed {seed}) had {run.result['failures']} failed records")
         return run
 
     def boto3() -> ChildRun:
@@ -103,6 +109,7 @@ def measure(local: LocalRegion, *, runs: int, bytecode: str, workdir: Path) -> C
                 result.cold.append(cold())
             else:
                 result.boto3.append(boto3())
+    result = replace(result, snapstart=tuple(cold("snapstart") for _ in range(runs)))
     _check_committed(local.postgres, expected)
     return result
 
@@ -132,3 +139,14 @@ def report(r: ColdStart) -> list[str]:
         f" import boto3 {med(r.boto3, 'started_ns', 'imported_ns')},"
         f" client('s3') {med(r.boto3, 'imported_ns', 'done_ns')}",
     ]
+
+
+def snapstart_report(r: ColdStart) -> str:
+    restored = list(r.snapstart)
+    return (
+        f"  snapstart : median {r.restore_ms:6.0f} ms  from the restore to the end of the first invocation"
+        f" ({len(restored)} runs, restored as a fork of the snapshot process: after-restore hooks"
+        f" {median([c.between_ms('restoring_ns', 'restored_ns') for c in restored]):.0f} ms, first invoke"
+        f" {median([c.between_ms('restored_ns', 'done_ns') for c in restored]):.0f} ms; Lambda's own restore of"
+        f" the snapshot comes on top) = {r.restore_ms / r.cold_ms:.2f} of the cold start"
+    )

@@ -102,6 +102,7 @@ def lambda_environment(template: Template, spec: FunctionSpec, endpoint: str) ->
         AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
         AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(template.resolve(memory)),
         AWS_EXECUTION_ENV="AWS_Lambda_python3.12",
+        AWS_LAMBDA_INITIALIZATION_TYPE="snap-start" if snap_start(template, spec) else "on-demand",
         LAMBDA_TASK_ROOT=str(ROOT / "src"),
         LAMBDA_RUNTIME_DIR="/var/runtime",
         POWERTOOLS_TRACE_DISABLED="true",
@@ -109,6 +110,17 @@ def lambda_environment(template: Template, spec: FunctionSpec, endpoint: str) ->
         **FAKE_CREDENTIALS,
     )
     return env
+
+
+def snap_start(template: Template, spec: FunctionSpec) -> bool:
+    """Whether Lambda resumes the function from a snapshot: ``SnapStart.ApplyOn: PublishedVersions`` (its own or the
+    Globals') with a published version behind its events (``AutoPublishAlias``); the twin's workers then run the
+    SnapStart hooks (:mod:`tandem.snapstart`)."""
+    defaults = template.doc.get("Globals", {}).get("Function", {})
+    props = template.properties(spec.logical_id)
+    snap = props.get("SnapStart", defaults.get("SnapStart")) or {}
+    alias = props.get("AutoPublishAlias", defaults.get("AutoPublishAlias"))
+    return bool(alias) and template.resolve(snap.get("ApplyOn", "None")) == "PublishedVersions"
 
 
 def function_name(template: Template, spec: FunctionSpec) -> str:

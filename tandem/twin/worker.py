@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from tandem.template import ROOT
 
@@ -158,13 +158,27 @@ class Worker:
 
 
 def serve(function: str, region: str, handler_path: str) -> int:
-    """The worker process: load the handler once (the cold start), then one invocation per stdin line."""
+    """The worker process: load the handler once (the cold start), then one invocation per stdin line.
+
+    A SnapStart function (``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start``) runs its before-snapshot hooks after
+    init; this process then stays the snapshot and a forked copy - restored, its after-restore hooks run -
+    serves the invocations (:mod:`tandem.snapstart`)."""
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # everything the handler prints -> the log
 
+    from tandem import snapstart
     from tandem.lambda_runtime import FunctionSpec, LambdaContext, load_handler
 
     handler = load_handler(FunctionSpec(function, "", handler_path))
+    if snapstart.enabled(os.environ):
+        snapstart.take_snapshot()
+
+        def hold(pid: int) -> NoReturn:  # the snapshot lets go of the invocation pipes: the copy owns them
+            sys.stdin.close()
+            replies.close()
+            snapstart.exit_like(pid)
+
+        snapstart.restore(hold)
     name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", function)
     for line in sys.stdin:
         if not line.strip():
