@@ -160,6 +160,17 @@ def report(handler: HandlerThroughput, pgbench: PgbenchTps) -> list[str]:
         f"  pgbench : {pgbench.tps:8.1f} tps  (TPC-B-like, scale 1, -c 1 -j 1 -T {pgbench.seconds},"
         f" {pgbench.transactions} transactions, latency avg {pgbench.latency_ms:.2f} ms)",
     ]
+    budget_ms = BATCH_SIZE / pgbench.tps * 1000
+    moto_ms = handler.moto_cpu_s / handler.batches * 1000
+    lines.append(
+        f"  budget  : {budget_ms:.1f} ms a batch reaches {TARGET:g} (its {BATCH_SIZE} transactions at pgbench's rate);"
+        f" the moto server alone spent {moto_ms:.1f} ms of CPU per batch"
+        + (
+            " - more than the budget: no handler reaches the target against this emulator"
+            if moto_ms > budget_ms
+            else ""
+        )
+    )
     if handler.calls:
         most = max(sum(c.values()) for c in handler.calls)
         mean = ", ".join(f"{n} {v:.2f}" for n, v in handler.call_breakdown.items())
