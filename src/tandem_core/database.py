@@ -110,7 +110,7 @@ class LedgerConnector:
     def open_ahead(self, prepare: Callable[[pg8000.native.Connection], object] | None = None) -> None:
         """Start opening the connection on a background thread, so that its waits - the secret's round trip, TCP,
         TLS, the login, then ``prepare`` (the ledger's migration check) - overlap what the caller does next (a cold
-        start builds its other AWS clients meanwhile: ~10 ms). :meth:`connection` takes the result; if this
+        start builds its other AWS clients meanwhile: ~8 ms). :meth:`connection` takes the result; if this
         attempt failed, it opens again and raises what it meets. Only the credentials' client is used on the
         thread: clients are thread-safe, building them is not."""
         if self._connection is None and self._opening is None:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -193,6 +194,13 @@ class Transaction(BaseModel):
         Cached: the ledger and the status write each need it (sha256 over canonical JSON, per item)."""
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """Pydantic copies the instance's ``__dict__``, cached hash included: a copy with other values must not
+        keep the original's identity."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("payload_hash", None)
+        return copy
 
     def as_message(self) -> dict[str, str]:
         """The transfer in the producer contract's shape (what reconciliation re-sends)."""

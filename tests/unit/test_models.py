@@ -116,6 +116,14 @@ def test_same_money_and_instant_in_another_spelling_is_the_same_payload() -> Non
     assert parse_transaction(body(amount="125.51")).payload_hash != a.payload_hash
 
 
+def test_a_copy_with_other_values_has_their_hash_not_the_originals() -> None:
+    original = parse_transaction(body())
+    assert original.payload_hash  # computed, and cached on the instance
+    changed = original.model_copy(update={"amount": "125.51"})
+    assert changed.payload_hash == parse_transaction(body(amount="125.51")).payload_hash != original.payload_hash
+    assert original.model_copy().payload_hash == original.payload_hash
+
+
 def test_uuid_is_normalised_to_lower_case() -> None:
     t = parse_transaction(body(transaction_id=GOOD["transaction_id"].upper()))
     assert t.transaction_id == GOOD["transaction_id"]
