@@ -163,7 +163,7 @@ def report(handler: HandlerThroughput, pgbench: PgbenchTps) -> list[str]:
     budget_ms = BATCH_SIZE / pgbench.tps * 1000
     moto_ms = handler.moto_cpu_s / handler.batches * 1000
     lines.append(
-        f"  budget  : {budget_ms:.1f} ms a batch reaches {TARGET:g} (its {BATCH_SIZE} transactions at pgbench's rate);"
+        f"  budget  : {budget_ms:.1f} ms a batch to reach {TARGET:.1f} ({BATCH_SIZE} transactions at pgbench's rate);"
         f" the moto server alone spent {moto_ms:.1f} ms of CPU per batch"
         + (
             " - more than the budget: no handler reaches the target against this emulator"
