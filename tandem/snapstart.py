@@ -17,6 +17,8 @@ import contextlib
 import os
 import socket
 import stat
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
@@ -62,12 +64,26 @@ def _cut_connections() -> int:
     return cut
 
 
+def _die_with(snapshot: int) -> None:
+    """The copy must not outlive the snapshot process: whoever started the execution environment kills that one
+    (the twin's ``Worker.kill``, a crashed runtime), and the copy is what runs the invocations."""
+
+    def watch() -> None:
+        while os.getppid() == snapshot:
+            time.sleep(0.2)
+        os._exit(137)  # as if killed with it
+
+    threading.Thread(target=watch, name="snapshot-gone", daemon=True).start()
+
+
 def restore(hold: Callable[[int], NoReturn]) -> None:
     """Fork a restored copy; return in it after its after-restore hooks ran. The snapshot (the parent) calls
     ``hold(child_pid)``, which must not return: it waits for the copy and exits as it does."""
+    snapshot = os.getpid()
     pid = os.fork()
     if pid:
         hold(pid)
+    _die_with(snapshot)
     _cut_connections()
     for func, args, kwargs in _hooks(before=False):
         func(*args, **kwargs)

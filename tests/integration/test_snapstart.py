@@ -19,7 +19,7 @@ from tandem.lambda_runtime import function
 from tandem.local import LocalRegion, local_region
 from tandem.template import ROOT
 from tandem.twin.worker import Worker
-from tests.conftest import load_event
+from tests.conftest import eventually, load_event
 
 FN = "transaction_processor"
 
@@ -64,6 +64,43 @@ def test_a_restore_runs_the_hooks_in_lambdas_order_in_a_copy_whose_old_connectio
         "restored_in_another_process": True,
         "alive": False,
     }
+
+
+COPY = """
+import os, sys
+from tandem import snapstart
+
+snapstart.take_snapshot()
+snapstart.restore(snapstart.exit_like)
+print(os.getpid(), flush=True)
+sys.stdin.read()  # serves until told otherwise
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return True
+
+
+def test_a_restored_copy_does_not_outlive_its_snapshot_process() -> None:
+    """Killing the execution environment (the process the twin started) must end the copy that serves it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", COPY], env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        copy = int(proc.stdout.readline())
+        assert copy != proc.pid
+        assert not _gone(copy)
+        proc.kill()
+        proc.wait(timeout=10)
+        assert eventually(lambda: _gone(copy), timeout=5)
+    finally:
+        proc.kill()
 
 
 @pytest.fixture(scope="module")
