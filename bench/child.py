@@ -63,24 +63,22 @@ def cold_start(result: str, event_path: str) -> int:
 
     with open(event_path, encoding="utf-8") as f:
         event = json.load(f)
-    region = os.environ.get("AWS_REGION", "us-east-1")
     prepared = time.monotonic_ns()
 
     from transaction_processor.app import lambda_handler
 
-    imported = time.monotonic_ns()
-    response = lambda_handler(event, _Context(f"tandem-{FUNCTION}", region))
+    return _first_invocation(result, event, lambda_handler, prepared_ns=prepared, imported_ns=time.monotonic_ns())
+
+
+def _first_invocation(result: str, event: dict[str, Any], handler: Any, **stamps: int) -> int:
+    """Invoke ``handler`` once with ``event``; write the child's stamps, the end and the failed records."""
+    region = os.environ.get("AWS_REGION", "us-east-1")
+    response = handler(event, _Context(f"tandem-{FUNCTION}", region))
     done = time.monotonic_ns()
+    failures = len(response.get("batchItemFailures", []))
     _write(
         result,
-        {
-            "started_ns": STARTED_NS,
-            "prepared_ns": prepared,
-            "imported_ns": imported,
-            "done_ns": done,
-            "records": len(event["Records"]),
-            "failures": len(response.get("batchItemFailures", [])),
-        },
+        {"started_ns": STARTED_NS, **stamps, "done_ns": done, "records": len(event["Records"]), "failures": failures},
     )
     return 0
 
@@ -96,27 +94,13 @@ def snapstart(result: str, event_path: str) -> int:
 
     with open(event_path, encoding="utf-8") as f:
         event = json.load(f)
-    region = os.environ.get("AWS_REGION", "us-east-1")
     from tandem import snapstart as emulated
     from transaction_processor.app import lambda_handler
 
     emulated.take_snapshot()
     restoring = time.monotonic_ns()
     emulated.restore(emulated.exit_like)
-    restored = time.monotonic_ns()
-    response = lambda_handler(event, _Context(f"tandem-{FUNCTION}", region))
-    done = time.monotonic_ns()
-    _write(
-        result,
-        {
-            "started_ns": STARTED_NS,
-            "restoring_ns": restoring,
-            "restored_ns": restored,
-            "done_ns": done,
-            "failures": len(response.get("batchItemFailures", [])),
-        },
-    )
-    return 0
+    return _first_invocation(result, event, lambda_handler, restoring_ns=restoring, restored_ns=time.monotonic_ns())
 
 
 def _instrument(totals: dict[str, list[float]]) -> None:
