@@ -8,7 +8,8 @@ child starts from the same memory, as a restored copy does, while the parent onl
 
 Harsher than Lambda on one point, on purpose: every socket the snapshot held is shut down in the child. No
 connection survives a real restore, so a connection opened before the snapshot must fail at its first use
-here too, not keep working by luck. Standard library only: the bench runs it on the bare artifact.
+here too, not keep working by luck. The standard library and the function's own ``snapshot_restore_py`` only:
+the bench runs it on the bare artifact.
 """
 
 from __future__ import annotations
