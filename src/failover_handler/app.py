@@ -7,10 +7,14 @@ attempt (DESIGN §4 rule 1): a dead peer costs seconds, never the run.
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until the end of this module (its cold start): see tandem_core.coldstart
+
 import functools
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -21,6 +25,7 @@ from failover_handler.reconcile import DlqRedrive, JournalReplay, Reconciler, pr
 from failover_handler.runbook import RegionApis, Runbook
 from failover_handler.service import Facts, FailoverService
 from replication_monitor.probe import HttpProber
+from tandem_core import coldstart
 from tandem_core.clients import client_for, peer_client
 from tandem_core.control import ControlStore, primary_region
 from tandem_core.forwarding import QueueForwarder
@@ -28,7 +33,7 @@ from tandem_core.readiness import read_readiness
 from tandem_core.settings import AwsSettings, ConfigurationError, FailoverSettings
 
 logger = Logger(service="failover_handler")
-tracer = Tracer(service="failover_handler")
+tracer = coldstart.tracer(service="failover_handler")
 SERVICES = ("rds", "lambda", "cloudwatch", "sns", "ssm")  # in RegionApis order
 
 
@@ -48,6 +53,11 @@ def peer_reachable(settings: FailoverSettings, peer: RegionApis) -> bool:
 
 @functools.cache
 def build_service() -> FailoverService:
+    with coldstart.lasting():  # no cyclic collection while it is built (tandem_core.coldstart)
+        return _build_service()
+
+
+def _build_service() -> FailoverService:
     aws = AwsSettings.from_env()
     s = FailoverSettings.from_env()
     if s.peer_region == aws.region:
@@ -84,7 +94,7 @@ def reconciler(s: FailoverSettings, aws: AwsSettings, lambda_: Any) -> Reconcile
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
+@coldstart.traced(tracer)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:  # noqa: ARG001 - Lambda signature
     request = parse_request(event)  # ValueError naming what is wrong: the invoker's error
     reply = build_service().handle(request)
@@ -94,3 +104,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
                "reasons": reply.get("reasons", [])},
     )  # fmt: skip
     return reply
+
+
+coldstart.end_of_init()

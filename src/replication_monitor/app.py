@@ -8,17 +8,22 @@ configured it connects to the database itself (LEDGER_DB_* settings), as a local
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # until the end of this module (its cold start): see tandem_core.coldstart
+
 import functools
 import json
 from typing import Any
 
-from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from replication_monitor.events import parse_trigger
 from replication_monitor.metrics import EmfSink
 from replication_monitor.monitor import FenceKeeper, ReplicationMonitor
 from replication_monitor.probe import HttpProber
+from tandem_core import coldstart
 from tandem_core.clients import client_for, peer_client
 from tandem_core.fencing import ProcessingSwitch
 from tandem_core.forwarding import QueueForwarder
@@ -32,7 +37,7 @@ from tandem_core.heartbeat import (
 from tandem_core.settings import AwsSettings, ConfigurationError, MonitorSettings
 
 logger = Logger(service="replication_monitor")
-tracer = Tracer(service="replication_monitor")
+tracer = coldstart.tracer(service="replication_monitor")
 
 
 def aurora_source(aws: AwsSettings, settings: MonitorSettings) -> AuroraSource:
@@ -69,6 +74,11 @@ def ask_reconcile(lambda_: Any, handler: str) -> None:
 @functools.cache
 def build_monitor() -> ReplicationMonitor:
     """Settings, clients and the Aurora source, built once per execution environment."""
+    with coldstart.lasting():  # no cyclic collection while it is built (tandem_core.coldstart)
+        return _build_monitor()
+
+
+def _build_monitor() -> ReplicationMonitor:
     aws = AwsSettings.from_env()
     settings = MonitorSettings.from_env()
     if settings.peer_region == aws.region:
@@ -87,7 +97,7 @@ def build_monitor() -> ReplicationMonitor:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
+@coldstart.traced(tracer)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     trigger = parse_trigger(event)  # ValueError naming what is wrong: the invoker's error
     monitor = build_monitor()
@@ -106,3 +116,6 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         },
     )
     return report
+
+
+coldstart.end_of_init()

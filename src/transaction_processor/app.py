@@ -4,33 +4,29 @@ Thin by design: build the processor once per execution environment (settings, cl
 are reused across invocations), hand it the batch, and turn its per-message results into SQS's partial
 batch response, Powertools logs and metrics.
 
-A cold start builds tens of thousands of objects that live as long as the execution environment - modules,
-botocore's service models, the clients - and Python's cyclic garbage collector walks them again and again
-while they are being built. So it is off while they are built (the imports below, then
-:func:`build_processor`), and what they built is frozen (``gc.freeze``: out of every later collection, warm
-invocations included): ~30 ms of a ~315 ms cold start. Anything frozen that was garbage stays (a one-off).
+Cold start (:mod:`tandem_core.coldstart`): the cyclic collector is off from the first line to the end of this
+module and while :func:`build_processor` runs, and what they built is frozen (~30 ms of a ~315 ms cold start);
+the X-Ray SDK is imported only when tracing is on (~100 ms).
 """
 
 from __future__ import annotations
 
 import gc
 
-gc.disable()  # until the end of this module: see the docstring
+gc.disable()  # until the end of this module: see tandem_core.coldstart
 
-import contextlib
 import os
 import random
 import ssl
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.shared.functions import resolve_truthy_env_var_choice
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from snapshot_restore_py import register_after_restore, register_before_snapshot
 
+from tandem_core import coldstart
 from tandem_core.archive import Journal
 from tandem_core.clients import client_for
 from tandem_core.control import ControlStore, primary_region
@@ -43,26 +39,7 @@ from transaction_processor.processing import BatchResult, Processor, messages_fr
 
 logger = Logger()
 metrics = Metrics()
-# Powertools' Tracer imports the X-Ray SDK when it is built, even disabled (~100 ms of a cold start): built
-# only when tracing is on (template parameter Tracing=Active sets POWERTOOLS_TRACE_DISABLED=false).
-tracer = None if resolve_truthy_env_var_choice(os.getenv("POWERTOOLS_TRACE_DISABLED", "false")) else Tracer()
-
-
-def traced(handler: Callable[..., Any]) -> Callable[..., Any]:
-    return handler if tracer is None else tracer.capture_lambda_handler(handler)
-
-
-@contextlib.contextmanager
-def _lasting() -> Iterator[None]:
-    """Build what lives as long as the execution environment: no cyclic collection meanwhile, frozen after."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        if enabled:
-            gc.enable()
+tracer = coldstart.tracer()
 
 
 class _Environment:
@@ -82,7 +59,7 @@ def build_processor(*, connect_ahead: bool = True) -> Processor:
     ``connect_ahead``: the ledger connection starts opening on a background thread before the DynamoDB and S3
     clients are built, so its waits (the secret, the login, the schema check) overlap that work (~8 ms)."""
     if _environment.processor is None:
-        with _lasting():
+        with coldstart.lasting():
             _environment.processor, _environment.ledger = _build_processor(connect_ahead)
     return _environment.processor
 
@@ -177,7 +154,7 @@ def replay(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@traced
+@coldstart.traced(tracer)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:  # noqa: ARG001 - the decorators read it
     if isinstance(event, dict) and "replay" in event:
@@ -211,5 +188,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     return response
 
 
-gc.freeze()  # the end of init: every module above lives as long as the execution environment
-gc.enable()
+coldstart.end_of_init()

@@ -1,4 +1,4 @@
-"""What the processor's cold start loads: nothing a batch does not need (each check a fresh interpreter)."""
+"""What the handlers' cold starts load and leave behind (each check a fresh interpreter)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,12 @@ HEAVY = (
 )  # fmt: skip
 
 
-def loaded_after_import(trace_disabled: str) -> dict[str, bool]:
+HANDLERS = ("transaction_processor.app", "replication_monitor.app", "failover_handler.app")
+
+
+def loaded_after_import(trace_disabled: str, module: str = "transaction_processor.app") -> dict[str, bool]:
     code = (
-        "import json, sys; import transaction_processor.app as app; "
+        f"import json, sys; import {module} as app; "
         f"print(json.dumps({{m: m in sys.modules for m in {list(HEAVY)!r}}} | {{'tracer': app.tracer is not None}}))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "POWERTOOLS_TRACE_DISABLED": trace_disabled}
@@ -41,15 +44,25 @@ def test_the_xray_sdk_is_loaded_only_when_tracing_is_on_and_boto3_and_the_batch_
     assert not loaded["s3transfer"]
 
 
-def test_init_freezes_what_it_imported_and_leaves_the_collector_on() -> None:
-    """The handler module turns the cyclic collector off for its imports, then freezes them and turns it on."""
+@pytest.mark.parametrize("module", HANDLERS[1:])
+@pytest.mark.parametrize(("disabled", "traced"), [("true", False), ("false", True)])
+def test_every_handler_loads_the_xray_sdk_only_when_tracing_is_on(module: str, disabled: str, traced: bool) -> None:
+    loaded = loaded_after_import(disabled, module)
+    assert loaded["tracer"] is traced
+    assert loaded["aws_xray_sdk.core"] is traced
+
+
+@pytest.mark.parametrize("module", HANDLERS)
+def test_init_freezes_what_it_imported_and_leaves_the_collector_on(module: str) -> None:
+    """A handler module turns the cyclic collector off for its imports, then freezes them and turns it on."""
     code = "\n".join(
         [
             "import gc, json",
             "before = gc.get_freeze_count()",
-            "import transaction_processor.app as app",
+            f"import {module} as app",
             "frozen = gc.get_freeze_count()",
-            "with app._lasting():",
+            "from tandem_core import coldstart",
+            "with coldstart.lasting():",
             "    built = [[i] for i in range(1000)]",
             "    inside = gc.isenabled()",
             "print(json.dumps([before, frozen, gc.isenabled(), inside, gc.get_freeze_count() - frozen]))",
