@@ -26,6 +26,7 @@ from tandem.twin import launcher
 from tandem.twin.control import TwinNotRunning, call
 from tandem.twin.ownership import DRILL_LOCK, TWIN_LOCK, FileLock, is_our_daemon, postgres_prefix
 from tests.conftest import ROOT
+from tests.twin.conftest import pg
 
 PRIMARY = "us-east-1"
 
@@ -209,16 +210,31 @@ def test_a_second_drill_at_once_refuses_in_one_line_and_the_first_passes(state_d
     assert_nothing_left(state_dir)
 
 
+def _committed(status: dict[str, Any], region: str) -> int:
+    """Transactions in ``region``'s ledger (0 before the processor created the table)."""
+    try:
+        db = pg(status, region)
+    except Exception:
+        return 0
+    try:
+        return int(db.run("SELECT count(*) FROM ledger_transaction")[0][0])
+    except Exception:
+        return 0
+    finally:
+        db.close()
+
+
 def test_an_outage_during_a_drill_exits_2_with_one_line_and_a_partial_report(state_dir: Path) -> None:
     """Finding 3: a crash of the drill's world is not a failed audit (exit 1); CI can tell them apart."""
-    launcher.start(state_dir, scale=DRILL_SCALE)
+    status = launcher.start(state_dir, scale=DRILL_SCALE)
     try:
         report = state_dir / "outage.json"
-        # far more than the twin commits in the 2 s below (a batch costs 3 calls: ~1,000 a second here)
+        # far more than the twin commits before the outage below (a batch costs 3 calls: ~1,000 a second here)
         proc = _spawn(state_dir, *STEADY_DRILL, "--transactions", "30000", "--poison", "2", "--duplicates", "0",
                       "--report", str(report))  # fmt: skip
         _wait_for(lambda: FileLock(state_dir / DRILL_LOCK).is_held_elsewhere(), what="the drill")
-        time.sleep(2)  # the workload is flowing
+        # the workload is flowing: the primary's ledger commits (a fixed wait once hit the drill's clock check)
+        _wait_for(lambda: _committed(status, PRIMARY) > 0, what="the drill's first commit")
         call(state_dir, "POST", f"/outage/{PRIMARY}")
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2
