@@ -131,6 +131,11 @@ def function_name(template: Template, spec: FunctionSpec) -> str:
     return f"{template.resolve({'Ref': 'AWS::StackName'})}-{spec.logical_id}"
 
 
+def name_in_arn(name_or_arn: str) -> str:
+    """The function's name in a name or a (partial, qualified) ARN: ``...:function:NAME[:version or alias]``."""
+    return name_or_arn.split(":function:", 1)[-1].split(":", 1)[0]
+
+
 @dataclass
 class LambdaContext:
     """The attributes of the runtime's context object that handlers and Powertools read."""

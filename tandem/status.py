@@ -123,7 +123,7 @@ def _twin_targets(status: Mapping[str, Any]) -> tuple[TwinClients, list[RegionTa
                 role=str(info.get("role", UNKNOWN)),
                 peer_region=next((r for r in regions if r != region), None),
                 table=resources.get("ledger_table"),
-                processor_function=processor.get("name"),
+                processor_function=processor.get("alias") or processor.get("name"),  # the alias the mapping runs
                 cluster_id=info.get("cluster"),
                 global_cluster=status.get("global_cluster"),
                 app_stack=resources.get("stack"),
@@ -280,7 +280,9 @@ def _resolve(calls: _Calls, target: RegionTarget) -> RegionTarget:
     return replace(
         target,
         table=glob.get("LedgerTableName") or target.table,
-        processor_function=app.get("TransactionProcessorFunctionName") or target.processor_function,
+        processor_function=app.get("TransactionProcessorAliasArn")
+        or app.get("TransactionProcessorFunctionName")
+        or target.processor_function,
         global_cluster=glob.get("GlobalClusterIdentifier") or target.global_cluster,
     )
 

@@ -117,6 +117,9 @@ _SSM_VALUE_TYPE = re.compile(r"AWS::SSM::Parameter::Value<(.+)>")
 _DYNAMIC_REFERENCE = re.compile(r"\{\{resolve:([a-z-]+):(.+?)\}\}")
 _DYNAMIC_SERVICES = ("ssm", "ssm-secure", "secretsmanager")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+#: ``Ref <function>.<attribute>`` SAM resolves for a function with AutoPublishAlias
+_SAM_REF_ATTRIBUTES = frozenset({"Alias", "Version"})
+
 #: SAM resource type -> its section of ``Globals`` (SAM merges that section into each such resource).
 _SAM_GLOBALS = {
     "AWS::Serverless::Function": "Function", "AWS::Serverless::Api": "Api", "AWS::Serverless::HttpApi": "HttpApi",
@@ -483,6 +486,10 @@ class Template:
             return self._pseudo(name)
         if name in self.doc.get("Parameters", {}):
             return self.parameter_value(name)
+        owner, dot, attribute = name.partition(".")
+        if dot and attribute in _SAM_REF_ATTRIBUTES and self.generated_by(name) == owner:
+            # SAM's ``Ref Fn.Alias`` / ``Ref Fn.Version``: the alias (version) AutoPublishAlias creates
+            return self._attribute(owner, attribute)
         try:
             return self.physical[name]["Ref"]
         except KeyError:

@@ -22,6 +22,7 @@ from typing import Any
 import pg8000.native
 
 from tandem.drill.workload import Workload
+from tandem.lambda_runtime import name_in_arn
 from tandem.local import emulator_client
 from tandem.localpg import connect_uri
 from tandem_core.archive import PREFIX, Journal
@@ -268,7 +269,7 @@ def processor_invocations(
         "Attributes"
     ]["QueueArn"]
     mappings = target.client("lambda").list_event_source_mappings(EventSourceArn=arn)["EventSourceMappings"]
-    names = sorted({m["FunctionArn"].rsplit(":", 1)[-1] for m in mappings})
+    names = sorted({name_in_arn(m["FunctionArn"]) for m in mappings})  # the mapping may invoke an alias
     cloudwatch = target.client("cloudwatch")
     marker = {"Namespace": "AWS/SQS", "MetricName": "ApproximateNumberOfMessagesVisible"}
     queue = [{"Name": "QueueName", "Value": arn.rsplit(":", 1)[-1]}]

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tandem.lambda_runtime import function_name, functions, lambda_environment, spec_of
+from tandem.lambda_runtime import function_name, functions, lambda_environment, name_in_arn, spec_of
 from tandem.twin.provision import Deployment
 from tandem.twin.rules import rules_of_function
 from tandem.twin.worker import Worker
@@ -48,6 +48,7 @@ class LambdaService:
         self.workers: dict[tuple[str, str], Worker] = {}  # (region, function) -> worker
         self.environments: dict[tuple[str, str], dict[str, str]] = {}  # (region, function) -> Lambda's env
         self._names: dict[tuple[str, str], str] = {}  # (region, deployed name) -> function
+        self.aliases: dict[tuple[str, str], str] = {}  # (region, function) -> its AutoPublishAlias's ARN
         #: (region, function) -> EventInvokeConfig's MaximumRetryAttempts (Lambda's default: 2)
         self.async_retries: dict[tuple[str, str], int] = {}
 
@@ -66,6 +67,8 @@ class LambdaService:
         else:
             lam.update_function_configuration(FunctionName=name, Environment=variables)
         arn = lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
+        published = _publish_alias(lam, name, d.template.resolve(props.get("AutoPublishAlias")))
+        target = published.get("Alias", name)  # what the mappings invoke: the alias if the function has one
         invoke_config = props.get("EventInvokeConfig") or {}
         retries = int(invoke_config.get("MaximumRetryAttempts", 2))
         lam.put_function_event_invoke_config(
@@ -74,7 +77,7 @@ class LambdaService:
         )  # fmt: skip
         for event_name, event in props.get("Events", {}).items():
             if event.get("Type") == "SQS":
-                self._sqs_mapping(d, f"{logical}{event_name}", name, event["Properties"])
+                self._sqs_mapping(d, f"{logical}{event_name}", target, event["Properties"])
             elif event.get("Type") == "HttpApi" and self._http_route is not None:
                 ev = event["Properties"]
                 self._http_route(region, str(ev.get("Method", "ANY")), str(ev["Path"]), spec.name)
@@ -85,17 +88,19 @@ class LambdaService:
         environment = lambda_environment(d.template, spec, self._endpoint_of(region))
         with self._lock:
             self._names[(region, name)] = spec.name
+            if "Alias" in published:
+                self.aliases[(region, spec.name)] = published["Alias"]
             self.async_retries[(region, spec.name)] = retries
             self.environments[(region, spec.name)] = environment
             if self._state_dir is None:
-                return {"Ref": name, "Arn": arn}
+                return {"Ref": name, "Arn": arn, **published}
             old = self.workers.get((region, spec.name))
             self.workers[(region, spec.name)] = Worker(
                 spec, region, environment, self._state_dir / f"{spec.name}-{region}.log", self._on_output
             )
         if old is not None:
             old.stop()  # a redeploy starts new execution environments with the new configuration
-        return {"Ref": name, "Arn": arn}
+        return {"Ref": name, "Arn": arn, **published}
 
     @staticmethod
     def _sqs_mapping(d: Deployment, logical: str, function: str, ev: dict[str, Any]) -> None:
@@ -115,7 +120,7 @@ class LambdaService:
 
     def function_of(self, region: str, name_or_arn: str) -> str:
         """Our function's name (``transaction_processor``) behind a deployed name or ARN in ``region``."""
-        name = name_or_arn.split(":function:", 1)[-1].split(":", 1)[0]
+        name = name_in_arn(name_or_arn)
         try:
             return self._names[(region, name)]
         except KeyError:
@@ -139,6 +144,19 @@ class LambdaService:
         deadline = time.monotonic() + grace
         for worker in self.workers.values():
             worker.finish_stop(deadline)
+
+
+def _publish_alias(lam: Any, name: str, alias: Any) -> dict[str, str]:
+    """SAM's AutoPublishAlias: publish the configuration just deployed as a version and point the alias at it
+    (created on the first deploy). Returns the ARNs ``Ref Fn.Alias`` / ``Ref Fn.Version`` resolve to."""
+    if not alias:
+        return {}
+    version = lam.publish_version(FunctionName=name)
+    try:
+        reply = lam.update_alias(FunctionName=name, Name=str(alias), FunctionVersion=version["Version"])
+    except lam.exceptions.ResourceNotFoundException:
+        reply = lam.create_alias(FunctionName=name, Name=str(alias), FunctionVersion=version["Version"])
+    return {"Alias": str(reply["AliasArn"]), "Version": str(version["FunctionArn"])}
 
 
 def _role(d: Deployment) -> str:

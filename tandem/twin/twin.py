@@ -229,7 +229,12 @@ class Twin:
                 "database": self.aurora.role(region),
                 "cluster": _cluster_of(self.deployed.global_stacks[region]),
                 "functions": {
-                    fn: {"name": self.lambdas.deployed_name(r, fn), "pid": w.pid, "restarts": w.restarts}
+                    fn: {
+                        "name": self.lambdas.deployed_name(r, fn),
+                        "alias": self.lambdas.aliases.get((r, fn)),
+                        "pid": w.pid,
+                        "restarts": w.restarts,
+                    }
                     for (r, fn), w in self.lambdas.workers.items()
                     if r == region
                 },

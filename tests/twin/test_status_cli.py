@@ -66,8 +66,10 @@ def test_status_shows_both_regions_of_the_twin(twin: dict[str, Any], twin_dir: P
         info = shown["regions"][region]
         assert info["errors"] == []
         assert info["resources"]["cluster"] == twin["regions"][region]["cluster"]
-        assert info["resources"]["processor_function"] == twin["regions"][region]["functions"][
-            "transaction_processor"]["name"]  # fmt: skip
+        processor = twin["regions"][region]["functions"]["transaction_processor"]
+        # the mapping invokes the alias "live" of the deployed function (SnapStart runs published versions)
+        assert info["resources"]["processor_function"] == processor["alias"]
+        assert processor["alias"].endswith(f":function:{processor['name']}:live")
         _readiness_shape(info)
 
     human = _status(twin_dir)

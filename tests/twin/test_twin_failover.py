@@ -47,8 +47,8 @@ def writer_region(twin: dict[str, Any]) -> str:
 
 
 def processing(twin: dict[str, Any], region: str) -> str:
-    name = twin["regions"][region]["functions"]["transaction_processor"]["name"]
-    mappings = aws(twin, region, "lambda").list_event_source_mappings(FunctionName=name)["EventSourceMappings"]
+    alias = twin["regions"][region]["functions"]["transaction_processor"]["alias"]  # what the mapping invokes
+    mappings = aws(twin, region, "lambda").list_event_source_mappings(FunctionName=alias)["EventSourceMappings"]
     return str(mappings[0]["State"])
 
 

@@ -1,7 +1,8 @@
 """Forcing, failing back and surviving a crash, on a twin of its own (x10, automatic failover on).
 
 The app is deployed with ``--parameter-overrides FailoverMinDelaySeconds=5 FailoverLeaseSeconds=3`` (what an
-operator would pass to ``sam deploy``), so a failback and a takeover of a dead run fit in a test's time. The
+operator would pass to ``sam deploy``), so a failback and a takeover of a dead run fit in a test's time, and
+with ``ProcessorSnapStart=enabled``: the processors run restored from snapshots, their mappings on the alias. The
 tests run in order on the same twin: a dry run, a forced failover to a DR region that is not ready, the
 failback once the old primary caught up, then an automatic failover whose handler is killed after its notice
 was recorded.
@@ -23,7 +24,19 @@ from tests.twin.test_twin_failover_decisions import committed_in, post, queue_em
 
 TWIN_SCALE = 10.0
 AUTOMATIC_FAILOVER = True
-TWIN_PARAMETER_OVERRIDES = {"FailoverMinDelaySeconds": "5", "FailoverLeaseSeconds": "3"}
+#: ProcessorSnapStart: both processors run from snapshots here, so fencing and failback go through the alias
+TWIN_PARAMETER_OVERRIDES = {
+    "FailoverMinDelaySeconds": "5",
+    "FailoverLeaseSeconds": "3",
+    "ProcessorSnapStart": "enabled",
+}
+
+
+def restores(twin_dir: Path, region: str) -> int:
+    """How often ``region``'s processor was restored from its snapshot, as the function's output says (the twin
+    keeps each function's output in its state directory)."""
+    log = twin_dir / f"transaction_processor-{region}.log"
+    return log.read_text(encoding="utf-8").count('"restored: randomness reseeded') if log.exists() else 0
 
 
 def verdict(twin: dict[str, Any], region: str, since: float = 0.0) -> str | None:
@@ -106,6 +119,8 @@ def test_failback_is_refused_until_the_old_primary_caught_up_then_loses_nothing(
     assert regions, "not everything sent around the failback was committed"
     assert set(regions[len(before) :]) == {PRIMARY}
     assert eventually(lambda: queue_empty(twin, PRIMARY) and queue_empty(twin, DR), timeout=30)
+    # both regions committed through processors restored from a snapshot (SnapStart on, the alias mapped)
+    assert min(restores(twin_dir, PRIMARY), restores(twin_dir, DR)) > 0, "a region ran without its snapshot"
 
 
 def test_a_run_killed_after_a_step_is_resumed_by_lambdas_retry_and_runs_no_recorded_step_twice(

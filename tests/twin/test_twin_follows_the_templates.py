@@ -2,8 +2,8 @@
 
 One twin on edited copies of both templates (the only difference from the repository's): the archive
 replication rule's prefix and the endpoint health check's interval in infra_global, the transaction queue's
-visibility timeout and one extra function in template.yaml. Everything is read back through the AWS APIs
-of the twin's regions and its ingress, as any client would.
+visibility timeout and one extra function (published under an alias of its own) in template.yaml. Everything
+is read back through the AWS APIs of the twin's regions and its ingress, as any client would.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def _edited_templates(directory: Path) -> tuple[Path, Path]:
     app["Resources"]["TransactionQueue"]["Properties"]["VisibilityTimeout"] = 240
     echo = copy.deepcopy(app["Resources"]["RegionHealthFunction"])
     echo["Properties"]["FunctionName"] = {"Fn::Sub": "${AWS::StackName}-echo"}
+    echo["Properties"]["AutoPublishAlias"] = "blue"
     echo["Properties"]["Events"] = {"Echo": {"Type": "HttpApi", "Properties": {
         "ApiId": {"Ref": "IngressApi"}, "Path": "/echo", "Method": "GET"}}}  # fmt: skip
     app["Resources"]["EchoFunction"] = echo
@@ -89,3 +90,17 @@ def test_a_function_added_to_the_template_runs_with_no_other_edit(edited: dict[s
     assert json.loads(reply["Payload"].read())["statusCode"] == 200
     with urllib.request.urlopen(f"{edited['regions'][DR]['ingress']}/echo", timeout=30) as resp:
         assert json.loads(resp.read())["region"] == DR
+
+
+def test_auto_publish_alias_publishes_a_version_and_the_alias_is_invokable(edited: dict[str, Any]) -> None:
+    """SAM's AutoPublishAlias as Lambda shows it: a published version behind the alias, invokable by its ARN; the
+    processor's SQS mapping is on its alias ``live``."""
+    lam = aws(edited, DR, "lambda")
+    alias = lam.get_alias(FunctionName="tandem-app-dr-echo", Name="blue")
+    assert alias["FunctionVersion"] not in ("$LATEST", "")
+    assert edited["regions"][DR]["functions"]["echo"]["alias"] == alias["AliasArn"]
+    reply = lam.invoke(FunctionName=alias["AliasArn"], Payload=json.dumps({"rawPath": "/echo"}).encode())
+    assert json.loads(reply["Payload"].read())["statusCode"] == 200
+    processor = edited["regions"][DR]["functions"]["transaction_processor"]["alias"]
+    (mapping,) = lam.list_event_source_mappings(FunctionName=processor)["EventSourceMappings"]
+    assert mapping["EventSourceArn"].endswith(":tandem-app-dr-transactions")

@@ -195,6 +195,7 @@ def _monitor_template(**params: str) -> Template:
     tpl.physical["TransactionProcessorFunction"] = {
         "Ref": "tandem-app-dr-transaction-processor",
         "Arn": "arn:aws:lambda:us-west-2:123456789012:function:tandem-app-dr-transaction-processor",
+        "Alias": "arn:aws:lambda:us-west-2:123456789012:function:tandem-app-dr-transaction-processor:live",
     }
     tpl.physical["FailoverHandlerFunction"] = {
         "Ref": "tandem-app-dr-failover-handler",
@@ -293,8 +294,9 @@ def test_monitor_iam_names_every_resource_and_writes_only_its_own_keys() -> None
         assert "*" not in str(st["Resource"]), sid
     switch = statements["SwitchOffOwnProcessingWhenFenced"]
     assert switch["Resource"] == "arn:aws:lambda:us-west-2:123456789012:event-source-mapping:*"  # own region only
+    # the mapping invokes the alias (SnapStart runs published versions): only that mapping may be switched
     assert switch["Condition"]["ArnLike"]["lambda:FunctionArn"].endswith(
-        ":function:tandem-app-dr-transaction-processor"
+        ":function:tandem-app-dr-transaction-processor:live"
     )
     assert statements["PeerAppKeyThroughSqs"]["Resource"].startswith("arn:aws:kms:us-east-1:")
     writes = statements["OwnHeartbeatAndReadinessOnly"]
@@ -325,6 +327,32 @@ def test_monitor_iam_names_every_resource_and_writes_only_its_own_keys() -> None
     }
     observer = {st["Sid"] for st in _policy_statements(tpl, OBSERVER)}
     assert observer == {"LedgerDbSecret", "DataKeyThroughSecretsManager", "AppKeyForEnvironment"}
+
+
+SWITCH_AND_REPLAY = ("ProcessingSwitchOfBothProcessors", "ReconcileReplaysThroughThisRegionsProcessor")
+
+
+@pytest.mark.parametrize(("given", "apply_on"), [("enabled", "PublishedVersions"), ("disabled", "None")])
+def test_snapstart_is_a_parameter_and_everything_that_addresses_the_processor_names_its_alias(
+    given: str, apply_on: str
+) -> None:
+    """SnapStart runs published versions only: the mapping, the fencing switches (own and peer), their IAM
+    conditions and the reconciliation's replay all address the alias, whichever way the parameter is set."""
+    tpl = _monitor_template(ProcessorSnapStart=given)
+    tpl.physical["AlarmTopic"] = {"Ref": "arn:aws:sns:us-west-2:123456789012:alarms"}
+    props = tpl.properties("TransactionProcessorFunction")
+    assert tpl.resolve(props["SnapStart"]) == {"ApplyOn": apply_on}
+    alias = tpl.resolve({"Ref": "TransactionProcessorFunction.Alias"})
+    peer = "arn:aws:lambda:us-east-1:123456789012:function:tandem-app-primary-transaction-processor:live"
+    assert (props["AutoPublishAlias"], alias.rsplit(":", 1)[-1]) == ("live", "live")
+    assert tpl.function_environment(MONITOR)["PROCESSOR_FUNCTION_NAME"] == alias
+    failover = tpl.function_environment("FailoverHandlerFunction")
+    assert (failover["PROCESSOR_FUNCTION_NAME"], failover["PEER_PROCESSOR_FUNCTION_NAME"]) == (alias, peer)
+    statements = {st["Sid"]: st for st in _policy_statements(tpl, "FailoverHandlerFunction")}
+    statements = {sid: tpl.resolve(statements[sid]) for sid in SWITCH_AND_REPLAY}
+    assert statements["ProcessingSwitchOfBothProcessors"]["Condition"]["ArnLike"]["lambda:FunctionArn"] == [alias, peer]
+    assert statements["ReconcileReplaysThroughThisRegionsProcessor"]["Resource"] == alias
+    assert tpl.resolve(tpl.doc["Outputs"]["TransactionProcessorAliasArn"]["Value"]) == alias
 
 
 def test_processing_enabled_is_read_from_the_parameter_the_functions_write() -> None:
