@@ -38,6 +38,14 @@ class TrackingServer:
             original(request, client_address)
 
         self.server.process_request = process_request  # type: ignore[method-assign]
+        finished = self.server.shutdown_request
+
+        def shutdown_request(request: Any) -> None:  # a connection that ended is no longer the outage's to cut
+            with self.lock:
+                self.clients.discard(request)
+            finished(request)
+
+        self.server.shutdown_request = shutdown_request  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
 
     def start(self) -> None:
