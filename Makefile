@@ -22,19 +22,14 @@ tools: ## tool venvs for aws-sam-cli/cfn-lint and checkov (kept apart: they pin 
 drill: setup ## the main job: local DR drill (options: ARGS="--transactions N --poison P --duplicates D --seed S --report PATH")
 	@$(VENV)/bin/tandem drill $(ARGS)
 
-# Two test processes, a test module whole in one (its twin is module-scoped): the twin and drill tests mostly wait
-# on their clocks (~12 % of two cores busy when serial), so two at once halve the wall time; four starved the
-# compressed clocks of the failover tests on a 2-core machine.
-PARALLEL ?= -n 2 --dist loadfile
-
 test: setup ## all tests: unit (moto in-process, no sockets), integration (real PostgreSQL + moto server), twin, drill
-	@$(PY) -m pytest $(PARALLEL) $(ARGS)
+	@$(PY) -m pytest $(ARGS)
 
 test-unit: setup
 	@$(PY) -m pytest tests/unit $(ARGS)
 
 test-integration: setup
-	@$(PY) -m pytest $(PARALLEL) tests/integration tests/twin tests/drill $(ARGS)
+	@$(PY) -m pytest tests/integration tests/twin tests/drill $(ARGS)
 
 invoke: setup ## run one function Docker-free in the twin: make invoke FN=transaction_processor EVENT=events/<file>.json [REGION=us-west-2]
 	@$(VENV)/bin/tandem invoke $(FN) $(EVENT) --region $(REGION)
