@@ -8,15 +8,12 @@ if its conditional writes were not atomic, the twin could show two executions wh
 from __future__ import annotations
 
 import threading
-import urllib.request
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from tandem.local import emulator_client, ledger_table_keys
-from tandem.localpg import free_port
 from tandem.twin.regions import RegionEndpoint
 from tandem_core.control import ControlStore, LockRefused, NewExecution
 
@@ -25,17 +22,11 @@ RACERS = 50
 
 
 @pytest.fixture
-def endpoint() -> Iterator[str]:
-    server = RegionEndpoint(REGION, free_port())
-    server.start()
-    try:
-        urllib.request.urlopen(f"{server.url}/moto-api/reset", data=b"", timeout=10).close()
-        emulator_client("dynamodb", REGION, server.url).create_table(
-            TableName=TABLE, BillingMode="PAY_PER_REQUEST", **ledger_table_keys()
-        )
-        yield server.url
-    finally:
-        server.stop()
+def endpoint(region_endpoint: RegionEndpoint) -> str:
+    emulator_client("dynamodb", REGION, region_endpoint.url).create_table(
+        TableName=TABLE, BillingMode="PAY_PER_REQUEST", **ledger_table_keys()
+    )
+    return region_endpoint.url
 
 
 def race(endpoint: str, new: list[NewExecution], now: float) -> list[str]:
