@@ -112,15 +112,25 @@ def lambda_environment(template: Template, spec: FunctionSpec, endpoint: str) ->
     return env
 
 
+def _own_or_global(template: Template, spec: FunctionSpec, key: str) -> Any:
+    """A function property as SAM reads it: the function's own, else the ``Globals`` one (unresolved)."""
+    defaults = template.doc.get("Globals", {}).get("Function", {})
+    return template.properties(spec.logical_id).get(key, defaults.get(key))
+
+
+def published_alias(template: Template, spec: FunctionSpec) -> str | None:
+    """The alias SAM's ``AutoPublishAlias`` moves to each published version (its events invoke it), if any."""
+    alias = template.resolve(_own_or_global(template, spec, "AutoPublishAlias"))
+    return str(alias) if alias else None
+
+
 def snap_start(template: Template, spec: FunctionSpec) -> bool:
     """Whether Lambda resumes the function from a snapshot: ``SnapStart.ApplyOn: PublishedVersions`` (its own or the
     Globals') with a published version behind its events (``AutoPublishAlias``); the twin's workers then run the
     SnapStart hooks (:mod:`tandem.snapstart`)."""
-    defaults = template.doc.get("Globals", {}).get("Function", {})
-    props = template.properties(spec.logical_id)
-    snap = props.get("SnapStart", defaults.get("SnapStart")) or {}
-    alias = props.get("AutoPublishAlias", defaults.get("AutoPublishAlias"))
-    return bool(alias) and template.resolve(snap.get("ApplyOn", "None")) == "PublishedVersions"
+    snap = _own_or_global(template, spec, "SnapStart") or {}
+    apply_on = template.resolve(snap.get("ApplyOn", "None"))
+    return published_alias(template, spec) is not None and apply_on == "PublishedVersions"
 
 
 def function_name(template: Template, spec: FunctionSpec) -> str:

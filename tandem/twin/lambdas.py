@@ -18,7 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tandem.lambda_runtime import function_name, functions, lambda_environment, name_in_arn, spec_of
+from tandem.lambda_runtime import (
+    function_name,
+    functions,
+    lambda_environment,
+    name_in_arn,
+    published_alias,
+    spec_of,
+)
 from tandem.twin.provision import Deployment
 from tandem.twin.rules import rules_of_function
 from tandem.twin.worker import Worker
@@ -67,7 +74,7 @@ class LambdaService:
         else:
             lam.update_function_configuration(FunctionName=name, Environment=variables)
         arn = lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"]
-        published = _publish_alias(lam, name, d.template.resolve(props.get("AutoPublishAlias")))
+        published = _publish_alias(lam, name, published_alias(d.template, spec))
         target = published.get("Alias", name)  # what the mappings invoke: the alias if the function has one
         invoke_config = props.get("EventInvokeConfig") or {}
         retries = int(invoke_config.get("MaximumRetryAttempts", 2))
@@ -146,16 +153,16 @@ class LambdaService:
             worker.finish_stop(deadline)
 
 
-def _publish_alias(lam: Any, name: str, alias: Any) -> dict[str, str]:
+def _publish_alias(lam: Any, name: str, alias: str | None) -> dict[str, str]:
     """SAM's AutoPublishAlias: publish the configuration just deployed as a version and point the alias at it
     (created on the first deploy). Returns the ARNs ``Ref Fn.Alias`` / ``Ref Fn.Version`` resolve to."""
     if not alias:
         return {}
     version = lam.publish_version(FunctionName=name)
     try:
-        reply = lam.update_alias(FunctionName=name, Name=str(alias), FunctionVersion=version["Version"])
+        reply = lam.update_alias(FunctionName=name, Name=alias, FunctionVersion=version["Version"])
     except lam.exceptions.ResourceNotFoundException:
-        reply = lam.create_alias(FunctionName=name, Name=str(alias), FunctionVersion=version["Version"])
+        reply = lam.create_alias(FunctionName=name, Name=alias, FunctionVersion=version["Version"])
     return {"Alias": str(reply["AliasArn"]), "Version": str(version["FunctionArn"])}
 
 
