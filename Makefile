@@ -22,13 +22,13 @@ tools: ## tool venvs for aws-sam-cli/cfn-lint and checkov (kept apart: they pin 
 drill: setup ## the main job: local DR drill (options: ARGS="--transactions N --poison P --duplicates D --seed S --report PATH")
 	@$(VENV)/bin/tandem drill $(ARGS)
 
-test: setup ## all tests: unit (moto in-process, no sockets), integration (real PostgreSQL + moto server), twin, drill
+test: setup tools ## all tests: unit (moto in-process, no sockets), integration (real PostgreSQL + moto server), twin, drill
 	@$(PY) -m pytest $(ARGS)
 
-test-unit: setup
+test-unit: setup tools
 	@$(PY) -m pytest tests/unit $(ARGS)
 
-test-integration: setup
+test-integration: setup tools
 	@$(PY) -m pytest tests/integration tests/twin tests/drill $(ARGS)
 
 invoke: setup ## run one function Docker-free in the twin: make invoke FN=transaction_processor EVENT=events/<file>.json [REGION=us-west-2]

@@ -801,7 +801,9 @@ class SamConfig:
 
     ``parameters`` are the parameter overrides as CloudFormation receives them (SSM-typed parameters
     carry SSM parameter names); ``template_file`` is absolute. ``deploy.parameters`` win over
-    ``global.parameters``, as in SAM CLI; no other env (not even ``default``) is consulted.
+    ``global.parameters``, as in SAM CLI; no other env (not even ``default``) is consulted. ``resolve_s3``
+    and ``s3_bucket`` say where ``sam deploy`` uploads packages and the template (a template body over
+    CloudFormation's 51,200 bytes can only be deployed from S3).
     """
 
     env: str
@@ -809,6 +811,8 @@ class SamConfig:
     region: str
     template_file: Path
     parameters: dict[str, str] = field(hash=False)
+    resolve_s3: bool = False
+    s3_bucket: str = ""
 
     def template(self, **kwargs: Any) -> Template:
         """The env's template with its parameters, region and stack name (plus ``physical``, ``ssm``, ...)."""
@@ -849,4 +853,6 @@ def samconfig_parameters(env: str, path: Path = SAMCONFIG) -> SamConfig:
         region=str(settings["region"]),
         template_file=(path.parent / str(settings.get("template_file", "template.yaml"))).resolve(),
         parameters=parse_parameter_overrides(settings.get("parameter_overrides"), f"{path} [{env}]"),
+        resolve_s3=settings.get("resolve_s3") is True,
+        s3_bucket=str(settings.get("s3_bucket") or ""),
     )

@@ -1,7 +1,7 @@
 """Each region's ingress (the template's HTTP API) on its own loopback port: the edge producers and probes use.
 
-Routes come from the template as deployed: ``AWS::ApiGatewayV2::Route`` + ``Integration`` of subtype
-``SQS-SendMessage`` (``POST /transactions`` straight to the queue: a 200 means the message is durable) and
+Routes come from the template as deployed: the API's ``DefinitionBody`` (``POST /transactions``, an
+``SQS-SendMessage`` integration straight to the queue: a 200 means the message is durable) and
 functions' ``HttpApi`` events (``GET /health`` -> region_health, with API Gateway's payload format 2.0).
 The ingress dies with its region in an outage (port closed, connections cut) and comes back on restore.
 SigV4 on ``POST /transactions`` is not checked: the twin has no IAM to check it against.
@@ -17,6 +17,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from tandem.template import TemplateError
 from tandem.twin.provision import Creator, Deployment
 from tandem.twin.regions import TrackingServer
 
@@ -31,7 +32,6 @@ class Ingress:
         self.api_id = f"twin{uuid.uuid4().hex[:6]}"
         self._invoke, self._client = invoke, client
         self._routes: dict[tuple[str, str], tuple[str, str]] = {}  # (method, path) -> ("sqs", url) | ("fn", name)
-        self._integrations: dict[str, dict[str, Any]] = {}
         self._server: TrackingServer | None = None
 
     @property
@@ -57,26 +57,34 @@ class Ingress:
         """The HTTP API's resources, served by this ingress when its region's app stack is deployed."""
         return {
             "AWS::Serverless::HttpApi": self.create_api,
-            "AWS::ApiGatewayV2::Integration": self.create_integration,
-            "AWS::ApiGatewayV2::Route": self.create_route,
+            "AWS::ApiGatewayV2::Integration": self.refuse_beside_definition,
+            "AWS::ApiGatewayV2::Route": self.refuse_beside_definition,
         }
 
     def create_api(self, d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:  # noqa: ARG002
+        """The API as API Gateway imports its definition: every deploy replaces the routes with the
+        definition's (service integrations here; functions' routes arrive with their ``HttpApi`` events)."""
+        self._routes = {key: target for key, target in self._routes.items() if target[0] == "fn"}
+        for path, methods in (props.get("DefinitionBody") or {}).get("paths", {}).items():
+            for method, operation in methods.items():
+                integration = operation.get("x-amazon-apigateway-integration") or {}
+                if integration.get("integrationSubtype") == "SQS-SendMessage":
+                    queue_url = str(integration["requestParameters"]["QueueUrl"])
+                    self._routes[(method.upper(), str(path))] = ("sqs", queue_url)
+                elif integration.get("type") != "aws_proxy" or "uri" not in integration:
+                    raise TemplateError(f"{logical}: {method.upper()} {path}: the twin's ingress serves SQS-SendMessage "
+                                        "integrations and functions' HttpApi events only")  # fmt: skip
         self.start()
         return {"Ref": self.api_id, "ApiEndpoint": self.url, "ApiId": self.api_id}
 
-    def create_integration(self, d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:  # noqa: ARG002
-        integration_id = f"{logical.lower()}"
-        self._integrations[integration_id] = props
-        return {"Ref": integration_id}
-
-    def create_route(self, d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:  # noqa: ARG002
-        method, _, path = str(props["RouteKey"]).partition(" ")
-        integration = self._integrations[str(props["Target"]).removeprefix("integrations/")]
-        if integration.get("IntegrationSubtype") != "SQS-SendMessage":
-            raise ValueError(f"{logical}: the twin's ingress serves SQS-SendMessage integrations only")
-        self._routes[(method, path)] = ("sqs", str(integration["RequestParameters"]["QueueUrl"]))
-        return {"Ref": f"{logical.lower()}"}
+    @staticmethod
+    def refuse_beside_definition(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:  # noqa: ARG004
+        """A route or integration declared beside an HTTP API whose definition SAM generates: API Gateway drops
+        it at the next import of the definition (aws/serverless-application-model#1971), so refuse it here."""
+        raise TemplateError(
+            f"{logical}: {props.get('RouteKey') or 'an integration'} is declared beside the API's definition; "
+            "API Gateway re-imports the definition on every update and drops it. Put it in DefinitionBody."
+        )
 
     def add_function_route(self, method: str, path: str, function: str) -> None:
         self._routes[(method.upper(), path)] = ("fn", function)

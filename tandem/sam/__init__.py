@@ -1,0 +1,1 @@
+"""AWS's SAM transform, as CloudFormation applies it: ``aws-sam-translator`` run in the SAM CLI's tool venv."""

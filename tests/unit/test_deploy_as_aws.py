@@ -1,0 +1,95 @@
+"""The defects a real deploy would hit, each checked the way AWS sees the templates: through samconfig.toml
+as ``sam deploy`` reads it, and through AWS's own SAM transform (``aws-sam-translator``), not our reading."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tandem.sam.transform import TransformError, translate, with_code_at
+from tandem.template import APP_TEMPLATE, load, samconfig_envs, samconfig_parameters
+
+#: CloudFormation's limits on a template: in the request body, and uploaded to S3 (TemplateURL)
+TEMPLATE_BODY_LIMIT = 51_200
+TEMPLATE_URL_LIMIT = 1_000_000
+
+
+def _translated(env: str = "primary", **overrides: str) -> dict[str, Any]:
+    config = samconfig_parameters(env)
+    doc = load(APP_TEMPLATE)
+    functions = [k for k, r in doc["Resources"].items() if r["Type"] == "AWS::Serverless::Function"]
+    packaged = with_code_at(doc, {k: f"s3://tandem-artifacts/{config.stack_name}/{k}" for k in functions})
+    return translate(packaged, {**config.parameters, **overrides}, region=config.region, account="111122223333")
+
+
+@pytest.fixture(scope="module")
+def app() -> dict[str, Any]:
+    return _translated()
+
+
+def _of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: r for k, r in template["Resources"].items() if r["Type"] == kind}
+
+
+@pytest.mark.parametrize("env", samconfig_envs())
+def test_a_template_over_the_body_limit_is_deployed_from_s3(env: str) -> None:
+    """Defect 1: SAM CLI stops before CloudFormation when a template over 51,200 bytes has no bucket."""
+    config = samconfig_parameters(env)
+    size = config.template_file.stat().st_size
+    assert size < TEMPLATE_URL_LIMIT
+    if size > TEMPLATE_BODY_LIMIT:
+        assert config.resolve_s3 or config.s3_bucket, f"{env}: {size} bytes and neither resolve_s3 nor s3_bucket"
+
+
+def test_every_route_lives_in_the_api_definition(app: dict[str, Any]) -> None:
+    """Defect 4: API Gateway re-imports an HTTP API's definition on every update and drops routes that are
+    not in it; POST /transactions must be in the body SAM generates, beside SAM's own /health."""
+    api = app["Resources"]["IngressApi"]
+    assert api["Type"] == "AWS::ApiGatewayV2::Api"
+    paths = api["Properties"]["Body"]["paths"]
+    post = paths["/transactions"]["post"]
+    integration = post["x-amazon-apigateway-integration"]
+    assert integration["integrationSubtype"] == "SQS-SendMessage"
+    assert integration["requestParameters"] == {"QueueUrl": {"Ref": "TransactionQueue"}, "MessageBody": "$request.body"}
+    assert integration["credentials"] == {"Fn::GetAtt": ["IngressRole", "Arn"]}
+    assert post["security"] == [{"AWS_IAM": []}]  # producers sign (SigV4)
+    schemes = api["Properties"]["Body"]["components"]["securitySchemes"]
+    assert schemes["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
+    health = paths["/health"]["get"]
+    assert "security" not in health  # Route53's checkers do not sign
+    assert "RegionHealthFunction.Arn" in str(health["x-amazon-apigateway-integration"]["uri"])
+    beside = [*_of_type(app, "AWS::ApiGatewayV2::Route"), *_of_type(app, "AWS::ApiGatewayV2::Integration")]
+    assert beside == []
+
+
+def test_the_ingress_role_trusts_api_gateway_without_keys_it_does_not_send(app: dict[str, Any]) -> None:
+    """Defect 5: API Gateway sets no aws:SourceAccount/aws:SourceArn when it assumes integration credentials;
+    a trust conditioned on them answers every POST with 500. The role's power stays one queue and its key."""
+    role = app["Resources"]["IngressRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "apigateway.amazonaws.com"}
+    assert "Condition" not in trust
+    statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+    assert {a for st in statements for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])} == {
+        "sqs:SendMessage", "kms:GenerateDataKey", "kms:Decrypt",
+    }  # fmt: skip
+
+
+def test_each_function_gets_its_own_role_from_the_transform(app: dict[str, Any]) -> None:
+    """What the twin must serve: SAM makes a role per function with the statements that function declares."""
+    functions = _of_type(app, "AWS::Lambda::Function")
+    roles = {str(f["Properties"]["Role"]["Fn::GetAtt"][0]) for f in functions.values()}
+    assert len(roles) == len(functions) == 5
+    assert all(app["Resources"][r]["Type"] == "AWS::IAM::Role" for r in roles)
+
+
+def test_the_transform_refuses_what_cloudformation_would(app: dict[str, Any]) -> None:
+    """A template the transform cannot read fails with the transform's own reason, as a change set does."""
+    doc = load(APP_TEMPLATE)
+    doc["Resources"]["Broken"] = {"Type": "AWS::Serverless::Function", "Properties": {"Handler": "x.y"}}
+    functions = [k for k, r in doc["Resources"].items() if r["Type"] == "AWS::Serverless::Function" and k != "Broken"]
+    packaged = with_code_at(doc, {k: f"s3://b/{k}" for k in functions})
+    with pytest.raises(TransformError, match=r"Resource with id \[Broken\] is invalid"):
+        translate(packaged, samconfig_parameters("primary").parameters, region="us-east-1", account="111122223333")
+    assert app["Resources"]  # the good template still translates (refusals are not cached)
