@@ -134,6 +134,7 @@ def local_region(region: str = "us-east-1") -> Iterator[LocalRegion]:
         )
         app = deploy_one_region(
             Region(region, client, databases=_OneWriter(server)), database_port=server.port,
+            database_ca=str(server.ca_file),
             creators={"AWS::Serverless::Function": lambdas.create_function, **ingress.creators()},
         )  # fmt: skip
         tpl = app.template

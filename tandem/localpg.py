@@ -2,8 +2,9 @@
 
 ``initdb``/``pg_ctl`` refuse to run as root, so when we are root the server runs as the ``postgres``
 system user (created by Debian's package). The server listens on loopback only, on a free port, with
-password (SCRAM) authentication and TLS (a self-signed certificate) so the functions' TLS path is the one
-exercised. Everything lives in one temporary directory that :meth:`LocalPostgres.stop` removes.
+password (SCRAM) authentication and TLS (a certificate from a local certificate authority, for 127.0.0.1) so
+the functions' TLS path is the one exercised, server verification included. Everything lives in one
+temporary directory that :meth:`LocalPostgres.stop` removes.
 """
 
 from __future__ import annotations
@@ -158,11 +159,11 @@ class LocalPostgres:
             "wal_level = replica",
             "max_wal_senders = 4",
         ]
-        if self.tls and shutil.which("openssl"):
+        if self.tls:
+            if not shutil.which("openssl"):
+                raise PostgresError("openssl is needed for the server's TLS certificate (make setup installs it)")
             self._make_certificate()
             conf += ["ssl = on", "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'"]
-        else:
-            self.tls = False
         self._append_conf(conf)
         self.launch()
         self._server(
@@ -245,6 +246,8 @@ class LocalPostgres:
             primary.tls,
         )
         self._prepare_dir()
+        if self.tls:  # the copied data dir serves the primary's certificate: clients verify it against its CA
+            shutil.copyfile(primary.ca_file, self.ca_file)
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         self._server(
@@ -297,14 +300,43 @@ class LocalPostgres:
             time.sleep(0.05)
         raise PostgresError(f"PostgreSQL did not accept connections on port {self.port}")
 
+    @property
+    def ca_file(self) -> Path:
+        """The certificate authority this server's certificate is signed by (clients verify against it: the
+        functions run with ``LEDGER_DB_SSLMODE=verify-full``, as against Aurora with AWS's RDS roots)."""
+        assert self.base_dir is not None
+        return self.base_dir / "ca.crt"
+
     def _make_certificate(self) -> None:
-        key, crt = self.data_dir / "server.key", self.data_dir / "server.crt"
+        """A local certificate authority (kept beside the data dir: a standby rebuilt from a new primary keeps
+        serving a certificate it signed) and the server's certificate for 127.0.0.1 and localhost."""
+        assert self.base_dir is not None
+        ca_key, ca_crt = self.base_dir / "ca.key", self.ca_file
+        key, csr, crt = self.data_dir / "server.key", self.base_dir / "server.csr", self.data_dir / "server.crt"
+        openssl = ["openssl"]
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-             "-keyout", str(key), "-out", str(crt)],
+            [*openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Tandem ledger CA",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             "-keyout", str(ca_key), "-out", str(ca_crt)],
             check=True, capture_output=True,
         )  # fmt: skip
+        subprocess.run(
+            [*openssl, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+             "-keyout", str(key), "-out", str(csr)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        extensions = self.base_dir / "server.ext"
+        extensions.write_text(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n", encoding="utf-8"
+        )
+        subprocess.run(
+            [*openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",
+             "-days", "2", "-extfile", str(extensions), "-out", str(crt)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        csr.unlink()
         os.chmod(key, 0o600)
+        os.chmod(ca_key, 0o600)
         if os.geteuid() == 0:
             for path in (key, crt):
                 shutil.chown(path, SERVER_USER, SERVER_USER)

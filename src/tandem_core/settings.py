@@ -51,7 +51,10 @@ class LedgerDbSettings(_EnvModel):
     secret_arn: str | None = Field(default=None, alias="LEDGER_DB_SECRET_ARN")
     user: str | None = Field(default=None, alias="LEDGER_DB_USER")
     sslmode: Literal["disable", "require", "verify-full"] = Field(default="require", alias="LEDGER_DB_SSLMODE")
+    #: the CA file verify-full checks the server against; None: AWS's RDS roots shipped with the code
     sslrootcert: str | None = Field(default=None, alias="LEDGER_DB_SSLROOTCERT")
+    #: the region the function runs in: verify-full loads only that region's RDS roots
+    region: str | None = Field(default=None, alias="AWS_REGION")
     timeout: float = Field(default=10.0, alias="LEDGER_DB_TIMEOUT", gt=0)
     auto_migrate: bool = Field(default=True, alias="LEDGER_AUTO_MIGRATE")
 

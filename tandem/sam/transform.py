@@ -86,7 +86,7 @@ def _run(request: str) -> dict[str, Any]:
         raise TemplateError(f"the SAM tool venv is missing ({TOOL_PYTHON}): run `make tools`")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env |= {"AWS_DEFAULT_REGION": json.loads(request)["parameters"]["AWS::Region"], "PYTHONDONTWRITEBYTECODE": "1"}
-    done = subprocess.run(  # noqa: S603 - our own script, run by our own tool venv's interpreter
+    done = subprocess.run(
         [str(TOOL_PYTHON), "-I", str(CHILD)], input=request, capture_output=True, text=True, env=env, check=False
     )
     if done.returncode != 0:

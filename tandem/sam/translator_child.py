@@ -11,8 +11,11 @@ import sys
 
 
 def main() -> int:
-    from samtranslator.model.exceptions import InvalidDocumentException, InvalidTemplateException
-    from samtranslator.translator.transform import transform
+    from samtranslator.model.exceptions import (  # type: ignore[import-not-found]
+        InvalidDocumentException,
+        InvalidTemplateException,
+    )
+    from samtranslator.translator.transform import transform  # type: ignore[import-not-found]
 
     request = json.load(sys.stdin)
     policies = request.get("managed_policies")
@@ -20,7 +23,7 @@ def main() -> int:
     class Policies:
         """The managed-policy name -> ARN map the translator asks for when a function names one."""
 
-        def load(self) -> dict:
+        def load(self) -> dict[str, str]:
             if policies is None:
                 raise InvalidTemplateException("a managed policy is named by name, and no policy map was given")
             return dict(policies)

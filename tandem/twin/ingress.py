@@ -72,8 +72,8 @@ class Ingress:
                     queue_url = str(integration["requestParameters"]["QueueUrl"])
                     self._routes[(method.upper(), str(path))] = ("sqs", queue_url)
                 elif integration.get("type") != "aws_proxy" or "uri" not in integration:
-                    raise TemplateError(f"{logical}: {method.upper()} {path}: the twin's ingress serves SQS-SendMessage "
-                                        "integrations and functions' HttpApi events only")  # fmt: skip
+                    where = f"{logical}: {method.upper()} {path}"
+                    raise TemplateError(f"{where}: the twin serves SQS-SendMessage integrations and functions' events")
         self.start()
         return {"Ref": self.api_id, "ApiEndpoint": self.url, "ApiId": self.api_id}
 

@@ -5,7 +5,8 @@ replication to DR); 3. ``global-secondary`` again with the primary's key and sec
 replication); 4./5. the app in each region (``primary``, ``dr``); 6. ``global-primary`` again with the
 Route53 inputs taken from the apps' outputs. Parameter values are samconfig's; the twin supplies only what
 the README says the operator must (placeholders marked REPLACE-ME: the peer's key between steps, the hosted
-zone and ingress domains), plus what differs on one machine (the regions' names, each database's port).
+zone and ingress domains), plus what differs on one machine (the regions' names, each database's port and
+the local certificate authority its certificate is signed by, where AWS's would be the RDS roots).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ def deploy_regions(
     dr: Region,
     *,
     database_port: dict[str, int],
+    database_ca: dict[str, str],
     creators: Callable[[str], dict[str, Creator]],
     templates: tuple[Path, Path] = (GLOBAL_TEMPLATE, APP_TEMPLATE),
     ingress_urls: dict[str, str] | None = None,
@@ -84,6 +86,7 @@ def deploy_regions(
         app_name, app_params = _values(
             env,
             LedgerDbPort=str(database_port[region.name]),
+            LedgerDbRootCert=database_ca[region.name],
             **_one_machine_overrides(peer.name, ingress_urls, api_urls, clock_scale),
             **(app_overrides or {}),
         )
@@ -116,11 +119,11 @@ def redeploy_app(deployed: Deployed, region: Region, creators: dict[str, Creator
     return stack
 
 
-def deploy_one_region(region: Region, *, database_port: int, creators: dict[str, Creator]) -> Stack:
+def deploy_one_region(region: Region, *, database_port: int, database_ca: str, creators: dict[str, Creator]) -> Stack:
     """A region on its own (integration tests, the bench): its global stack without a peer, then its app."""
     name, params = _values("global-primary")
     deploy(GLOBAL_TEMPLATE, region, name, params)
-    app_name, app_params = _values("primary", LedgerDbPort=str(database_port))
+    app_name, app_params = _values("primary", LedgerDbPort=str(database_port), LedgerDbRootCert=database_ca)
     return deploy(APP_TEMPLATE, region, app_name, app_params, creators=creators)
 
 

@@ -119,6 +119,7 @@ class Twin:
         self.deployed = deploy_regions(
             regions[cfg.primary], regions[cfg.dr],
             database_port={r: self.aurora.nodes[r].port for r in cfg.regions},
+            database_ca={r: str(self.aurora.nodes[r].ca_file) for r in cfg.regions},
             creators=self._creators,
             templates=(cfg.global_template, cfg.app_template),
             ingress_urls={r: ingress.url for r, ingress in self.ingress.items()},

@@ -45,6 +45,7 @@ def deployment(pg_server: LocalPostgres, database: str) -> Iterator[dict[str, An
                 "ArchiveBucketName": "tandem-archive-primary", "LedgerDbHost": "127.0.0.1",
                 "LedgerDbPort": str(pg_server.port), "LedgerDbName": database, "LedgerDbSecretArn": secret_arn,
                 "DataKeyArn": f"arn:aws:kms:{REGION}:123456789012:key/data", "PeerRegion": "us-west-2",
+                "LedgerDbRootCert": str(pg_server.ca_file),
             },
             region=REGION,
             ssm=lambda name: name,  # the values above are what the SSM parameters would hold

@@ -36,7 +36,7 @@ def ingress(region_endpoint: RegionEndpoint) -> Iterator[tuple[Ingress, Any]]:
 def _post(url: str, body: str) -> int:
     request = urllib.request.Request(f"{url}/transactions", data=body.encode(), method="POST")
     try:
-        with urllib.request.urlopen(request, timeout=5) as reply:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=5) as reply:
             return int(reply.status)
     except urllib.error.HTTPError as error:
         return int(error.code)
@@ -60,7 +60,7 @@ def test_a_redeploy_serves_the_definition_as_it_is_now(ingress: tuple[Ingress, A
     gate.create_api(None, "IngressApi", {"DefinitionBody": _definition(queue_url, with_transactions=False)})  # type: ignore[arg-type]
     assert _post(gate.url, "{}") == 404
     with pytest.raises(urllib.error.HTTPError) as health:  # routed (to a function that fails here), not 404:
-        urllib.request.urlopen(f"{gate.url}/health", timeout=5)  # noqa: S310 - functions' routes come with their events
+        urllib.request.urlopen(f"{gate.url}/health", timeout=5)
     assert health.value.code == 500
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import time
 import uuid
@@ -184,6 +185,22 @@ def test_connector_uses_tls_and_the_secret(app_role: dict[str, Any]) -> None:
     ]
     assert connector.connection() is conn  # reused across invocations
     connector.discard()
+
+
+def test_verify_full_checks_the_servers_certificate(app_role: dict[str, Any], pg_server: LocalPostgres) -> None:
+    """Defect 9 of a real deploy: ``require`` encrypts but accepts any server. ``verify-full`` connects to the
+    server whose certificate chains to the given CA and names the host, and refuses the same server when the
+    roots are others (here AWS's RDS roots, as a function in AWS would use them against an impostor)."""
+    verified = app_role["settings"].model_copy(
+        update={"sslmode": "verify-full", "sslrootcert": str(pg_server.ca_file), "region": "us-east-1"}
+    )
+    connector = LedgerConnector(verified, SecretCredentials(app_role["sm"], app_role["arn"]))
+    assert connector.connection().run("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()") == [[True]]
+    connector.discard()
+    against_rds = verified.model_copy(update={"sslrootcert": None})
+    impostor = LedgerConnector(against_rds, SecretCredentials(app_role["sm"], app_role["arn"]))
+    with pytest.raises(ssl.SSLCertVerificationError, match="unable to get local issuer certificate"):
+        impostor.connection()
 
 
 def test_ledger_reconnects_after_the_connection_is_killed(

@@ -93,3 +93,39 @@ def test_the_transform_refuses_what_cloudformation_would(app: dict[str, Any]) ->
     with pytest.raises(TransformError, match=r"Resource with id \[Broken\] is invalid"):
         translate(packaged, samconfig_parameters("primary").parameters, region="us-east-1", account="111122223333")
     assert app["Resources"]  # the good template still translates (refusals are not cached)
+
+
+@pytest.mark.parametrize("function", ["TransactionProcessorFunction", "ReplicationMonitorAuroraFunction"])
+def test_every_ledger_connection_verifies_the_server(app: dict[str, Any], function: str) -> None:
+    """Defect 9: ``sslmode=require`` encrypts but lets anything on the path pose as the database. In AWS the
+    functions verify against the RDS roots shipped with the code (no LEDGER_DB_SSLROOTCERT); the twin gives
+    its own CA through LedgerDbRootCert, so the same verify-full path runs there."""
+    variables = app["Resources"][function]["Properties"]["Environment"]["Variables"]
+    assert variables["LEDGER_DB_SSLMODE"] == "verify-full"
+    assert variables["LEDGER_DB_SSLROOTCERT"] == {
+        "Fn::If": ["HasLedgerDbRootCert", {"Ref": "LedgerDbRootCert"}, {"Ref": "AWS::NoValue"}]
+    }
+    assert app["Parameters"]["LedgerDbRootCert"]["Default"] == ""
+
+
+def test_the_shipped_rds_roots_are_aws_root_cas_for_every_region_we_deploy_to() -> None:
+    import datetime
+
+    from cryptography import x509
+
+    from tandem_core.database import RDS_ROOTS, rds_roots
+
+    certificates = x509.load_pem_x509_certificates(RDS_ROOTS.read_bytes())
+    now = datetime.datetime.now(datetime.UTC)
+    assert len(certificates) >= 81  # three roots (RSA2048, RSA4096, ECC384) for each of 27 regions
+    for cert in certificates:
+        assert cert.issuer == cert.subject  # a root
+        assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        assert cert.not_valid_after_utc > now
+        assert "Amazon RDS" in cert.subject.rfc4514_string()
+    for env in ("primary", "dr"):
+        region = samconfig_parameters(env).region
+        mine = x509.load_pem_x509_certificates(rds_roots(region).encode())
+        names = sorted(str(c.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value) for c in mine)
+        assert names == [f"Amazon RDS {region} Root CA {kind} G1" for kind in ("ECC384", "RSA2048", "RSA4096")]
+    assert len(x509.load_pem_x509_certificates(rds_roots("xx-nowhere-1").encode())) == len(certificates)

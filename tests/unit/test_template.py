@@ -257,7 +257,7 @@ def test_the_observer_environment_builds_the_ledger_settings_and_never_migrates(
     env = _monitor_template().function_environment(OBSERVER)
     db = LedgerDbSettings.from_env(env)
     assert db.auto_migrate is False
-    assert db.sslmode == "require"
+    assert (db.sslmode, db.sslrootcert) == ("verify-full", None)  # the RDS roots of its region
     assert db.timeout < float(_monitor_template().properties(OBSERVER)["Timeout"])
 
 
