@@ -107,7 +107,7 @@ def _no_workers(region: str, function: str, _event: dict[str, Any]) -> dict[str,
 @contextmanager
 def local_region(region: str = "us-east-1") -> Iterator[LocalRegion]:
     """Start PostgreSQL and the region's endpoint, deploy both stacks, yield; stop both on the way out."""
-    from tandem.twin.extensions import cloudwatch_alarms, event_routing
+    from tandem.twin.extensions import cloudformation, cloudwatch_alarms, event_routing
     from tandem.twin.ingress import Ingress
     from tandem.twin.lambdas import LambdaService
     from tandem.twin.provision import Region
@@ -132,11 +132,10 @@ def local_region(region: str = "us-east-1") -> Iterator[LocalRegion]:
         lambdas = LambdaService(
             None, lambda _r: endpoint.url, lambda _r, m, p, fn: ingress.add_function_route(m, p, fn)
         )
-        app = deploy_one_region(
-            Region(region, client, databases=_OneWriter(server)), database_port=server.port,
-            database_ca=str(server.ca_file),
-            creators={"AWS::Serverless::Function": lambdas.create_function, **ingress.creators()},
-        )  # fmt: skip
+        here = Region(region, client, databases=_OneWriter(server))
+        creators = {"AWS::Serverless::Function": lambdas.create_function, **ingress.creators()}
+        cloudformation.install(lambda _region: (here, creators))
+        app = deploy_one_region(here, database_port=server.port, database_ca=str(server.ca_file))
         tpl = app.template
         resources = RegionResources(
             table=str(tpl.parameter("LedgerTableName")), bucket=str(tpl.parameter("ArchiveBucketName")),

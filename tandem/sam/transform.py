@@ -9,6 +9,8 @@ the tool venv's pins): a twin start-up translates each template once per change,
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
 import functools
 import hashlib
@@ -16,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -81,19 +84,63 @@ def _cached(key: str, request: str) -> dict[str, Any]:
     return template
 
 
+class _Translator:
+    """One translator process for this process's life (started on first use, started again if it died)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[str] | None = None
+
+    def run(self, request: str) -> dict[str, Any]:
+        with self._lock:
+            for attempt in (1, 2):
+                process = self._started()
+                assert process.stdin is not None
+                assert process.stdout is not None
+                try:
+                    process.stdin.write(request.replace("\n", " ") + "\n")
+                    process.stdin.flush()
+                    line = process.stdout.readline()
+                except OSError:
+                    line = ""
+                if line:
+                    answer: dict[str, Any] = json.loads(line)
+                    return answer
+                self._stop(process)
+                if attempt == 2:
+                    raise TemplateError(f"the SAM translator stopped (exit {process.returncode}); see stderr above")
+        raise AssertionError("unreachable")
+
+    def _started(self) -> subprocess.Popen[str]:
+        if self._process is not None and self._process.poll() is None:
+            return self._process
+        if not TOOL_PYTHON.exists():
+            raise TemplateError(f"the SAM tool venv is missing ({TOOL_PYTHON}): run `make tools`")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env |= {"AWS_DEFAULT_REGION": "us-east-1", "PYTHONDONTWRITEBYTECODE": "1"}
+        self._process = subprocess.Popen(  # our own script, run by our own tool venv's interpreter
+            [str(TOOL_PYTHON), "-I", str(CHILD)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=sys.stderr, text=True, env=env,
+        )  # fmt: skip
+        atexit.register(self._stop, self._process)
+        return self._process
+
+    @staticmethod
+    def _stop(process: subprocess.Popen[str]) -> None:
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(5)
+        if process.poll() is None:
+            process.kill()
+
+
+_translator = _Translator()
+
+
 def _run(request: str) -> dict[str, Any]:
-    if not TOOL_PYTHON.exists():
-        raise TemplateError(f"the SAM tool venv is missing ({TOOL_PYTHON}): run `make tools`")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env |= {"AWS_DEFAULT_REGION": json.loads(request)["parameters"]["AWS::Region"], "PYTHONDONTWRITEBYTECODE": "1"}
-    done = subprocess.run(
-        [str(TOOL_PYTHON), "-I", str(CHILD)], input=request, capture_output=True, text=True, env=env, check=False
-    )
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr)
-        raise TemplateError(f"the SAM translator stopped (exit {done.returncode}): {done.stderr.strip()[-500:]}")
-    answer: dict[str, Any] = json.loads(done.stdout)
-    return answer
+    return _translator.run(request)
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,5 +1,7 @@
 """Runs in the SAM tool venv (``.tools/sam``), not in the project's: ``aws-sam-translator`` pins a pydantic
-the project's runtime cannot share. Reads one JSON request on stdin, writes one JSON answer on stdout.
+the project's runtime cannot share. Reads one JSON request per line on stdin and writes one JSON answer per
+line on stdout, until stdin closes: one process serves a twin's every deploy (importing the translator is
+most of the cost of a translation).
 
 Request: ``{"template": {...}, "parameters": {...}, "managed_policies": {...} | null}``.
 Answer: ``{"template": {...}}`` or ``{"error": "..."}`` (the message CloudFormation shows for a failed
@@ -10,14 +12,13 @@ import json
 import sys
 
 
-def main() -> int:
+def translate(request: dict) -> dict:  # type: ignore[type-arg]
     from samtranslator.model.exceptions import (  # type: ignore[import-not-found]
         InvalidDocumentException,
         InvalidTemplateException,
     )
     from samtranslator.translator.transform import transform  # type: ignore[import-not-found]
 
-    request = json.load(sys.stdin)
     policies = request.get("managed_policies")
 
     class Policies:
@@ -29,15 +30,19 @@ def main() -> int:
             return dict(policies)
 
     try:
-        out = transform(request["template"], request["parameters"], Policies())
+        return {"template": transform(request["template"], request["parameters"], Policies())}
     except InvalidDocumentException as error:
         causes = " ".join(str(c.message) for c in error.causes)
-        json.dump({"error": f"{error.message} {causes}".strip()}, sys.stdout)
-        return 0
+        return {"error": f"{error.message} {causes}".strip()}
     except InvalidTemplateException as error:
-        json.dump({"error": str(error.message)}, sys.stdout)
-        return 0
-    json.dump({"template": out}, sys.stdout)
+        return {"error": str(error.message)}
+
+
+def main() -> int:
+    for line in sys.stdin:
+        if line.strip():
+            sys.stdout.write(json.dumps(translate(json.loads(line))) + "\n")
+            sys.stdout.flush()
     return 0
 
 

@@ -84,6 +84,11 @@ class Deployment:
         return f"{self.stack}-{logical_id}"[:limit]
 
 
+#: ``progress(logical_id, type, status, reason)``: CREATE_IN_PROGRESS / CREATE_COMPLETE / CREATE_FAILED of each
+#: resource as provisioning reaches it (what CloudFormation reports as stack events)
+Progress = Callable[[str, str, str, str], None]
+
+
 def deploy(
     path: Path,
     region: Region,
@@ -92,13 +97,61 @@ def deploy(
     previous: Stack | None = None,
     creators: Mapping[str, Creator] | None = None,
 ) -> Stack:
-    """Create (or bring up to date) every active resource of the template at ``path`` in ``region``.
+    """Create (or bring up to date) every active resource of the template at ``path`` in ``region``."""
+    return deploy_document(load(path), region, stack_name, parameters, previous=previous, creators=creators)
+
+
+def deploy_document(
+    doc: dict[str, Any],
+    region: Region,
+    stack_name: str,
+    parameters: dict[str, str],
+    *,
+    previous: Stack | None = None,
+    creators: Mapping[str, Creator] | None = None,
+    progress: Progress | None = None,
+) -> Stack:
+    """Create (or bring up to date) every active resource of the template ``doc`` in ``region``.
 
     ``creators`` adds to :data:`CREATORS` the types whose resources live outside moto (the twin's functions).
+    A resource that cannot be provided raises; the resources before it stay as they were created.
     """
     known = {**CREATORS, **(creators or {})}
-    tpl = Template(
-        load(path),
+    tpl = template_for(doc, region, stack_name, parameters, previous)
+    deployment = Deployment(region, tpl, stack_name)
+    for logical_id in tpl.deployment_order():
+        resource = tpl.resource(logical_id)
+        kind = str(resource["Type"])
+        verb = "UPDATE" if previous is not None and logical_id in previous.physical else "CREATE"
+        if progress is not None:
+            progress(logical_id, kind, f"{verb}_IN_PROGRESS", "")
+        try:
+            if kind in NOT_SERVED:
+                tpl.physical.setdefault(logical_id, Placeholder(Ref=deployment.name_for(logical_id)))
+            else:
+                creator = known.get(kind)
+                if creator is None:
+                    raise TemplateError(
+                        f"{logical_id}: the twin does not know how to provide {kind}; add it to provision.py"
+                    )
+                props = tpl.resolve(resource.get("Properties", {}))
+                tpl.physical[logical_id] = creator(deployment, logical_id, props)
+        except Exception as error:
+            if progress is not None:
+                progress(logical_id, kind, f"{verb}_FAILED", str(error))
+            raise
+        if progress is not None:
+            reason = f"not served by the twin: {NOT_SERVED[kind]}" if kind in NOT_SERVED else ""
+            progress(logical_id, kind, f"{verb}_COMPLETE", reason)
+    return Stack(stack_name, region.name, tpl, tpl.outputs())
+
+
+def template_for(
+    doc: dict[str, Any], region: Region, stack_name: str, parameters: dict[str, str], previous: Stack | None = None
+) -> Template:
+    """``doc`` as one stack in ``region`` reads it: its parameters, the region's SSM parameters and secrets."""
+    return Template(
+        doc,
         parameters=parameters,
         region=region.name,
         account=region.account,
@@ -107,19 +160,6 @@ def deploy(
         ssm=lambda name: _ssm_value(region, name),
         dynamic=lambda service, reference: _dynamic_value(region, service, reference),
     )
-    deployment = Deployment(region, tpl, stack_name)
-    for logical_id in tpl.deployment_order():
-        resource = tpl.resource(logical_id)
-        kind = str(resource["Type"])
-        if kind in NOT_SERVED:
-            tpl.physical.setdefault(logical_id, Placeholder(Ref=deployment.name_for(logical_id)))
-            continue
-        creator = known.get(kind)
-        if creator is None:
-            raise TemplateError(f"{logical_id}: the twin does not know how to provide {kind}; add it to provision.py")
-        props = tpl.resolve(resource.get("Properties", {}))
-        tpl.physical[logical_id] = creator(deployment, logical_id, props)
-    return Stack(stack_name, region.name, tpl, tpl.outputs())
 
 
 def _ssm_value(region: Region, name: str) -> str:
@@ -405,7 +445,10 @@ def _global_table(d: Deployment, logical: str, props: dict[str, Any]) -> dict[st
 
 def _bucket(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:
     s3 = d.client("s3")
-    name = str(props.get("BucketName") or d.name_for(logical, 63).lower())
+    if logical in d.template.physical:
+        name = d.template.physical[logical]["Ref"]
+    else:  # a generated name ends in a random part, as CloudFormation's does: bucket names are global
+        name = str(props.get("BucketName") or f"{d.name_for(logical, 50).lower()}-{_random_suffix()}")
     if logical not in d.template.physical:
         config = (
             {} if d.region.name == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": d.region.name}}
@@ -416,7 +459,10 @@ def _bucket(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str
             Bucket=name, VersioningConfiguration={"Status": str(props["VersioningConfiguration"]["Status"])}
         )
     if "PublicAccessBlockConfiguration" in props:
-        s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"])
+        block = typed_for(
+            s3, "PutPublicAccessBlock", {"PublicAccessBlockConfiguration": props["PublicAccessBlockConfiguration"]}
+        )
+        s3.put_public_access_block(Bucket=name, **block)
     if "LifecycleConfiguration" in props:
         s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={
             "Rules": [_api_keys(_lifecycle_rule(r)) for r in props["LifecycleConfiguration"]["Rules"]]})  # fmt: skip
@@ -426,6 +472,10 @@ def _bucket(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str
             "Role": str(replication["Role"]), "Rules": [_api_keys(r) for r in replication["Rules"]]})  # fmt: skip
     return {"Ref": name, "Arn": f"arn:aws:s3:::{name}", "DomainName": f"{name}.s3.amazonaws.com",
             "RegionalDomainName": f"{name}.s3.{d.region.name}.amazonaws.com"}  # fmt: skip
+
+
+def _random_suffix(length: int = 12) -> str:
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(length))
 
 
 def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
@@ -456,6 +506,35 @@ def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
     if "AbortIncompleteMultipartUpload" in rule:
         out["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
     return out
+
+
+def typed_for(client: Any, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with CloudFormation's scalars typed as the API's model wants them: a template (and a
+    parameter) gives ``"true"`` and ``"42"`` where the API takes a boolean and an integer; CloudFormation
+    converts by the resource's schema, the twin by botocore's model of the operation it calls."""
+    shape = client.meta.service_model.operation_model(operation).input_shape
+    return {k: _typed(shape.members[k], v) if k in shape.members else v for k, v in params.items()}
+
+
+def _typed(shape: Any, value: Any) -> Any:
+    kind = shape.type_name
+    if kind == "structure" and isinstance(value, dict):
+        return {k: _typed(shape.members[k], v) if k in shape.members else v for k, v in value.items()}
+    if kind == "list" and isinstance(value, list):
+        return [_typed(shape.member, v) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: _typed(shape.value, v) for k, v in value.items()}
+    if isinstance(value, str):
+        if kind == "boolean" and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if kind in ("integer", "long") and value.lstrip("-").isdigit():
+            return int(value)
+        if kind in ("double", "float"):
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    return value
 
 
 def _api_keys(value: Any) -> Any:

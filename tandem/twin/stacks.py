@@ -12,13 +12,13 @@ the local certificate authority its certificate is signed by, where AWS's would 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tandem.template import APP_TEMPLATE, GLOBAL_TEMPLATE, samconfig_parameters
-from tandem.twin.provision import Creator, Region, Stack, deploy
+from tandem.twin.deployer import deploy_stack
+from tandem.twin.provision import Region, Stack
 
 #: The hosted zone the twin's failover records live in (no such zone exists anywhere but in the twin).
 TWIN_ZONE = "tandem.twin.internal."
@@ -58,29 +58,28 @@ def deploy_regions(
     *,
     database_port: dict[str, int],
     database_ca: dict[str, str],
-    creators: Callable[[str], dict[str, Creator]],
     templates: tuple[Path, Path] = (GLOBAL_TEMPLATE, APP_TEMPLATE),
     ingress_urls: dict[str, str] | None = None,
     api_urls: dict[str, str] | None = None,
     clock_scale: float = 1.0,
     app_overrides: dict[str, str] | None = None,
 ) -> Deployed:
-    """Run the six steps; ``creators(region)`` serve the app's functions and ingress in that region;
-    ``app_overrides`` are the operator's ``--parameter-overrides`` for both app stacks.
+    """Run the six steps through each region's CloudFormation (the twin's provider serves the functions and
+    the ingress); ``app_overrides`` are the operator's ``--parameter-overrides`` for both app stacks.
 
     ``templates`` (global, app) are the repository's; a test passes edited copies to see the twin follow.
     """
     global_template, app_template = templates
     out = Deployed(app_template=app_template)
     name, params = _values("global-secondary", PeerRegion=primary.name)
-    secondary = deploy(global_template, dr, name, params)
+    secondary = deploy_stack(dr, name, global_template, params)
     gp_name, gp_params = _values("global-primary", PeerRegion=dr.name, PeerDataKeyArn=_output(secondary, "DataKeyArn"))
-    global_primary = deploy(global_template, primary, gp_name, gp_params)
+    global_primary = deploy_stack(primary, gp_name, global_template, gp_params)
     params.update(
         PeerDataKeyArn=_output(global_primary, "DataKeyArn"),
         PrimaryLedgerDbSecretArn=_output(global_primary, "LedgerDbSecretArn"),
     )
-    out.global_stacks[dr.name] = deploy(global_template, dr, name, params, previous=secondary)
+    out.global_stacks[dr.name] = deploy_stack(dr, name, global_template, params)
     for env, region in (("primary", primary), ("dr", dr)):
         peer = dr if region is primary else primary
         app_name, app_params = _values(
@@ -91,7 +90,7 @@ def deploy_regions(
             **(app_overrides or {}),
         )
         out.app_parameters[region.name] = app_params
-        out.apps[region.name] = deploy(app_template, region, app_name, app_params, creators=creators(region.name))
+        out.apps[region.name] = deploy_stack(region, app_name, app_template, app_params)
 
     zone = primary.client("route53").create_hosted_zone(Name=TWIN_ZONE, CallerReference=str(uuid.uuid4()))
     out.hosted_zone = str(zone["HostedZone"]["Id"]).rsplit("/", 1)[-1]
@@ -101,30 +100,28 @@ def deploy_regions(
         PrimaryIngressDomain=ingress[primary.name], DrIngressDomain=ingress[dr.name],
         PrimaryHealthCheckDomain=ingress[primary.name], DrHealthCheckDomain=ingress[dr.name],
     )  # fmt: skip
-    out.global_stacks[primary.name] = deploy(global_template, primary, gp_name, gp_params, previous=global_primary)
+    out.global_stacks[primary.name] = deploy_stack(primary, gp_name, global_template, gp_params)
     return out
 
 
-def redeploy_app(deployed: Deployed, region: Region, creators: dict[str, Creator]) -> Stack:
+def redeploy_app(deployed: Deployed, region: Region) -> Stack:
     """``sam deploy --config-env <role>`` again: the same template and parameters over the deployed stack.
 
     Parameters typed ``AWS::SSM::Parameter::Value`` are read again, as CloudFormation reads them on every
-    deploy, and every resource is brought to its properties again (see ``provision.deploy``).
+    change set: a new value there is a change, and the stack is updated (see ``extensions.cloudformation``).
     """
     app = deployed.apps[region.name]
-    stack = deploy(
-        deployed.app_template, region, app.name, deployed.app_parameters[region.name], previous=app, creators=creators
-    )
+    stack = deploy_stack(region, app.name, deployed.app_template, deployed.app_parameters[region.name])
     deployed.apps[region.name] = stack
     return stack
 
 
-def deploy_one_region(region: Region, *, database_port: int, database_ca: str, creators: dict[str, Creator]) -> Stack:
+def deploy_one_region(region: Region, *, database_port: int, database_ca: str) -> Stack:
     """A region on its own (integration tests, the bench): its global stack without a peer, then its app."""
     name, params = _values("global-primary")
-    deploy(GLOBAL_TEMPLATE, region, name, params)
+    deploy_stack(region, name, GLOBAL_TEMPLATE, params)
     app_name, app_params = _values("primary", LedgerDbPort=str(database_port), LedgerDbRootCert=database_ca)
-    return deploy(APP_TEMPLATE, region, app_name, app_params, creators=creators)
+    return deploy_stack(region, app_name, APP_TEMPLATE, app_params)
 
 
 def _one_machine_overrides(

@@ -115,12 +115,11 @@ class Twin:
         ).close()
         self.aurora.start_in_background()  # initdb and the base backup run while the regions are provisioned
         self._install_extensions()
-        regions = {r: Region(r, functools.partial(self.client, r), databases=self.aurora) for r in cfg.regions}
+        regions = {r: self._region(r) for r in cfg.regions}
         self.deployed = deploy_regions(
             regions[cfg.primary], regions[cfg.dr],
             database_port={r: self.aurora.nodes[r].port for r in cfg.regions},
             database_ca={r: str(self.aurora.nodes[r].ca_file) for r in cfg.regions},
-            creators=self._creators,
             templates=(cfg.global_template, cfg.app_template),
             ingress_urls={r: ingress.url for r, ingress in self.ingress.items()},
             api_urls={r: endpoint.url for r, endpoint in self.endpoints.items()},
@@ -192,8 +191,7 @@ class Twin:
     def redeploy(self, region: str) -> None:
         """The app stack of ``region`` deployed again with its samconfig env, as an operator's ``sam deploy``."""
         self._check_region(region)
-        redeploy_app(self.deployed, Region(region, functools.partial(self.client, region), databases=self.aurora),
-                     self._creators(region))  # fmt: skip
+        redeploy_app(self.deployed, self._region(region))
 
     def inject_fault(self, region: str, function: str, after_call: str, matching: str) -> None:
         """Kill ``function``'s execution environment in ``region`` right after the region's API applied the
@@ -273,6 +271,10 @@ class Twin:
         """What serves the app's resources that live outside moto: functions (workers) and the ingress."""
         return {"AWS::Serverless::Function": self.lambdas.create_function, **self.ingress[region].creators()}
 
+    def _region(self, region: str) -> Region:
+        """A region as CloudFormation provisions into it: its API endpoint and the Aurora pair behind it."""
+        return Region(region, functools.partial(self.client, region), databases=self.aurora)
+
     def _check_region(self, region: str) -> None:
         if region not in self.endpoints:
             raise ValueError(f"unknown region {region!r}; the twin has {', '.join(self.config.regions)}")
@@ -280,6 +282,7 @@ class Twin:
     def _install_extensions(self) -> None:
         """moto extensions (see tandem.twin.extensions), all driven by the twin clock."""
         from tandem.twin.extensions import (
+            cloudformation,
             cloudwatch_alarms,
             dynamodb_replication,
             event_routing,
@@ -291,6 +294,7 @@ class Twin:
 
         assert self.aurora is not None
         aurora, clock, up = self.aurora, self.clock, (lambda r: self.endpoints[r].up)
+        cloudformation.install(lambda region: (self._region(region), self._creators(region)))
 
         def promote(request: rds_global.PromotionRequest) -> None:
             if request.mode == "switchover":

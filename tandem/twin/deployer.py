@@ -1,0 +1,143 @@
+"""What ``sam deploy`` does, for the twin's own start-up: package, upload, change set, execute, wait.
+
+The twin deploys its stacks through the same CloudFormation API a user's ``sam deploy`` calls (one way to
+deploy; :mod:`tandem.twin.extensions.cloudformation` serves it): each function's local ``CodeUri`` is
+zipped and uploaded to the region's artifacts bucket (``sam package``), a template over CloudFormation's
+51,200-byte body limit goes by ``TemplateURL`` from the same bucket, then a change set is created, executed
+and waited for. An update that changes nothing ends as ``sam deploy`` ends it: "No changes to deploy".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from tandem.sam.transform import declares_sam, with_code_at
+from tandem.template import ROOT, TemplateError, load
+from tandem.twin.extensions import cloudformation
+from tandem.twin.provision import Region, Stack
+
+ARTIFACTS_BUCKET = "tandem-twin-artifacts-{region}"
+CAPABILITIES = ("CAPABILITY_IAM",)  # what samconfig.toml's envs pass
+_POLL = 0.02  # seconds between DescribeChangeSet / DescribeStacks while waiting
+
+
+class DeployError(RuntimeError):
+    """A change set or a stack operation failed: CloudFormation's reasons, as ``sam deploy`` prints them."""
+
+
+def deploy_stack(region: Region, name: str, template: Path, parameters: dict[str, str]) -> Stack:
+    """Deploy ``template`` as stack ``name`` in ``region`` (create or update) and return what it provisioned."""
+    cfn, s3 = region.client("cloudformation"), region.client("s3")
+    bucket = _artifacts_bucket(region)
+    doc = load(template)
+    if declares_sam(doc):
+        doc = with_code_at(doc, _upload_code(s3, bucket, doc, template.parent))
+    body = json.dumps(doc)
+    args: dict[str, Any] = {
+        "StackName": name, "ChangeSetName": f"tandem-{time.time_ns()}", "Capabilities": list(CAPABILITIES),
+        "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+        "ChangeSetType": "UPDATE" if _status(cfn, name) not in (None, "REVIEW_IN_PROGRESS") else "CREATE",
+        "Description": "Created by the Tandem twin's deploy",
+    }  # fmt: skip
+    if len(body.encode()) > cloudformation.TEMPLATE_BODY_LIMIT:
+        key = f"templates/{hashlib.sha256(body.encode()).hexdigest()}.json"
+        s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
+        args["TemplateURL"] = f"{s3.meta.endpoint_url}/{bucket}/{key}"
+    else:
+        args["TemplateBody"] = body
+    change_set_id = cfn.create_change_set(**args)["Id"]
+    change_set = _wait(lambda: cfn.describe_change_set(ChangeSetName=change_set_id), "Status")
+    if change_set["Status"] == "FAILED":
+        if change_set.get("StatusReason") == cloudformation.NO_CHANGES:
+            return _deployed(region, name)
+        raise DeployError(f"{name} in {region.name}: change set failed: {change_set.get('StatusReason')}")
+    cfn.execute_change_set(ChangeSetName=change_set_id)
+    stack = _wait(lambda: cfn.describe_stacks(StackName=name)["Stacks"][0], "StackStatus")
+    if stack["StackStatus"] not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+        events = cfn.describe_stack_events(StackName=name)["StackEvents"]
+        reasons = [f"{e['LogicalResourceId']}: {e['ResourceStatusReason']}" for e in events
+                   if e["ResourceStatus"].endswith("_FAILED") and e.get("ResourceStatusReason")]  # fmt: skip
+        raise DeployError(f"{name} in {region.name}: {stack['StackStatus']}: {'; '.join(reasons[:3])}")
+    return _deployed(region, name)
+
+
+def _deployed(region: Region, name: str) -> Stack:
+    deployed = cloudformation.backend().find(region.name, name).deployed
+    assert deployed is not None
+    return deployed
+
+
+def _status(cfn: Any, name: str) -> str | None:
+    try:
+        return str(cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"])
+    except cfn.exceptions.ClientError as error:
+        if "does not exist" in str(error):
+            return None
+        raise
+
+
+def _wait(describe: Any, key: str, timeout: float = 300.0) -> dict[str, Any]:
+    """Poll ``describe()`` until ``key`` (a change set's or a stack's status) is no longer pending or in progress."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer: dict[str, Any] = describe()
+        status = str(answer[key])
+        if not status.endswith(("_IN_PROGRESS", "_PENDING")):
+            return answer
+        if time.monotonic() > deadline:
+            raise DeployError(f"still {status} after {timeout:.0f} s")
+        time.sleep(_POLL)
+
+
+def _artifacts_bucket(region: Region) -> str:
+    """The region's bucket for packages and large templates (``sam deploy``'s ``s3_bucket``)."""
+    s3, bucket = region.client("s3"), ARTIFACTS_BUCKET.format(region=region.name)
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except s3.exceptions.ClientError:
+        config = (
+            {} if region.name == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region.name}}
+        )
+        s3.create_bucket(Bucket=bucket, **config)
+    return bucket
+
+
+def _upload_code(s3: Any, bucket: str, doc: dict[str, Any], base: Path) -> dict[str, str]:
+    """``sam package``: each function's local CodeUri zipped and uploaded once per content, keyed by its hash.
+
+    A CodeUri is read relative to the template, as SAM CLI reads it; for an edited copy of the repository's
+    template written elsewhere (tests do that) the repository's own directory is the fallback.
+    """
+    uris: dict[str, str] = {}
+    for logical_id, resource in doc.get("Resources", {}).items():
+        code = (resource.get("Properties") or {}).get("CodeUri")
+        if resource.get("Type") != "AWS::Serverless::Function" or not isinstance(code, str) or code.startswith("s3:"):
+            continue
+        directory = next((d for d in (base / code, ROOT / code) if d.is_dir()), None)
+        if directory is None:
+            raise TemplateError(f"{logical_id}: CodeUri {code!r} is not a directory")
+        package = _zip(directory)
+        key = f"code/{hashlib.sha256(package).hexdigest()}.zip"
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except s3.exceptions.ClientError:
+            s3.put_object(Bucket=bucket, Key=key, Body=package)
+        uris[logical_id] = f"s3://{bucket}/{key}"
+    return uris
+
+
+def _zip(directory: Path) -> bytes:
+    """A deterministic zip of ``directory`` (sorted names, fixed timestamps, no bytecode caches)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            info = zipfile.ZipInfo(str(path.relative_to(directory)), date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
