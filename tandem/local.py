@@ -145,6 +145,7 @@ def local_region(region: str = "us-east-1") -> Iterator[LocalRegion]:
         environments = {fn: env for (_r, fn), env in lambdas.environments.items()}
         yield LocalRegion(region, endpoint.url, server, tpl, resources, environments)
     finally:
+        cloudformation.uninstall()
         server.stop()
         ingress.stop()
         endpoint.stop()

@@ -38,8 +38,11 @@ def cfn(aws_env: None) -> Iterator[Any]:
             return clients.setdefault(service, boto3.client(service, region_name=REGION))
 
         backend = cloudformation.install(lambda region: (Region(region, client), {}))
-        yield client("cloudformation")
-        backend.wait_idle()
+        try:
+            yield client("cloudformation")
+        finally:
+            backend.wait_idle()
+            cloudformation.uninstall()  # moto's own CloudFormation for the tests that use it
 
 
 def _change_set(

@@ -637,6 +637,7 @@ _ACTIONS: dict[str, Callable[..., Any]] = {
     "get_template_summary": _get_template_summary,
 }
 _ORIGINAL: dict[str, Any] = {}
+_ORIGINAL_TRANSFORMERS: dict[str, Any] = {}
 
 
 def install(provider: Provider, account: str = "123456789012") -> CloudFormationBackend:
@@ -647,9 +648,20 @@ def install(provider: Provider, account: str = "123456789012") -> CloudFormation
         _ORIGINAL.setdefault(name, getattr(CloudFormationResponse, name))
         setattr(CloudFormationResponse, name, action)
     # moto reshapes some of its own results (dicts of tags and parameters into lists); ours are in API shape
+    if not _ORIGINAL_TRANSFORMERS:
+        _ORIGINAL_TRANSFORMERS.update(CloudFormationResponse.RESPONSE_KEY_PATH_TO_TRANSFORMER)
     transformers = dict(CloudFormationResponse.RESPONSE_KEY_PATH_TO_TRANSFORMER)
     for key in ("DescribeChangeSetOutput.Changes", "DescribeChangeSetOutput.Parameters",
                 "DescribeStacksOutput.Stacks.Stack.Tags"):  # fmt: skip
         transformers.pop(key, None)
     CloudFormationResponse.RESPONSE_KEY_PATH_TO_TRANSFORMER = transformers
     return backend_
+
+
+def uninstall() -> None:
+    """moto's own CloudFormation again (an in-process user, e.g. a one-region setup, ends)."""
+    for name, original in _ORIGINAL.items():
+        setattr(CloudFormationResponse, name, original)
+    if _ORIGINAL_TRANSFORMERS:
+        CloudFormationResponse.RESPONSE_KEY_PATH_TO_TRANSFORMER = dict(_ORIGINAL_TRANSFORMERS)
+    set_provider(None)
