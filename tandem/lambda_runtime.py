@@ -2,9 +2,9 @@
 
 **One function registry**, read from ``template.yaml``: every ``AWS::Serverless::Function`` and its
 ``Handler``. A function is named after its logical id in snake case without the ``Function`` suffix
-(``TransactionProcessorFunction`` is ``transaction_processor``). The twin's workers, ``tandem invoke``, the
-tests and the bench all take functions from here, so adding one to the template is the only edit it needs to
-run locally.
+(``TransactionProcessorFunction`` is ``transaction_processor``; the twin names the ``AWS::Lambda::Function``
+SAM's transform makes of it the same way). ``tandem invoke``, the tests and the bench take functions from
+here, so adding one to the template is the only edit it needs to run locally.
 """
 
 from __future__ import annotations
@@ -73,14 +73,6 @@ def snake_name(logical_id: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", stem).lower()
 
 
-def spec_of(doc: dict[str, Any], logical_id: str) -> FunctionSpec:
-    """The function behind a logical id of the template being deployed."""
-    spec = next((s for s in functions_of(doc).values() if s.logical_id == logical_id), None)
-    if spec is None:
-        raise TemplateError(f"{logical_id} is not an AWS::Serverless::Function of the template")
-    return spec
-
-
 def function(name: str) -> FunctionSpec:
     try:
         return functions()[name]
@@ -89,27 +81,45 @@ def function(name: str) -> FunctionSpec:
 
 
 def lambda_environment(template: Template, spec: FunctionSpec, endpoint: str) -> dict[str, str]:
-    """The environment Lambda gives ``spec`` in the template's region: the template's variables plus the
-    runtime's own, pointed at ``endpoint`` the standard way (AWS_ENDPOINT_URL)."""
-    env = template.function_environment(spec.logical_id)
+    """The environment Lambda gives ``spec`` of a SAM template in the template's region (in-process runs:
+    ``tandem invoke``, tests): the template's variables plus the runtime's own, at ``endpoint``."""
     props = template.properties(spec.logical_id)
     memory = props.get("MemorySize", template.doc.get("Globals", {}).get("Function", {}).get("MemorySize", 128))
-    env.update(
-        AWS_REGION=template.region,
-        AWS_DEFAULT_REGION=template.region,
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_LAMBDA_FUNCTION_NAME=function_name(template, spec),
-        AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
-        AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(template.resolve(memory)),
-        AWS_EXECUTION_ENV="AWS_Lambda_python3.12",
-        AWS_LAMBDA_INITIALIZATION_TYPE="snap-start" if snap_start(template, spec) else "on-demand",
-        LAMBDA_TASK_ROOT=str(ROOT / "src"),
-        LAMBDA_RUNTIME_DIR="/var/runtime",
-        POWERTOOLS_TRACE_DISABLED="true",
-        POWERTOOLS_DEV="false",
+    return runtime_environment(
+        template.region, function_name(template, spec), template.function_environment(spec.logical_id),
+        memory=int(template.resolve(memory)), endpoint=endpoint, snap_start=snap_start(template, spec),
+        task_root=ROOT / "src",
+    )  # fmt: skip
+
+
+def runtime_environment(
+    region: str,
+    name: str,
+    variables: dict[str, str],
+    *,
+    memory: int,
+    endpoint: str,
+    snap_start: bool,
+    task_root: Path,
+) -> dict[str, str]:
+    """What Lambda's Python runtime sets besides the function's own ``variables``, pointed at ``endpoint`` the
+    standard way (AWS_ENDPOINT_URL); ``snap_start``: the version runs restored from a snapshot."""
+    return {
+        **variables,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start" if snap_start else "on-demand",
+        "LAMBDA_TASK_ROOT": str(task_root),
+        "LAMBDA_RUNTIME_DIR": "/var/runtime",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_DEV": "false",
         **FAKE_CREDENTIALS,
-    )
-    return env
+    }
 
 
 def _own_or_global(template: Template, spec: FunctionSpec, key: str) -> Any:

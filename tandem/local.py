@@ -128,12 +128,10 @@ def local_region(region: str = "us-east-1") -> Iterator[LocalRegion]:
         def client(service: str) -> Any:
             return clients.setdefault(service, emulator_client(service, region, endpoint.url))
 
-        ingress = Ingress(region, free_port(), _no_workers, client)
-        lambdas = LambdaService(
-            None, lambda _r: endpoint.url, lambda _r, m, p, fn: ingress.add_function_route(m, p, fn)
-        )
+        lambdas = LambdaService(None, lambda _r: endpoint.url)
+        ingress = Ingress(region, free_port(), _no_workers, client, lambda arn: lambdas.function_of(region, arn))
         here = Region(region, client, databases=_OneWriter(server))
-        creators = {"AWS::Serverless::Function": lambdas.create_function, **ingress.creators()}
+        creators = {**lambdas.creators(), **ingress.creators()}
         cloudformation.install(lambda _region: (here, creators))
         app = deploy_one_region(here, database_port=server.port, database_ca=str(server.ca_file))
         tpl = app.template

@@ -24,6 +24,7 @@ from tandem.twin.provision import Region, Stack
 
 ARTIFACTS_BUCKET = "tandem-twin-artifacts-{region}"
 CAPABILITIES = ("CAPABILITY_IAM",)  # what samconfig.toml's envs pass
+VERSION_KEY = "ProcessorVersionKey"  # the app template's AutoPublishCodeSha256 (see template.yaml)
 _POLL = 0.02  # seconds between DescribeChangeSet / DescribeStacks while waiting
 
 
@@ -37,7 +38,10 @@ def deploy_stack(region: Region, name: str, template: Path, parameters: dict[str
     bucket = _artifacts_bucket(region)
     doc = load(template)
     if declares_sam(doc):
-        doc = with_code_at(doc, _upload_code(s3, bucket, doc, template.parent))
+        uris = _upload_code(s3, bucket, doc, template.parent)
+        doc = with_code_at(doc, uris)
+        if VERSION_KEY in (doc.get("Parameters") or {}) and VERSION_KEY not in parameters:
+            parameters = {**parameters, VERSION_KEY: version_key(region, doc, parameters, uris)}
     body = json.dumps(doc)
     args: dict[str, Any] = {
         "StackName": name, "ChangeSetName": f"tandem-{time.time_ns()}", "Capabilities": list(CAPABILITIES),
@@ -65,6 +69,22 @@ def deploy_stack(region: Region, name: str, template: Path, parameters: dict[str
                    if e["ResourceStatus"].endswith("_FAILED") and e.get("ResourceStatusReason")]  # fmt: skip
         raise DeployError(f"{name} in {region.name}: {stack['StackStatus']}: {'; '.join(reasons[:3])}")
     return _deployed(region, name)
+
+
+def version_key(region: Region, doc: dict[str, Any], parameters: dict[str, str], uris: dict[str, str]) -> str:
+    """What should publish a new version: the code packages and every parameter's value as CloudFormation
+    will resolve it (an SSM-typed parameter by the value its SSM parameter holds now). SAM's own hash sees
+    the template as written, so without this a changed SSM value or ProcessorSnapStart would publish nothing."""
+    declared = doc.get("Parameters") or {}
+    values = {}
+    for key, spec in declared.items():
+        value = parameters.get(key, spec.get("Default", ""))
+        if str(spec.get("Type", "")).startswith("AWS::SSM::Parameter::Value") and value:
+            value = region.client("ssm").get_parameter(Name=str(value))["Parameter"]["Value"]
+        values[key] = value
+    values.pop(VERSION_KEY, None)
+    text = json.dumps({"code": uris, "parameters": values}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _deployed(region: Region, name: str) -> Stack:

@@ -1,8 +1,9 @@
 """Each region's ingress (the template's HTTP API) on its own loopback port: the edge producers and probes use.
 
-Routes come from the template as deployed: the API's ``DefinitionBody`` (``POST /transactions``, an
-``SQS-SendMessage`` integration straight to the queue: a 200 means the message is durable) and
-functions' ``HttpApi`` events (``GET /health`` -> region_health, with API Gateway's payload format 2.0).
+Routes come from the API's definition as deployed (the ``Body`` SAM's transform builds from the template's
+``DefinitionBody`` and the functions' ``HttpApi`` events): ``POST /transactions``, an ``SQS-SendMessage``
+integration straight to the queue (a 200 means the message is durable), and ``GET /health``, a Lambda proxy
+integration of region_health (API Gateway's payload format 2.0).
 The ingress dies with its region in an outage (port closed, connections cut) and comes back on restore.
 SigV4 on ``POST /transactions`` is not checked: the twin has no IAM to check it against.
 """
@@ -27,8 +28,17 @@ Invoke = Callable[[str, str, dict[str, Any]], dict[str, Any]]  # (region, functi
 class Ingress:
     """One region's HTTP API: a fixed loopback port (known before deployment, so peers can be told it)."""
 
-    def __init__(self, region: str, port: int, invoke: Invoke, client: Callable[[str], Any]) -> None:
+    def __init__(
+        self,
+        region: str,
+        port: int,
+        invoke: Invoke,
+        client: Callable[[str], Any],
+        function_of: Callable[[str], str] = lambda arn: arn,
+    ) -> None:
+        """``function_of(arn)``: the function (as ``invoke`` names it) behind a Lambda integration's ARN."""
         self.region, self.port = region, port
+        self._function_of = function_of
         self.api_id = f"twin{uuid.uuid4().hex[:6]}"
         self._invoke, self._client = invoke, client
         self._routes: dict[tuple[str, str], tuple[str, str]] = {}  # (method, path) -> ("sqs", url) | ("fn", name)
@@ -56,38 +66,46 @@ class Ingress:
     def creators(self) -> dict[str, Creator]:
         """The HTTP API's resources, served by this ingress when its region's app stack is deployed."""
         return {
-            "AWS::Serverless::HttpApi": self.create_api,
+            "AWS::ApiGatewayV2::Api": self.create_api,
+            "AWS::ApiGatewayV2::Stage": self.create_stage,
             "AWS::ApiGatewayV2::Integration": self.refuse_beside_definition,
             "AWS::ApiGatewayV2::Route": self.refuse_beside_definition,
         }
 
     def create_api(self, d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:  # noqa: ARG002
-        """The API as API Gateway imports its definition: every deploy replaces the routes with the
-        definition's (service integrations here; functions' routes arrive with their ``HttpApi`` events)."""
-        self._routes = {key: target for key, target in self._routes.items() if target[0] == "fn"}
-        for path, methods in (props.get("DefinitionBody") or {}).get("paths", {}).items():
+        """The API as API Gateway imports its definition (``Body``): every deploy replaces the routes with the
+        definition's - SQS-SendMessage service integrations and Lambda proxy integrations."""
+        routes: dict[tuple[str, str], tuple[str, str]] = {}
+        for path, methods in (props.get("Body") or {}).get("paths", {}).items():
             for method, operation in methods.items():
                 integration = operation.get("x-amazon-apigateway-integration") or {}
+                key = (method.upper(), str(path))
                 if integration.get("integrationSubtype") == "SQS-SendMessage":
-                    queue_url = str(integration["requestParameters"]["QueueUrl"])
-                    self._routes[(method.upper(), str(path))] = ("sqs", queue_url)
-                elif integration.get("type") != "aws_proxy" or "uri" not in integration:
+                    routes[key] = ("sqs", str(integration["requestParameters"]["QueueUrl"]))
+                elif integration.get("type") == "aws_proxy" and "/functions/" in str(integration.get("uri", "")):
+                    function_arn = str(integration["uri"]).split("/functions/", 1)[1].rsplit("/invocations", 1)[0]
+                    routes[key] = ("fn", self._function_of(function_arn))
+                else:
                     where = f"{logical}: {method.upper()} {path}"
-                    raise TemplateError(f"{where}: the twin serves SQS-SendMessage integrations and functions' events")
+                    raise TemplateError(f"{where}: the twin serves SQS-SendMessage and Lambda proxy integrations")
+        self._routes = routes
         self.start()
         return {"Ref": self.api_id, "ApiEndpoint": self.url, "ApiId": self.api_id}
 
     @staticmethod
+    def create_stage(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:  # noqa: ARG004
+        """The stage (SAM's ``$default``): the twin serves one stage per API, at the ingress's root."""
+        return {"Ref": str(props.get("StageName", "$default"))}
+
+    @staticmethod
     def refuse_beside_definition(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:  # noqa: ARG004
-        """A route or integration declared beside an HTTP API whose definition SAM generates: API Gateway drops
-        it at the next import of the definition (aws/serverless-application-model#1971), so refuse it here."""
+        """A route or integration declared beside an HTTP API: API Gateway drops it at the next import of the
+        API's definition (aws/serverless-application-model#1971), and the twin serves routes from the
+        definition only, so refuse it here."""
         raise TemplateError(
             f"{logical}: {props.get('RouteKey') or 'an integration'} is declared beside the API's definition; "
             "API Gateway re-imports the definition on every update and drops it. Put it in DefinitionBody."
         )
-
-    def add_function_route(self, method: str, path: str, function: str) -> None:
-        self._routes[(method.upper(), path)] = ("fn", function)
 
     # ---------------------------------------------------------------- serving
     def _app(self, environ: dict[str, Any], start_response: Any) -> Any:

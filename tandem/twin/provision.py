@@ -210,7 +210,28 @@ def _iam_role(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, s
         iam.put_role_policy(
             RoleName=name, PolicyName=str(policy["PolicyName"]), PolicyDocument=json.dumps(policy["PolicyDocument"])
         )
+    for arn in props.get("ManagedPolicyArns", []):
+        iam.attach_role_policy(RoleName=name, PolicyArn=str(arn))
     return {"Ref": name, "Arn": role["Arn"], "RoleId": role["RoleId"]}
+
+
+def _events_rule(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:
+    """A rule and its targets (a SAM function's Schedule and EventBridgeRule events become these)."""
+    events = d.client("events")
+    name = str(props.get("Name") or d.name_for(logical))
+    args: dict[str, Any] = {"Name": name, "State": str(props.get("State", "ENABLED"))}
+    if "ScheduleExpression" in props:
+        args["ScheduleExpression"] = str(props["ScheduleExpression"])
+    if "EventPattern" in props:
+        pattern = props["EventPattern"]
+        args["EventPattern"] = pattern if isinstance(pattern, str) else json.dumps(pattern)
+    if "Description" in props:
+        args["Description"] = str(props["Description"])
+    arn = events.put_rule(**args)["RuleArn"]
+    targets = props.get("Targets") or []
+    if targets:
+        events.put_targets(Rule=name, **typed_for(events, "PutTargets", {"Targets": targets}))
+    return {"Ref": name, "Arn": str(arn)}
 
 
 def _log_group(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:
@@ -600,6 +621,7 @@ CREATORS: dict[str, Creator] = {
     "AWS::KMS::Alias": _kms_alias,
     "AWS::IAM::Role": _iam_role,
     "AWS::Logs::LogGroup": _log_group,
+    "AWS::Events::Rule": _events_rule,
     "AWS::SQS::Queue": _sqs_queue,
     "AWS::SQS::QueuePolicy": _sqs_queue_policy,
     "AWS::SNS::Topic": _sns_topic,

@@ -96,7 +96,6 @@ class Twin:
         self.lambdas = LambdaService(
             self.config.state_dir,
             lambda r: self.endpoints[r].url,
-            lambda region, method, path, fn: self.ingress[region].add_function_route(method, path, fn),
             lambda region, line: self.logs.accept(region, line),
         )
 
@@ -109,7 +108,10 @@ class Twin:
         for region in cfg.regions:
             self.endpoints[region] = RegionEndpoint(region, free_port())
             self.endpoints[region].start()
-            self.ingress[region] = Ingress(region, free_port(), self.invoke, functools.partial(self.client, region))
+            self.ingress[region] = Ingress(
+                region, free_port(), self.invoke, functools.partial(self.client, region),
+                functools.partial(self.lambdas.function_of, region),
+            )  # fmt: skip
         urllib.request.urlopen(  # noqa: S310 - loopback emulator: start from a clean slate
             f"{self.endpoints[cfg.primary].url}/moto-api/reset", data=b"", timeout=10
         ).close()
@@ -269,7 +271,7 @@ class Twin:
 
     def _creators(self, region: str) -> dict[str, Creator]:
         """What serves the app's resources that live outside moto: functions (workers) and the ingress."""
-        return {"AWS::Serverless::Function": self.lambdas.create_function, **self.ingress[region].creators()}
+        return {**self.lambdas.creators(), **self.ingress[region].creators()}
 
     def _region(self, region: str) -> Region:
         """A region as CloudFormation provisions into it: its API endpoint and the Aurora pair behind it."""

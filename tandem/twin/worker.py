@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from tandem.lambda_runtime import FunctionSpec
 
 log = logging.getLogger("tandem.twin")
+INIT_LIMIT = 10.0  # seconds Lambda gives a function's init phase, apart from its Timeout
 
 
 class Worker:
@@ -47,22 +48,30 @@ class Worker:
         environment: dict[str, str],
         log_path: Path,
         on_output: Callable[[str, str], None] | None = None,
+        *,
+        code_dir: Path = ROOT / "src",
+        timeout: float = 3.0,
     ) -> None:
-        """``on_output(region, line)`` sees every line the function prints (after it is in the log file)."""
+        """``on_output(region, line)`` sees every line the function prints (after it is in the log file);
+        ``code_dir`` holds the deployment package (the task root); ``timeout`` is the function's, in seconds."""
         self.spec, self.function, self.region = spec, spec.name, region
+        self.timeout = timeout
         self._lock = threading.Lock()
         self._log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the worker
         self._log_lock = threading.Lock()
         self._on_output = on_output
         self._readers: list[threading.Thread] = []
-        self._env = {**os.environ, **environment, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"}
+        self._env = {**os.environ, **environment, "PYTHONPATH": f"{code_dir}{os.pathsep}{ROOT}"}
         self.restarts = 0
         self._proc: subprocess.Popen[str] | None = None
+        self._timed_out: set[subprocess.Popen[str]] = set()
+        self._initialised: set[subprocess.Popen[str]] = set()  # the process that has answered once
         self._stopping = False
 
     def _spawn(self) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tandem.twin.worker", self.function, self.region, self.spec.handler],
+            [sys.executable, "-m", "tandem.twin.worker", self.function, self.region, self.spec.handler,
+             str(self.timeout)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env, text=True,
             bufsize=1,
         )  # fmt: skip
@@ -105,21 +114,40 @@ class Worker:
                 self._proc = self._spawn()
             elif self._proc.poll() is not None:
                 self._replace(f"exited with {self._proc.returncode} between invocations")
-            assert self._proc.stdin is not None
-            assert self._proc.stdout is not None
+            proc = self._proc
+            assert proc.stdin is not None
+            assert proc.stdout is not None
+            # a new environment's first invocation waits for its init too, which Lambda allows 10 s of its own
+            limit = self.timeout + (INIT_LIMIT if proc not in self._initialised else 0.0)
+            timer = threading.Timer(limit, self._time_out, (proc,))
+            timer.daemon = True
+            timer.start()
             try:
-                self._proc.stdin.write(json.dumps(event) + "\n")
-                self._proc.stdin.flush()
-                line = self._proc.stdout.readline()
+                proc.stdin.write(json.dumps(event) + "\n")
+                proc.stdin.flush()
+                line = proc.stdout.readline()
             except (BrokenPipeError, ValueError):
                 line = ""
+            finally:
+                timer.cancel()
             if not line:  # died during this invocation: Lambda reports Runtime.ExitError for it
-                code = self._proc.wait()
+                code = proc.wait()
+                timed_out = proc in self._timed_out
                 if not self._stopping:
-                    self._replace(f"exited with {code} during an invocation")
+                    self._replace("timed out" if timed_out else f"exited with {code} during an invocation")
+                if timed_out:
+                    message = f"Task timed out after {self.timeout:.2f} seconds"
+                    return {"ok": False, "errorType": "Sandbox.Timedout", "errorMessage": message}
                 return {"ok": False, "errorType": "Runtime.ExitError", "errorMessage": f"runtime exited ({code})"}
+            self._initialised = {proc}
         reply: dict[str, Any] = json.loads(line)
         return reply
+
+    def _time_out(self, proc: subprocess.Popen[str]) -> None:
+        """The invocation outlived the function's Timeout: Lambda stops it and resets the environment."""
+        if proc.poll() is None:
+            self._timed_out.add(proc)
+            proc.kill()
 
     def kill(self) -> None:
         """The execution environment dies at once (SIGKILL), as a crashed runtime or an out-of-memory kill."""
@@ -157,7 +185,7 @@ class Worker:
         self.finish_stop(time.monotonic() + grace)
 
 
-def serve(function: str, region: str, handler_path: str) -> int:
+def serve(function: str, region: str, handler_path: str, timeout: float = 3.0) -> int:
     """The worker process: load the handler once (the cold start), then one invocation per stdin line.
 
     A SnapStart function (``AWS_LAMBDA_INITIALIZATION_TYPE=snap-start``) runs its before-snapshot hooks after
@@ -180,12 +208,16 @@ def serve(function: str, region: str, handler_path: str) -> int:
 
         snapstart.restore(hold)
     name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", function)
+    memory = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
     for line in sys.stdin:
         if not line.strip():
             continue
         try:
             event = json.loads(line)
-            reply: dict[str, Any] = {"ok": True, "response": handler(event, LambdaContext(name, region))}
+            reply: dict[str, Any] = {
+                "ok": True,
+                "response": handler(event, LambdaContext(name, region, timeout, memory)),
+            }
         except Exception as exc:
             reply = {"ok": False, "errorType": type(exc).__name__, "errorMessage": str(exc)}
         sys.stdout.flush()
@@ -194,4 +226,4 @@ def serve(function: str, region: str, handler_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(sys.argv[1], sys.argv[2], sys.argv[3]))
+    sys.exit(serve(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]) if len(sys.argv) > 4 else 3.0))

@@ -78,3 +78,37 @@ def test_sam_deploy_reports_cloudformations_refusal(twin: dict[str, Any]) -> Non
     refused = _deploy(twin, "dr", overrides={"RegionRole": "tertiary"})
     assert refused.returncode != 0
     assert "RegionRole" in refused.stdout + refused.stderr
+
+
+def test_the_stack_holds_what_sams_transform_generates(twin: dict[str, Any]) -> None:
+    """The twin provisions AWS's transform of the template: a role per function with its own statements, the
+    version and alias, the mapping on the alias, rules with their invoke permissions, each function with its
+    own Timeout and MemorySize."""
+    stack = samconfig_parameters("primary").stack_name
+    cfn, lam, iam = (aws(twin, PRIMARY, s) for s in ("cloudformation", "lambda", "iam"))
+    kinds = {
+        r["LogicalResourceId"]: r["ResourceType"]
+        for r in cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]
+    }
+    assert kinds["TransactionProcessorFunctionRole"] == "AWS::IAM::Role"
+    assert kinds["TransactionProcessorFunctionAliaslive"] == "AWS::Lambda::Alias"
+    assert kinds["TransactionProcessorFunctionTransactionQueue"] == "AWS::Lambda::EventSourceMapping"
+    assert kinds["FailoverHandlerFunctionPeerRegionImpaired"] == "AWS::Events::Rule"
+    assert kinds["FailoverHandlerFunctionPeerRegionImpairedPermission"] == "AWS::Lambda::Permission"
+    assert [k for k, v in kinds.items() if v == "AWS::Lambda::Version"]
+    roles = {}
+    for logical, timeout in (("TransactionProcessorFunction", 30), ("FailoverHandlerFunction", 120),
+                             ("ReplicationMonitorFunction", 80)):  # fmt: skip
+        name = next(r["PhysicalResourceId"] for r in cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]
+                    if r["LogicalResourceId"] == logical)  # fmt: skip
+        config = lam.get_function_configuration(FunctionName=name)
+        assert config["Timeout"] == timeout
+        roles[logical] = config["Role"].rsplit("/", 1)[-1]
+    assert len(set(roles.values())) == 3  # one role each
+    policies = iam.list_role_policies(RoleName=roles["TransactionProcessorFunction"])["PolicyNames"]
+    document = iam.get_role_policy(RoleName=roles["TransactionProcessorFunction"], PolicyName=policies[0])
+    assert "LedgerTableStatus" in json.dumps(document["PolicyDocument"])
+    handler = next(r["PhysicalResourceId"] for r in cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]
+                   if r["LogicalResourceId"] == "FailoverHandlerFunction")  # fmt: skip
+    policy = json.loads(lam.get_policy(FunctionName=handler)["Policy"])
+    assert any(s["Principal"] == {"Service": "events.amazonaws.com"} for s in policy["Statement"])

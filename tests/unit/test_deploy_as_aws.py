@@ -129,3 +129,45 @@ def test_the_shipped_rds_roots_are_aws_root_cas_for_every_region_we_deploy_to() 
         names = sorted(str(c.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value) for c in mine)
         assert names == [f"Amazon RDS {region} Root CA {kind} G1" for kind in ("ECC384", "RSA2048", "RSA4096")]
     assert len(x509.load_pem_x509_certificates(rds_roots("xx-nowhere-1").encode())) == len(certificates)
+
+
+def _processor_version(template: dict[str, Any]) -> str:
+    (version,) = [k for k, r in template["Resources"].items() if r["Type"] == "AWS::Lambda::Version"]
+    return version
+
+
+def test_snapstart_or_an_ssm_value_alone_publishes_no_version_without_the_key(app: dict[str, Any]) -> None:
+    """Defect 8, as AWS's transform shows it: SAM hashes the code and the template as written, so toggling
+    ProcessorSnapStart (or a new value behind an SSM-typed parameter) keeps the Version's logical id: nothing
+    is published and "live" stays on the old version. ProcessorVersionKey decides instead when it is given."""
+    toggled = _translated(ProcessorSnapStart="enabled")
+    assert _processor_version(toggled) == _processor_version(app)  # the defect, without a key
+    keyed = _translated(ProcessorVersionKey="0123456789abcdef")
+    rekeyed = _translated(ProcessorVersionKey="fedcba9876543210")
+    assert len({_processor_version(app), _processor_version(keyed), _processor_version(rekeyed)}) == 3
+    alias = keyed["Resources"]["TransactionProcessorFunctionAliaslive"]["Properties"]
+    assert alias["FunctionVersion"] == {"Fn::GetAtt": [_processor_version(keyed), "Version"]}
+
+
+def test_the_version_key_follows_every_value_the_processor_is_deployed_with(aws_env: None) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from tandem.twin.deployer import version_key
+    from tandem.twin.provision import Region
+
+    doc = load(APP_TEMPLATE)
+    params = dict(samconfig_parameters("primary").parameters)
+    with mock_aws():
+        ssm = boto3.client("ssm", region_name="us-east-1")
+        for key, spec in doc["Parameters"].items():
+            if str(spec["Type"]).startswith("AWS::SSM::Parameter::Value") and key in params:
+                ssm.put_parameter(Name=params[key], Value=f"value-of-{key}", Type="String")
+        region = Region("us-east-1", lambda service: boto3.client(service, region_name="us-east-1"))
+        code = {"TransactionProcessorFunction": "s3://b/code-1.zip"}
+        base = version_key(region, doc, params, code)
+        assert version_key(region, doc, params, code) == base
+        assert version_key(region, doc, {**params, "ProcessorSnapStart": "enabled"}, code) != base
+        assert version_key(region, doc, params, {"TransactionProcessorFunction": "s3://b/code-2.zip"}) != base
+        ssm.put_parameter(Name=params["LedgerDbHost"], Value="another-writer", Type="String", Overwrite=True)
+        assert version_key(region, doc, params, code) != base

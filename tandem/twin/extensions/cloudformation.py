@@ -12,7 +12,9 @@ backend that does what CloudFormation does with a change set:
   the changes. A transform that refuses the template fails the change set with its reason; an update that
   changes nothing fails it with CloudFormation's "didn't contain changes" (which ``sam deploy`` reports as
   "No changes to deploy").
-- **ExecuteChangeSet** provisions in the background, as CloudFormation does, with stack events per resource
+- **ExecuteChangeSet** provisions the processed template (what the transform made: for a SAM app the plain
+  ``AWS::Lambda::*``, ``AWS::IAM::Role``, ``AWS::Events::Rule``, ``AWS::ApiGatewayV2::*`` resources, never
+  SAM's own) in the background, as CloudFormation does, with stack events per resource
   (``*_IN_PROGRESS``, ``*_COMPLETE``, ``*_FAILED`` with the reason) and the stack's status; a failure ends in
   ``ROLLBACK_COMPLETE`` (a new stack) or ``UPDATE_ROLLBACK_COMPLETE``, the stack keeping its previous
   template and outputs. The twin does not undo what the failed attempt created: its resources are updated in
@@ -396,7 +398,7 @@ class CloudFormationBackend:
 
         try:
             deployed = deploy_document(
-                loads(change_set.body, "the template"), where, stack.name, change_set.parameters,
+                copy.deepcopy(change_set.processed), where, stack.name, change_set.parameters,
                 previous=stack.deployed, creators=creators, progress=progress,
             )  # fmt: skip
         except Exception as error:
