@@ -133,7 +133,7 @@ def test_the_shipped_rds_roots_are_aws_root_cas_for_every_region_we_deploy_to() 
 
 def _processor_version(template: dict[str, Any]) -> str:
     (version,) = [k for k, r in template["Resources"].items() if r["Type"] == "AWS::Lambda::Version"]
-    return version
+    return str(version)
 
 
 def test_snapstart_or_an_ssm_value_alone_publishes_no_version_without_the_key(app: dict[str, Any]) -> None:
