@@ -9,10 +9,7 @@ import pytest
 
 from tandem.sam.transform import TransformError, translate, with_code_at
 from tandem.template import APP_TEMPLATE, load, samconfig_envs, samconfig_parameters
-
-#: CloudFormation's limits on a template: in the request body, and uploaded to S3 (TemplateURL)
-TEMPLATE_BODY_LIMIT = 51_200
-TEMPLATE_URL_LIMIT = 1_000_000
+from tandem.twin.extensions.cloudformation import TEMPLATE_BODY_LIMIT, TEMPLATE_URL_LIMIT
 
 
 def _translated(env: str = "primary", **overrides: str) -> dict[str, Any]:

@@ -18,7 +18,8 @@ backend that does what CloudFormation does with a change set:
   (``*_IN_PROGRESS``, ``*_COMPLETE``, ``*_FAILED`` with the reason) and the stack's status; a failure ends in
   ``ROLLBACK_COMPLETE`` (a new stack) or ``UPDATE_ROLLBACK_COMPLETE``, the stack keeping its previous
   template and outputs. The twin does not undo what the failed attempt created: its resources are updated in
-  place by the next deploy (every creator is idempotent).
+  place by the next deploy (every creator is idempotent). A resource an update removes leaves the stack's
+  list (the change set says ``Remove``) but is not deleted from the region (no deleters yet).
 - **DescribeStacks / DescribeStackEvents / ListStackResources / DescribeStackResource(s) / GetTemplate /
   GetTemplateSummary / DescribeChangeSet / ListChangeSets / DeleteChangeSet** answer from that record.
 
@@ -412,14 +413,16 @@ class CloudFormationBackend:
             return
         with self._lock:
             now = _now()
-            for logical, attributes in deployed.physical.items():
-                kind = str(
-                    deployed.template.doc["Resources"].get(logical, {}).get("Type", "AWS::Lambda::EventSourceMapping")
-                )
-                stack.resources[logical] = {
+            active = deployed.template.active_resources()
+            stack.resources = {
+                logical: {
                     "LogicalResourceId": logical, "PhysicalResourceId": str(attributes.get("Ref", "")),
-                    "ResourceType": kind, "ResourceStatus": f"{verb}_COMPLETE", "LastUpdatedTimestamp": now,
-                }  # fmt: skip
+                    "ResourceType": str(active[logical]["Type"]), "ResourceStatus": f"{verb}_COMPLETE",
+                    "LastUpdatedTimestamp": now,
+                }
+                for logical, attributes in deployed.physical.items()
+                if logical in active
+            }  # fmt: skip
             stack.deployed, stack.body, stack.processed = deployed, change_set.body, change_set.processed
             stack.parameters, stack.tags = dict(change_set.parameters), dict(change_set.tags)
             stack.capabilities = change_set.capabilities
