@@ -19,6 +19,7 @@ from typing import Any
 
 from tandem.sam.transform import declares_sam, with_code_at
 from tandem.template import ROOT, TemplateError, load
+from tandem.twin import change_sets
 from tandem.twin.extensions import cloudformation
 from tandem.twin.provision import Region, Stack
 
@@ -49,7 +50,7 @@ def deploy_stack(region: Region, name: str, template: Path, parameters: dict[str
         "ChangeSetType": "UPDATE" if _status(cfn, name) not in (None, "REVIEW_IN_PROGRESS") else "CREATE",
         "Description": "Created by the Tandem twin's deploy",
     }  # fmt: skip
-    if len(body.encode()) > cloudformation.TEMPLATE_BODY_LIMIT:
+    if len(body.encode()) > change_sets.TEMPLATE_BODY_LIMIT:
         key = f"templates/{hashlib.sha256(body.encode()).hexdigest()}.json"
         s3.put_object(Bucket=bucket, Key=key, Body=body.encode())
         args["TemplateURL"] = f"{s3.meta.endpoint_url}/{bucket}/{key}"
@@ -58,7 +59,7 @@ def deploy_stack(region: Region, name: str, template: Path, parameters: dict[str
     change_set_id = cfn.create_change_set(**args)["Id"]
     change_set = _wait(lambda: cfn.describe_change_set(ChangeSetName=change_set_id), "Status")
     if change_set["Status"] == "FAILED":
-        if change_set.get("StatusReason") == cloudformation.NO_CHANGES:
+        if change_set.get("StatusReason") == change_sets.NO_CHANGES:
             return _deployed(region, name)
         raise DeployError(f"{name} in {region.name}: change set failed: {change_set.get('StatusReason')}")
     cfn.execute_change_set(ChangeSetName=change_set_id)

@@ -9,7 +9,7 @@ import pytest
 
 from tandem.sam.transform import TransformError, translate, with_code_at
 from tandem.template import APP_TEMPLATE, load, samconfig_envs, samconfig_parameters
-from tandem.twin.extensions.cloudformation import TEMPLATE_BODY_LIMIT, TEMPLATE_URL_LIMIT
+from tandem.twin.change_sets import TEMPLATE_BODY_LIMIT, TEMPLATE_URL_LIMIT
 
 
 def _translated(env: str = "primary", **overrides: str) -> dict[str, Any]:

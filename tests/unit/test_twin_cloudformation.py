@@ -13,6 +13,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from tandem.twin.change_sets import NO_CHANGES
 from tandem.twin.extensions import cloudformation
 from tandem.twin.provision import Region
 
@@ -94,7 +95,7 @@ def test_a_change_set_creates_the_stack_and_its_resources(cfn: Any) -> None:
 def test_an_update_changes_what_changed_and_nothing_else(cfn: Any) -> None:
     _deploy(cfn)
     same = _change_set(cfn, "UPDATE")
-    assert (same["Status"], same["StatusReason"]) == ("FAILED", cloudformation.NO_CHANGES)
+    assert (same["Status"], same["StatusReason"]) == ("FAILED", NO_CHANGES)
     new_value = _change_set(cfn, "UPDATE", Parameters=[{"ParameterKey": "Stage", "ParameterValue": "green"}])
     changes = [(c["ResourceChange"]["LogicalResourceId"], c["ResourceChange"]["Action"]) for c in new_value["Changes"]]
     assert changes == [("Name", "Modify")]
