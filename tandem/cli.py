@@ -1,8 +1,9 @@
-"""`tandem`: the operator CLI (status, drill, invoke, twin). Errors are one clear line on stderr, never a traceback.
+"""`tandem`: the operator CLI (status, deploy, doctor, drill, invoke, twin). Errors are one clear line on stderr,
+never a traceback.
 
-Exit codes: 0 done (a drill that PASSED; a status shown, even with a region unreachable); 1 a drill whose audit
-FAILED, or a function error from invoke; 2 could not run (bad input, no twin, an outage mid-run); 130 interrupted
-(Ctrl-C or SIGTERM).
+Exit codes: 0 done (a drill that PASSED; a status shown, even with a region unreachable; failover armed); 1 a
+drill whose audit FAILED, a function error from invoke, or failover not armed (doctor); 2 could not run (bad
+input, no twin, an outage mid-run, a deploy refused or failed); 130 interrupted (Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -79,6 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--state-dir", type=Path, default=None, help="the twin's (default .tandem/twin or $TANDEM_TWIN_DIR)"
     )
+
+    deploy = sub.add_parser(
+        "deploy", help="both templates to both regions, in order, through sam deploy, ending with failover armed"
+    )
+    deploy.add_argument("--target", choices=["twin", "aws"], help="default: the running twin (aws with --profile)")
+    deploy.add_argument("--profile", help="AWS profile for --target aws (default: the boto3 credential chain)")
+    deploy.add_argument("--dry-run", action="store_true", help="create and print each stack's change set, execute none")
+    deploy.add_argument("--config-file", type=Path, default=None, help="samconfig.toml to read (default: the repo's)")
+    deploy.add_argument("--state-dir", type=Path, default=None, help="the twin's (default .tandem/twin)")
+
+    doctor = sub.add_parser("doctor", help="is automatic failover armed, now, in both regions? (exit 0 only if so)")
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    doctor.add_argument("--target", choices=["twin", "aws"], help="default: the running twin (aws with --profile)")
+    doctor.add_argument("--profile", help="AWS profile for --target aws (default: the boto3 credential chain)")
+    doctor.add_argument("--config-file", type=Path, default=None, help="samconfig.toml to read (default: the repo's)")
+    doctor.add_argument("--state-dir", type=Path, default=None, help="the twin's (default .tandem/twin)")
 
     helps = {
         "plan": "dry run: what a failover to DR would do now, or why it would be refused (changes nothing)",
@@ -229,6 +246,57 @@ def _sources(args: argparse.Namespace) -> tuple[Any, list[Any]]:
         raise
 
 
+def _account(args: argparse.Namespace) -> tuple[str, Any, Any, dict[str, Any] | None]:
+    """`deploy` and `doctor`: the target's name, its plan (samconfig.toml, the twin's regions and site inputs),
+    its clients and, for the twin, its /status."""
+    from tandem import status
+    from tandem.deploy.plan import make_plan
+    from tandem.template import SAMCONFIG
+    from tandem.twin.control import call, default_state_dir
+
+    target = args.target or ("aws" if args.profile else "twin")
+    config_file = (args.config_file or SAMCONFIG).resolve()
+    if target == "twin" and args.profile:
+        raise ValueError("--profile applies to --target aws only")
+    if target == "aws":
+        if args.state_dir is not None:
+            raise ValueError("--state-dir applies to the twin only")
+        return target, make_plan(config_file), status.AwsClients(args.profile), None
+    twin = call(args.state_dir or default_state_dir(), "GET", "/status", timeout=30)
+    endpoints = {region: info["endpoint"] for region, info in twin["regions"].items()}
+    regions = {info["role"]: region for region, info in twin["regions"].items()}
+    plan = make_plan(config_file, regions=regions, site=twin["deploy_inputs"])
+    return target, plan, status.TwinClients(endpoints), twin
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    """Exit 0 when every step is deployed (or previewed); 2 when refused before any change or a step failed."""
+    from tandem.deploy.plan import run
+    from tandem.deploy.sam_target import SamCliTarget
+
+    target, plan, clients, twin = _account(args)
+    endpoints = None if twin is None else {region: info["endpoint"] for region, info in twin["regions"].items()}
+    sam_target = SamCliTarget(clients, endpoints=endpoints, profile=args.profile, config_file=plan.config_file)
+    print(f"deploying to {target}{' (dry run: change sets only)' if args.dry_run else ''}", flush=True)
+    run(plan, sam_target, dry_run=args.dry_run, report=lambda line: print(line, flush=True))
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Exit 0 when automatic failover is armed in both regions, 1 when it is not, 2 when it cannot tell."""
+    from tandem import doctor, status
+
+    target, plan, clients, twin = _account(args)
+    if twin is None:
+        targets, now = list(status.aws_targets(plan.config_file)), time.time()
+    else:
+        targets, now = status.twin_targets(twin)[1], float(twin["clock"]["now"])
+    view = status.collect(clients, targets, target, clock=lambda: now)
+    findings = doctor.examine(clients, plan, view, now)
+    print(doctor.to_json(findings) if args.json else doctor.describe(findings))
+    return 0 if doctor.armed(findings) else 1
+
+
 def _operate(args: argparse.Namespace) -> int:
     """Exit 0 when the handler did what was asked (or showed the plan / the executions), 1 when it refused or
     an execution failed, 2 when it could not be asked."""
@@ -281,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
             return _twin(args)
         if args.command == "status":
             return _status(args)
+        if args.command == "deploy":
+            return _deploy(args)
+        if args.command == "doctor":
+            return _doctor(args)
         if args.command in OPERATOR_ACTIONS:
             return _operate(args)
         if args.command == "invoke":

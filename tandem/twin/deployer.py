@@ -10,31 +10,45 @@ and waited for. An update that changes nothing ends as ``sam deploy`` ends it: "
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
+from tandem.deploy.plan import DeployError
+from tandem.deploy.version import VERSION_KEY, code_packages, version_key
 from tandem.sam.transform import declares_sam, with_code_at
-from tandem.template import ROOT, TemplateError, load
+from tandem.template import load
 from tandem.twin import change_sets
 from tandem.twin.extensions import cloudformation
 from tandem.twin.provision import Region, Stack
 
 ARTIFACTS_BUCKET = "tandem-twin-artifacts-{region}"
 CAPABILITIES = ("CAPABILITY_IAM",)  # what samconfig.toml's envs pass
-VERSION_KEY = "ProcessorVersionKey"  # the app template's AutoPublishCodeSha256 (see template.yaml)
 _POLL = 0.02  # seconds between DescribeChangeSet / DescribeStacks while waiting
-
-
-class DeployError(RuntimeError):
-    """A change set or a stack operation failed: CloudFormation's reasons, as ``sam deploy`` prints them."""
 
 
 def deploy_stack(region: Region, name: str, template: Path, parameters: dict[str, str]) -> Stack:
     """Deploy ``template`` as stack ``name`` in ``region`` (create or update) and return what it provisioned."""
+    cfn = region.client("cloudformation")
+    change_set = create_change_set(region, name, template, parameters)
+    if change_set["Status"] == "FAILED":
+        if change_set.get("StatusReason") == change_sets.NO_CHANGES:
+            return deployed_stack(region, name)
+        raise DeployError(f"{name} in {region.name}: change set failed: {change_set.get('StatusReason')}")
+    cfn.execute_change_set(ChangeSetName=change_set["ChangeSetId"])
+    stack = _wait(lambda: cfn.describe_stacks(StackName=name)["Stacks"][0], "StackStatus")
+    if stack["StackStatus"] not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+        events = cfn.describe_stack_events(StackName=name)["StackEvents"]
+        reasons = [f"{e['LogicalResourceId']}: {e['ResourceStatusReason']}" for e in events
+                   if e["ResourceStatus"].endswith("_FAILED") and e.get("ResourceStatusReason")]  # fmt: skip
+        raise DeployError(f"{name} in {region.name}: {stack['StackStatus']}: {'; '.join(reasons[:3])}")
+    return deployed_stack(region, name)
+
+
+def create_change_set(region: Region, name: str, template: Path, parameters: dict[str, str]) -> dict[str, Any]:
+    """Package and upload, then create the change set and wait until CloudFormation has decided it (what
+    ``sam deploy --no-execute-changeset`` leaves behind); returns DescribeChangeSet's answer."""
     cfn, s3 = region.client("cloudformation"), region.client("s3")
     bucket = _artifacts_bucket(region)
     doc = load(template)
@@ -42,7 +56,7 @@ def deploy_stack(region: Region, name: str, template: Path, parameters: dict[str
         uris = _upload_code(s3, bucket, doc, template.parent)
         doc = with_code_at(doc, uris)
         if VERSION_KEY in (doc.get("Parameters") or {}) and VERSION_KEY not in parameters:
-            parameters = {**parameters, VERSION_KEY: version_key(region, doc, parameters, uris)}
+            parameters = {**parameters, VERSION_KEY: version_key(region.client("ssm"), doc, parameters, uris)}
     body = json.dumps(doc)
     args: dict[str, Any] = {
         "StackName": name, "ChangeSetName": f"tandem-{time.time_ns()}", "Capabilities": list(CAPABILITIES),
@@ -57,38 +71,11 @@ def deploy_stack(region: Region, name: str, template: Path, parameters: dict[str
     else:
         args["TemplateBody"] = body
     change_set_id = cfn.create_change_set(**args)["Id"]
-    change_set = _wait(lambda: cfn.describe_change_set(ChangeSetName=change_set_id), "Status")
-    if change_set["Status"] == "FAILED":
-        if change_set.get("StatusReason") == change_sets.NO_CHANGES:
-            return _deployed(region, name)
-        raise DeployError(f"{name} in {region.name}: change set failed: {change_set.get('StatusReason')}")
-    cfn.execute_change_set(ChangeSetName=change_set_id)
-    stack = _wait(lambda: cfn.describe_stacks(StackName=name)["Stacks"][0], "StackStatus")
-    if stack["StackStatus"] not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
-        events = cfn.describe_stack_events(StackName=name)["StackEvents"]
-        reasons = [f"{e['LogicalResourceId']}: {e['ResourceStatusReason']}" for e in events
-                   if e["ResourceStatus"].endswith("_FAILED") and e.get("ResourceStatusReason")]  # fmt: skip
-        raise DeployError(f"{name} in {region.name}: {stack['StackStatus']}: {'; '.join(reasons[:3])}")
-    return _deployed(region, name)
+    return _wait(lambda: cfn.describe_change_set(ChangeSetName=change_set_id), "Status")
 
 
-def version_key(region: Region, doc: dict[str, Any], parameters: dict[str, str], uris: dict[str, str]) -> str:
-    """What should publish a new version: the code packages and every parameter's value as CloudFormation
-    will resolve it (an SSM-typed parameter by the value its SSM parameter holds now). SAM's own hash sees
-    the template as written, so without this a changed SSM value or ProcessorSnapStart would publish nothing."""
-    declared = doc.get("Parameters") or {}
-    values = {}
-    for key, spec in declared.items():
-        value = parameters.get(key, spec.get("Default", ""))
-        if str(spec.get("Type", "")).startswith("AWS::SSM::Parameter::Value") and value:
-            value = region.client("ssm").get_parameter(Name=str(value))["Parameter"]["Value"]
-        values[key] = value
-    values.pop(VERSION_KEY, None)
-    text = json.dumps({"code": uris, "parameters": values}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _deployed(region: Region, name: str) -> Stack:
+def deployed_stack(region: Region, name: str) -> Stack:
+    """What the stack provisioned, as it stands now."""
     deployed = cloudformation.backend().find(region.name, name).deployed
     assert deployed is not None
     return deployed
@@ -130,20 +117,9 @@ def _artifacts_bucket(region: Region) -> str:
 
 
 def _upload_code(s3: Any, bucket: str, doc: dict[str, Any], base: Path) -> dict[str, str]:
-    """``sam package``: each function's local CodeUri zipped and uploaded once per content, keyed by its hash.
-
-    A CodeUri is read relative to the template, as SAM CLI reads it; for an edited copy of the repository's
-    template written elsewhere (tests do that) the repository's own directory is the fallback.
-    """
+    """``sam package``: each function's code package uploaded once per content, keyed by its hash."""
     uris: dict[str, str] = {}
-    for logical_id, resource in doc.get("Resources", {}).items():
-        code = (resource.get("Properties") or {}).get("CodeUri")
-        if resource.get("Type") != "AWS::Serverless::Function" or not isinstance(code, str) or code.startswith("s3:"):
-            continue
-        directory = next((d for d in (base / code, ROOT / code) if d.is_dir()), None)
-        if directory is None:
-            raise TemplateError(f"{logical_id}: CodeUri {code!r} is not a directory")
-        package = _zip(directory)
+    for logical_id, package in code_packages(doc, base).items():
         key = f"code/{hashlib.sha256(package).hexdigest()}.zip"
         try:
             s3.head_object(Bucket=bucket, Key=key)
@@ -151,14 +127,3 @@ def _upload_code(s3: Any, bucket: str, doc: dict[str, Any], base: Path) -> dict[
             s3.put_object(Bucket=bucket, Key=key, Body=package)
         uris[logical_id] = f"s3://{bucket}/{key}"
     return uris
-
-
-def _zip(directory: Path) -> bytes:
-    """A deterministic zip of ``directory`` (sorted names, fixed timestamps, no bytecode caches)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(p for p in directory.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-            info = zipfile.ZipInfo(str(path.relative_to(directory)), date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
-    return buf.getvalue()

@@ -97,6 +97,7 @@ class LambdaService:
             "Runtime": str(props.get("Runtime", "python3.12")), "Role": str(props["Role"]), "Handler": spec.handler,
             "Environment": {"Variables": variables}, "Timeout": props.get("Timeout", 3),
             "MemorySize": props.get("MemorySize", 128),
+            "SnapStart": {"ApplyOn": str((props.get("SnapStart") or {}).get("ApplyOn", "None"))},
         })  # fmt: skip
         code = _code_of(props)
         if logical not in d.template.physical:
@@ -106,7 +107,7 @@ class LambdaService:
             lam.update_function_configuration(FunctionName=name, **config)
             lam.update_function_code(FunctionName=name, **code)
         arn = str(lam.get_function(FunctionName=name)["Configuration"]["FunctionArn"])
-        apply_on = str((props.get("SnapStart") or {}).get("ApplyOn", "None"))
+        apply_on = config["SnapStart"]["ApplyOn"]
         latest = Configuration(
             spec, name, tuple(sorted(variables.items())), float(config["Timeout"]), int(config["MemorySize"]),
             apply_on == "PublishedVersions", self._unpacked(d, code),

@@ -79,7 +79,7 @@ class Twin:
     ingress: dict[str, Ingress] = field(default_factory=dict)
     aurora: AuroraGlobal | None = None
     lambdas: LambdaService = field(init=False)
-    deployed: Deployed = field(default_factory=Deployed)
+    deployed: Deployed = field(init=False)  # set by start()
     replication_paused: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(STORES, False))
     pg_root: Path | None = None
     started_at: float = 0.0
@@ -123,7 +123,6 @@ class Twin:
             database_port={r: self.aurora.nodes[r].port for r in cfg.regions},
             database_ca={r: str(self.aurora.nodes[r].ca_file) for r in cfg.regions},
             templates=(cfg.global_template, cfg.app_template),
-            ingress_urls={r: ingress.url for r, ingress in self.ingress.items()},
             api_urls={r: endpoint.url for r, endpoint in self.endpoints.items()},
             clock_scale=cfg.scale,
             app_overrides=cfg.app_parameter_overrides,
@@ -220,7 +219,7 @@ class Twin:
         assert self.aurora is not None
         regions = {}
         for region in self.config.regions:
-            app = self.deployed.apps[region]
+            app = self.deployed.app(region)
             regions[region] = {
                 "role": self.config.role(region),
                 "endpoint": self.endpoints[region].url,
@@ -228,7 +227,7 @@ class Twin:
                 "postgres": self.aurora.uri(region),
                 "up": self.endpoints[region].up,
                 "database": self.aurora.role(region),
-                "cluster": _cluster_of(self.deployed.global_stacks[region]),
+                "cluster": _cluster_of(self.deployed.global_stack(region)),
                 "functions": {
                     fn: {
                         "name": self.lambdas.deployed_name(r, fn),
@@ -244,9 +243,10 @@ class Twin:
             }
         return {
             "regions": regions,
-            "global_cluster": self.deployed.global_stacks[self.config.primary].outputs.get("GlobalClusterIdentifier"),
+            "global_cluster": self.deployed.global_stack(self.config.primary).outputs.get("GlobalClusterIdentifier"),
             "writer_region": self.aurora.writer,
             "hosted_zone": self.deployed.hosted_zone,
+            "deploy_inputs": self.deployed.site,  # what `tandem deploy --target twin` adds to samconfig.toml
             "replication": {
                 "aurora_replay_lag_bytes": self.aurora.replay_lag_bytes(),
                 "dynamodb_pending_changes": self.dynamo.pending(),
@@ -289,6 +289,7 @@ class Twin:
             dynamodb_replication,
             event_routing,
             lambda_invoke,
+            lambda_snapstart,
             rds_global,
             route53_health,
             s3_replication,
@@ -307,6 +308,7 @@ class Twin:
         rds_global.install()
         rds_global.set_promotion_handler(promote)
         lambda_invoke.install()
+        lambda_snapstart.install()
         lambda_invoke.set_invoker(self._invoke_by_api)
         self.dynamo = dynamodb_replication.DynamoReplicator(lag_seconds=0.5, clock=clock)
         dynamodb_replication.install(self.dynamo)

@@ -1,15 +1,15 @@
 """The real ``sam deploy`` (the pinned aws-sam-cli) deploys into the twin, through its CloudFormation.
 
-Every config env of samconfig.toml is deployed by SAM CLI into the region it names, with the parameter
-values the twin's stacks hold (read back with DescribeStacks, as an operator would); SAM CLI packages the
-code, uploads it and the template to its managed bucket (``resolve_s3``), creates and executes the change
-set and waits on the stack's events. A second run changes nothing; an edited template reaches the stack.
+``tandem deploy --target twin`` runs the whole order with SAM CLI (``sam package`` and ``sam deploy
+--config-env`` of each env), ending armed; a second run changes nothing; a dry run creates the change sets
+and executes none; an edited template (a new resource, an alarm's threshold, ProcessorSnapStart) reaches the
+twin and shows through plain boto3. The envs outside the order are deployed by ``sam deploy`` itself.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,111 @@ def _deploy(twin: dict[str, Any], env: str, *extra: str, overrides: dict[str, st
     return sam(args, endpoint=twin["regions"][config.region]["endpoint"])
 
 
-@pytest.mark.parametrize("env", samconfig_envs())
-def test_sam_deploy_deploys_every_env_and_a_second_run_changes_nothing(twin: dict[str, Any], env: str) -> None:
+def _tandem_deploy(twin_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The operator's command, as a user runs it."""
+    command = [
+        str(ROOT / ".venv" / "bin" / "tandem"),
+        "deploy",
+        "--target",
+        "twin",
+        "--state-dir",
+        str(twin_dir),
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+
+
+def _results(out: str) -> dict[int, str]:
+    """Step number -> created | updated | unchanged | previewed, from `tandem deploy`'s lines."""
+    rows = (line.split() for line in out.splitlines() if line[:1].isdigit() and ". " in line[:4])
+    return {int(row[0].rstrip(".")): row[4] for row in rows}
+
+
+def _parameters(twin: dict[str, Any], region: str, stack: str) -> dict[str, str]:
+    found = aws(twin, region, "cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+    return {p["ParameterKey"]: p["ParameterValue"] for p in found["Parameters"]}
+
+
+def test_tandem_deploy_runs_the_whole_order_through_sam_deploy_and_a_second_run_changes_nothing(
+    twin_dir: Path, twin: dict[str, Any]
+) -> None:
+    first = _tandem_deploy(twin_dir)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert sorted(_results(first.stdout)) == [1, 2, 3, 4, 5, 6, 7]
+    again = _tandem_deploy(twin_dir)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert set(_results(again.stdout).values()) == {"unchanged"}, again.stdout
+    for region, peer in ((PRIMARY, DR), (DR, PRIMARY)):  # armed: each monitor probes the other's ingress
+        app = _parameters(twin, region, twin["regions"][region]["resources"]["stack"])
+        assert app["PeerHealthUrl"] == twin["regions"][peer]["ingress"] + "/health"
+    dns = _parameters(twin, PRIMARY, "tandem-global-primary")
+    assert dns["HostedZoneId"] == twin["hosted_zone"]
+    dr_app = twin["regions"][DR]["resources"]["stack"]
+    assert dns["DrHealthCheckDomain"] == _output(twin, DR, dr_app, "IngressHealthCheckDomain")
+    secondary = _parameters(twin, DR, "tandem-global-secondary")
+    assert secondary["PeerDataKeyArn"] == _output(twin, PRIMARY, "tandem-global-primary", "DataKeyArn")
+
+
+def _output(twin: dict[str, Any], region: str, stack: str, key: str) -> str:
+    found = aws(twin, region, "cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+    return str(next(o["OutputValue"] for o in found["Outputs"] if o["OutputKey"] == key))
+
+
+def test_a_changed_template_reaches_the_twin_through_tandem_deploy_and_a_dry_run_changes_nothing(
+    twin_dir: Path, twin: dict[str, Any], tmp_path: Path
+) -> None:
+    doc = load(APP_TEMPLATE)
+    doc["Resources"]["TandemDeployProbe"] = {"Type": "AWS::SQS::Queue", "Properties": {"VisibilityTimeout": 42}}
+    dlq_alarm = next(k for k, r in doc["Resources"].items() if "dlq-depth" in str(r["Properties"].get("AlarmName")))
+    doc["Resources"][dlq_alarm]["Properties"]["Threshold"] = 3
+    for resource in doc["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = str(ROOT / "src")
+    (tmp_path / "template.yaml").write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    (tmp_path / "infra_global").symlink_to(ROOT / "infra_global")
+    config = (ROOT / "samconfig.toml").read_text(encoding="utf-8")
+    config = config.replace(
+        '"ProcessingEnabled=/tandem/primary/processing-enabled",',  # the primary app's envs only
+        '"ProcessingEnabled=/tandem/primary/processing-enabled", "ProcessorSnapStart=enabled",',
+    )
+    (tmp_path / "samconfig.toml").write_text(config, encoding="utf-8")
+    stack = twin["regions"][PRIMARY]["resources"]["stack"]
+    cfn, lam = aws(twin, PRIMARY, "cloudformation"), aws(twin, PRIMARY, "lambda")
+    processor = twin["regions"][PRIMARY]["functions"]["transaction_processor"]["name"]
+    live_before = lam.get_alias(FunctionName=processor, Name="live")["FunctionVersion"]
+    updated_before = cfn.describe_stacks(StackName=stack)["Stacks"][0]["LastUpdatedTime"]
+
+    preview = _tandem_deploy(twin_dir, "--config-file", str(tmp_path / "samconfig.toml"), "--dry-run")
+    assert preview.returncode == 0, preview.stdout[-3000:] + preview.stderr[-3000:]
+    assert "TandemDeployProbe" in preview.stdout
+    assert dlq_alarm in preview.stdout
+    assert cfn.describe_stacks(StackName=stack)["Stacks"][0]["LastUpdatedTime"] == updated_before
+
+    done = _tandem_deploy(twin_dir, "--config-file", str(tmp_path / "samconfig.toml"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = _results(done.stdout)  # both apps run the edited template; the global stacks did not change
+    assert [results[n] for n in (1, 2, 4, 5, 7)] == ["unchanged", "unchanged", "updated", "updated", "unchanged"]
+    resources = {r["LogicalResourceId"]: r for r in cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]}
+    queue = aws(twin, PRIMARY, "sqs").get_queue_attributes(
+        QueueUrl=resources["TandemDeployProbe"]["PhysicalResourceId"], AttributeNames=["VisibilityTimeout"]
+    )
+    assert queue["Attributes"]["VisibilityTimeout"] == "42"
+    alarm = resources[dlq_alarm]["PhysicalResourceId"]
+    assert aws(twin, PRIMARY, "cloudwatch").describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["Threshold"] == 3
+    live = lam.get_alias(FunctionName=processor, Name="live")["FunctionVersion"]
+    assert live != live_before  # SnapStart toggled: a new version, and the alias on it
+    assert lam.get_function_configuration(FunctionName=processor, Qualifier="live")["SnapStart"]["ApplyOn"] == (
+        "PublishedVersions"
+    )
+    processed = cfn.get_template(StackName=stack, TemplateStage="Processed")["TemplateBody"]
+    processed = processed if isinstance(processed, dict) else json.loads(processed)
+    assert processed["Resources"]["TransactionProcessorFunction"]["Type"] == "AWS::Lambda::Function"
+
+
+@pytest.mark.parametrize("env", [e for e in samconfig_envs() if e not in ("primary", "dr", "global-primary",
+                                                                          "global-secondary")])  # fmt: skip
+def test_sam_deploy_deploys_the_envs_outside_the_order(twin: dict[str, Any], env: str) -> None:
+    """tandem deploy ran `sam deploy --config-env` for the four envs of its order; the others here."""
     first = _deploy(twin, env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     again = _deploy(twin, env)
@@ -43,35 +146,9 @@ def test_sam_deploy_deploys_every_env_and_a_second_run_changes_nothing(twin: dic
     assert "No changes to deploy" in again.stdout + again.stderr
     config = samconfig_parameters(env)
     cfn = aws(twin, config.region, "cloudformation")
-    assert cfn.describe_stacks(StackName=config.stack_name)["Stacks"][0]["StackStatus"] in {
-        "CREATE_COMPLETE", "UPDATE_COMPLETE"}  # fmt: skip
     managed = cfn.describe_stacks(StackName="aws-sam-cli-managed-default")["Stacks"][0]  # resolve_s3's bucket
     bucket = next(o["OutputValue"] for o in managed["Outputs"] if o["OutputKey"] == "SourceBucket")
     assert aws(twin, config.region, "s3").list_objects_v2(Bucket=bucket)["KeyCount"] > 0
-
-
-def test_an_edited_template_reaches_the_stack_through_sam_deploy(twin: dict[str, Any]) -> None:
-    doc = load(APP_TEMPLATE)
-    doc["Resources"]["SamDeployProbe"] = {"Type": "AWS::SQS::Queue", "Properties": {"VisibilityTimeout": 42}}
-    for resource in doc["Resources"].values():
-        if resource["Type"] == "AWS::Serverless::Function":
-            resource["Properties"]["CodeUri"] = str(ROOT / "src")
-    with tempfile.TemporaryDirectory() as d:
-        edited = Path(d) / "template.yaml"
-        edited.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
-        done = _deploy(twin, "primary", "--template-file", str(edited), "--config-file", str(ROOT / "samconfig.toml"))
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    cfn = aws(twin, PRIMARY, "cloudformation")
-    stack = samconfig_parameters("primary").stack_name
-    resources = {r["LogicalResourceId"]: r for r in cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]}
-    queue_url = resources["SamDeployProbe"]["PhysicalResourceId"]
-    attributes = aws(twin, PRIMARY, "sqs").get_queue_attributes(
-        QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"]
-    )
-    assert attributes["Attributes"]["VisibilityTimeout"] == "42"
-    processed = cfn.get_template(StackName=stack, TemplateStage="Processed")["TemplateBody"]
-    processed = processed if isinstance(processed, dict) else json.loads(processed)
-    assert processed["Resources"]["TransactionProcessorFunction"]["Type"] == "AWS::Lambda::Function"
 
 
 def test_sam_deploy_reports_cloudformations_refusal(twin: dict[str, Any]) -> None:
