@@ -93,6 +93,7 @@ def _build_monitor() -> ReplicationMonitor:
         aurora=aurora_source(aws, settings),
         prober=HttpProber(),
         fence=fence_keeper(aws, settings),
+        events=client_for("events", aws) if settings.failover_rule_name else None,
     )
 
 

@@ -2,8 +2,9 @@
 
 Dimension ``Region`` (the measuring region) and nothing else - no ``service`` dimension - so the alarms and
 the dashboard name each metric exactly. Peer liveness is published once per probe round at high resolution
-(1 s storage) with the round's own timestamp, so an alarm can judge consecutive 10-second periods; lags and
-readiness once per run, at standard resolution. An unknown lag is not published at all (never a fake 0).
+(1 s storage) with the round's own timestamp, so an alarm can judge consecutive 10-second periods; lags,
+readiness and whether automatic failover is armed (``FailoverArmed``) once per run, at standard resolution.
+An unknown lag is not published at all (never a fake 0).
 """
 
 from __future__ import annotations
@@ -40,13 +41,14 @@ class EmfSink:
             )
         self._flush(provider, at)
 
-    def run(self, at: float, lags: Mapping[Store, float | None], ready: bool) -> None:
+    def run(self, at: float, lags: Mapping[Store, float | None], ready: bool, armed: bool) -> None:
         provider = self._provider()
         for store, name in LAG_METRICS.items():
             lag = lags.get(store)
             if lag is not None:
                 provider.add_metric(name, MetricUnit.Seconds, round(lag, 3))
         provider.add_metric("Ready", MetricUnit.Count, 1 if ready else 0)
+        provider.add_metric("FailoverArmed", MetricUnit.Count, 1 if armed else 0)
         self._flush(provider, at)
 
     @staticmethod

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from replication_monitor.armed import failover_armed
 from tandem_core.control import ControlRecord, primary_region
 from tandem_core.fencing import ProcessingSwitch
 from tandem_core.forwarding import QueueForwarder
@@ -89,7 +90,7 @@ class Prober(Protocol):
 class MetricsSink(Protocol):
     def probe_round(self, at: float, peer_healthy: bool | None, peer_heartbeat_age: float | None) -> None: ...
 
-    def run(self, at: float, lags: Mapping[Store, float | None], ready: bool) -> None: ...
+    def run(self, at: float, lags: Mapping[Store, float | None], ready: bool, armed: bool) -> None: ...
 
 
 def iso(epoch: float) -> str:
@@ -177,6 +178,7 @@ class ReplicationMonitor:
         aurora: AuroraSource,
         prober: Prober,
         fence: FenceKeeper | None = None,
+        events: Any | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -189,6 +191,7 @@ class ReplicationMonitor:
         self._aurora = aurora
         self._prober = prober
         self._fence = fence
+        self._events = events  # reads the failover rule's state (replication_monitor.armed)
         self._primary = primary_region(region, settings.region_role, settings.peer_region)
         self._clock = clock
         self._sleep = sleep
@@ -253,8 +256,10 @@ class ReplicationMonitor:
                 self._write(run, at, outbound)
 
         lags = {st: record["lag_seconds"][st.value] for st in STORES}
-        sink.run(started, lags, record["verdict"] == Verdict.READY.value)
+        armed, why_not = failover_armed(s.peer_health_url, aurora, self._events, s.failover_rule_name)
+        sink.run(started, lags, record["verdict"] == Verdict.READY.value, armed)
         report = {**record, "peer_region": s.peer_region, "peer": {**record["peer"], "probes": probes}}
+        report["failover_armed"] = {"armed": armed, "reasons": why_not}
         control = None if found is None else found.control
         if self._fence is not None and control is not None:
             budget = (remaining_ms() / 1000 - FINAL_ROUND_RESERVE) if remaining_ms is not None else 30.0

@@ -2,14 +2,16 @@
 
 ``tandem deploy --target twin`` runs the whole order with SAM CLI (``sam package`` and ``sam deploy
 --config-env`` of each env), ending armed; a second run changes nothing; a dry run creates the change sets
-and executes none; an edited template (a new resource, an alarm's threshold, ProcessorSnapStart) reaches the
-twin and shows through plain boto3. The envs outside the order are deployed by ``sam deploy`` itself.
+and executes none; ``tandem doctor`` then finds automatic failover armed, and names what disarms it; an edited
+template (a new resource, an alarm's threshold, ProcessorSnapStart) reaches the twin and shows through boto3.
+The envs outside the order are deployed by ``sam deploy`` itself.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ from tandem.template import APP_TEMPLATE, ROOT, load, samconfig_envs, samconfig_
 from tests.twin.conftest import aws
 
 PRIMARY, DR = "us-east-1", "us-west-2"
+TWIN_SCALE = 1.0  # real time: deploys restart functions and the ingress; compressed, a restart looks like a region loss
+AUTOMATIC_FAILOVER = True
 
 
 def _deploy(twin: dict[str, Any], env: str, *extra: str, overrides: dict[str, str] | None = None) -> Any:
@@ -77,6 +81,38 @@ def test_tandem_deploy_runs_the_whole_order_through_sam_deploy_and_a_second_run_
     assert dns["DrHealthCheckDomain"] == _output(twin, DR, dr_app, "IngressHealthCheckDomain")
     secondary = _parameters(twin, DR, "tandem-global-secondary")
     assert secondary["PeerDataKeyArn"] == _output(twin, PRIMARY, "tandem-global-primary", "DataKeyArn")
+
+
+def _doctor(twin_dir: Path) -> tuple[int, dict[str, Any]]:
+    tandem = str(ROOT / ".venv" / "bin" / "tandem")
+    done = subprocess.run([tandem, "doctor", "--json", "--state-dir", str(twin_dir)],
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_after_tandem_deploy_doctor_finds_failover_armed_and_says_what_disarms_it(
+    twin_dir: Path, twin: dict[str, Any]
+) -> None:
+    deadline = time.monotonic() + 90  # the monitors run every minute and publish FailoverArmed
+    code, report = _doctor(twin_dir)
+    while code != 0 and time.monotonic() < deadline:
+        time.sleep(3)
+        code, report = _doctor(twin_dir)
+    assert (code, report["armed"]) == (0, True), [f for f in report["findings"] if not f["ok"]]
+    checks = {(f["region"], f["check"]) for f in report["findings"]}
+    assert {(DR, "database observable"), (PRIMARY, "handler permission"), ("both", "route53")} <= checks
+    events = aws(twin, DR, "events")
+    rule = f"{twin['regions'][DR]['resources']['stack']}-peer-region-impaired"
+    events.disable_rule(Name=rule)
+    try:
+        code, report = _doctor(twin_dir)
+    finally:
+        events.enable_rule(Name=rule)
+    assert (code, report["armed"]) == (1, False)
+    (finding,) = [f for f in report["findings"] if not f["ok"] and f["check"] == "failover rule"]
+    assert finding["region"] == DR
+    assert finding["fix"] == f"aws events enable-rule --name {rule} --region {DR}"
 
 
 def _output(twin: dict[str, Any], region: str, stack: str, key: str) -> str:

@@ -30,10 +30,10 @@ def _printed(capsys: pytest.CaptureFixture[str], emit: Any) -> list[str]:
 def test_the_monitors_own_emf_lines_become_its_metrics(capsys: pytest.CaptureFixture[str]) -> None:
     sink, now = EmfSink(REGION), round(time.time(), 2)
     lines = _printed(capsys, lambda: sink.probe_round(now, False, 42.5))
-    lines += _printed(capsys, lambda: sink.run(now, {Store.AURORA: 0.5, Store.DYNAMODB: None}, False))
+    lines += _printed(capsys, lambda: sink.run(now, {Store.AURORA: 0.5, Store.DYNAMODB: None}, False, True))
     points = [p for line in lines for p in parse_emf(line)]
     by_name = {p.name: p for p in points}
-    assert set(by_name) == {"PeerHealthy", "PeerHeartbeatAgeSeconds", "AuroraLagSeconds", "Ready"}  # unknown: none
+    assert set(by_name) == {"PeerHealthy", "PeerHeartbeatAgeSeconds", "AuroraLagSeconds", "Ready", "FailoverArmed"}
     assert all(p.namespace == "Tandem/Replication" for p in points)
     assert all(p.dimensions == (("Region", REGION),) for p in points)
     assert (by_name["PeerHealthy"].value, by_name["PeerHealthy"].storage_resolution) == (0.0, 1)
@@ -41,6 +41,7 @@ def test_the_monitors_own_emf_lines_become_its_metrics(capsys: pytest.CaptureFix
     assert by_name["PeerHeartbeatAgeSeconds"].timestamp == pytest.approx(now, abs=0.001)
     assert (by_name["AuroraLagSeconds"].value, by_name["AuroraLagSeconds"].storage_resolution) == (0.5, 60)
     assert by_name["Ready"].value == 0.0
+    assert by_name["FailoverArmed"].value == 1.0
 
 
 def _emf(**changes: Any) -> dict[str, Any]:

@@ -166,10 +166,10 @@ def test_probe_rounds_are_high_resolution_with_their_own_timestamp(capsys: pytes
 
 
 def test_an_unknown_lag_is_not_published(capsys: pytest.CaptureFixture[str]) -> None:
-    EmfSink("us-east-1").run(NOW, {Store.AURORA: 0.0, Store.DYNAMODB: None, Store.S3: 4.25}, False)
+    EmfSink("us-east-1").run(NOW, {Store.AURORA: 0.0, Store.DYNAMODB: None, Store.S3: 4.25}, False, False)
     (line,) = emf_lines(capsys.readouterr().out)
     names = {m["Name"] for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
-    assert names == {"AuroraLagSeconds", "S3LagSeconds", "Ready"}
+    assert names == {"AuroraLagSeconds", "S3LagSeconds", "Ready", "FailoverArmed"}
     assert (line["AuroraLagSeconds"], line["S3LagSeconds"], line["Ready"]) == (0.0, 4.25, 0.0)
     assert "service" not in line
 

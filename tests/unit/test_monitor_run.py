@@ -59,12 +59,14 @@ class FakeProber:
 class ListSink:
     rounds: list[tuple[float, bool | None, float | None]] = field(default_factory=list)
     runs: list[tuple[float, dict[Store, float | None], bool]] = field(default_factory=list)
+    armed: list[bool] = field(default_factory=list)
 
     def probe_round(self, at: float, peer_healthy: bool | None, peer_heartbeat_age: float | None) -> None:
         self.rounds.append((at, peer_healthy, peer_heartbeat_age))
 
-    def run(self, at: float, lags: Mapping[Store, float | None], ready: bool) -> None:
+    def run(self, at: float, lags: Mapping[Store, float | None], ready: bool, armed: bool) -> None:
         self.runs.append((at, dict(lags), ready))
+        self.armed.append(armed)
 
 
 class FakeLambda:
@@ -91,6 +93,7 @@ class World:
         aurora: AuroraObservation = SECONDARY,
         prober: FakeProber | None = None,
         fence: FenceKeeper | None = None,
+        events: Any = None,
         **env: str,
     ) -> tuple[ReplicationMonitor, FakeProber]:
         settings = MonitorSettings.from_env({
@@ -106,7 +109,7 @@ class World:
             control=ControlItems(self.clients["dynamodb"], TABLE, REGION, PEER),
             bucket=BucketHeartbeats(self.clients["s3"], BUCKET, REGION, PEER),
             aurora=InvokedAurora(FakeLambda(aurora, self.calls), "observer"),
-            prober=prober, fence=fence, clock=self.clock.now, sleep=self.sleep,
+            prober=prober, fence=fence, events=events, clock=self.clock.now, sleep=self.sleep,
         )  # fmt: skip
         return monitor, prober
 
@@ -573,3 +576,27 @@ def test_after_an_unplanned_failover_the_active_region_asks_for_reconciliation_o
     assert "reconcile" not in monitor.run(ListSink())["fence"]
     assert asked == [1]
     assert control.mark_reconciled(7) is False  # not the current epoch: nothing written
+
+
+def test_every_run_says_whether_automatic_failover_is_armed_from_here(world: World) -> None:
+    """FailoverArmed: the peer URL is set, the database observable and the failover rule enabled."""
+    events = boto3.client("events", region_name=REGION)
+    events.put_rule(Name="tandem-app-dr-peer-region-impaired", EventPattern='{"source": ["aws.cloudwatch"]}')
+    world.peer_writes(seconds_ago=4.0)
+
+    def run(aurora: AuroraObservation = SECONDARY, **env: Any) -> tuple[bool, list[str], list[bool]]:
+        monitor, _ = world.monitor(
+            aurora, events=events, FAILOVER_RULE_NAME="tandem-app-dr-peer-region-impaired", **env
+        )
+        sink = ListSink()
+        armed = monitor.run(sink)["failover_armed"]
+        return armed["armed"], armed["reasons"], sink.armed
+
+    assert run() == (True, [], [True])
+    armed, reasons, published = run(PEER_HEALTH_URL="")
+    assert (armed, published) == (False, [False])
+    assert reasons == ["PEER_HEALTH_URL is empty: the peer's liveness is unknown, so the alarm cannot fire"]
+    armed, reasons, _ = run(AuroraObservation(False, error="connection refused"))
+    assert reasons == ["the ledger database is not observable: connection refused"]
+    events.disable_rule(Name="tandem-app-dr-peer-region-impaired")
+    assert run()[1] == ["the failover rule tandem-app-dr-peer-region-impaired is DISABLED"]

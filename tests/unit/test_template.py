@@ -370,16 +370,19 @@ def test_alarms_page_on_a_store_above_budget_and_on_a_region_not_ready() -> None
         for p in alarms.values()
         if p["Namespace"] == "Tandem/Replication" and not p["MetricName"].startswith("Peer")  # failover's own
     }
-    assert set(ours) == {"AuroraLagSeconds", "DynamoDbLagSeconds", "S3LagSeconds", "Ready"}
+    assert set(ours) == {"AuroraLagSeconds", "DynamoDbLagSeconds", "S3LagSeconds", "Ready", "FailoverArmed"}
     for name, props in ours.items():
         assert props["Dimensions"] == [{"Name": "Region", "Value": {"Ref": "AWS::Region"}}]
         assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}]
-        if name != "Ready":
+        if name not in ("Ready", "FailoverArmed"):
             assert props["Threshold"] == {"Ref": "RpoBudgetSeconds"}
             assert props["ComparisonOperator"] == "GreaterThanThreshold"
     ready = ours["Ready"]
     assert (ready["Threshold"], ready["ComparisonOperator"]) == (1, "LessThanThreshold")
     assert ready["TreatMissingData"] == "breaching"  # a silent monitor is not evidence of readiness
+    armed = ours["FailoverArmed"]  # pages when automatic failover is not armed, before an outage finds it
+    assert (armed["Threshold"], armed["ComparisonOperator"], armed["TreatMissingData"]) == (
+        1, "LessThanThreshold", "breaching")  # fmt: skip
     assert tpl.doc["Parameters"]["RpoBudgetSeconds"]["Default"] == 5
     assert tpl.doc["Parameters"]["LagWarningSeconds"]["Default"] == 2
 
