@@ -92,11 +92,11 @@ class _OneWriter:
     def __init__(self, server: LocalPostgres) -> None:
         self._server = server
 
-    def attach_cluster(self, region: str, props: dict[str, Any]) -> tuple[str, int]:  # noqa: ARG002 - one region
+    def attach_cluster(self, region: str, props: dict[str, Any]) -> tuple[str, str, int]:  # noqa: ARG002 - one region
         user, password = props.get("MasterUsername"), props.get("MasterUserPassword")
         if user and password:
             self._server.ensure_superuser(str(user), str(password))
-        return "127.0.0.1", self._server.port
+        return "127.0.0.1", "127.0.0.1", self._server.port  # one server: its endpoints are the same
 
 
 def _no_workers(region: str, function: str, _event: dict[str, Any]) -> dict[str, Any]:

@@ -327,7 +327,7 @@ class LocalPostgres:
         )  # fmt: skip
         extensions = self.base_dir / "server.ext"
         extensions.write_text(
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n", encoding="utf-8"
+            "subjectAltName=IP:127.0.0.1,IP:127.0.0.2,DNS:localhost\nextendedKeyUsage=serverAuth\n", encoding="utf-8"
         )
         subprocess.run(
             [*openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",

@@ -278,57 +278,82 @@ _UNDEFINED_FUNCTION, _UNDEFINED_TABLE = "42883", "42P01"
 
 
 class LedgerAurora:
-    """Reads (and on the writer, writes) through the ledger connection code: TLS, secret credentials.
+    """Reads through the cluster's reader endpoint and, in the writer region, writes the heartbeat through its
+    writer (cluster) endpoint - with the ledger connection code: TLS, secret credentials.
 
-    Whether this cluster is the writer comes from the database itself (``pg_is_in_recovery()``), not from a
-    deployment parameter, so the answer stays right after a failover. Nothing here migrates the schema:
+    A global secondary's writer endpoint is inactive until promotion, so everything an observer must see in
+    every region (is this cluster the writer, the replication status, the writer's heartbeat row) is read
+    through the reader endpoint, which answers in both. Whether this cluster is the writer comes from the
+    database itself, never from a deployment parameter, so it stays right after a failover: the reader
+    endpoint reached the writer instance (``pg_is_in_recovery()`` false: a cluster without replicas), or
+    ``aurora_global_db_status()`` marks this region as the primary (-1). Nothing here migrates the schema:
     without the ``replication_heartbeat`` table the heartbeat reads as missing.
     """
 
-    def __init__(self, connector: LedgerConnector, region: str) -> None:
-        self._connector = connector
+    def __init__(self, connector: LedgerConnector, region: str, writer: LedgerConnector | None = None) -> None:
+        self._reader = connector
+        self._writer = writer or connector
         self._region = region
 
     def observe(self) -> AuroraObservation:
         try:
-            conn = self._connector.connection()
+            conn = self._reader.connection()
             rows = conn.run("SELECT pg_is_in_recovery()") or [[None]]
-            writer = rows[0][0] is False
-            status = (0.0, None, None) if writer else self._status(conn)  # nothing replicates into the writer
-            heartbeat = self._heartbeat(conn, writer)
+            in_recovery = rows[0][0] is not False
+            status, primary = self._status(conn) if in_recovery else ((0.0, None, None), True)
+            writer = not in_recovery or primary
+            heartbeat = self._write_heartbeat(conn) if writer else self._read_heartbeat(conn)
         except (*CONNECTION_ERRORS, pg8000.native.DatabaseError) as exc:
-            self._connector.discard()  # unknown state: the next run opens a fresh connection
+            self._reader.discard()  # unknown state: the next run opens a fresh connection
             return AuroraObservation(reachable=False, error=_describe(exc))
         return AuroraObservation(True, None, writer, *status, *heartbeat)
 
-    def _status(self, conn: pg8000.native.Connection) -> tuple[float | None, float | None, str | None]:
-        """Our own row of aurora_global_db_status(): the RPO lag into this (secondary) cluster."""
+    def _status(self, conn: pg8000.native.Connection) -> tuple[tuple[float | None, float | None, str | None], bool]:
+        """Our own row of aurora_global_db_status(): the RPO lag into this (secondary) cluster; and whether
+        Aurora says this cluster is the primary."""
         try:
             rows = conn.run(_STATUS, region=self._region) or []
         except pg8000.native.DatabaseError as exc:
             if sqlstate(exc) != _UNDEFINED_FUNCTION:
                 raise
-            return None, None, "aurora_global_db_status() is not available"
+            return (None, None, "aurora_global_db_status() is not available"), False
         if not rows:
-            return None, None, f"aurora_global_db_status() has no row for {self._region}"
+            return (None, None, f"aurora_global_db_status() has no row for {self._region}"), False
         rpo_ms, calc_age = rows[0]
         if rpo_ms is not None and int(rpo_ms) == -1:
-            return 0.0, None, None  # Aurora says this cluster is the primary
+            return (0.0, None, None), True
         if rpo_ms is None:
-            return None, None, "rpo_lag_in_msec is null"
-        return max(0.0, float(rpo_ms) / 1000), (None if calc_age is None else max(0.0, float(calc_age))), None
+            return (None, None, "rpo_lag_in_msec is null"), False
+        lag = max(0.0, float(rpo_ms) / 1000)
+        return (lag, None if calc_age is None else max(0.0, float(calc_age)), None), False
 
-    def _heartbeat(self, conn: pg8000.native.Connection, writer: bool) -> tuple[bool, float | None, str | None]:
+    def _write_heartbeat(self, read: pg8000.native.Connection) -> tuple[bool, float | None, str | None]:
+        """The writer's row, through the writer endpoint (the reader connection when both are one)."""
         try:
-            if writer:
-                conn.run(_WRITE_HEARTBEAT, region=self._region)
-                return True, None, None
+            conn = read if self._writer is self._reader else self._writer.connection()
+            conn.run(_WRITE_HEARTBEAT, region=self._region)
+        except pg8000.native.DatabaseError as exc:
+            if sqlstate(exc) == _UNDEFINED_TABLE:
+                return False, None, "replication_heartbeat table missing (ledger schema not migrated)"
+            if sqlstate(exc) == "25006":  # read-only: a writer being demoted right now
+                return False, None, "writer is read-only"
+            if self._writer is self._reader:
+                raise
+            self._writer.discard()
+            return False, None, f"writer endpoint: {_describe(exc)}"
+        except CONNECTION_ERRORS as exc:
+            if self._writer is self._reader:
+                raise
+            self._writer.discard()  # the database stays observable through its reader endpoint
+            return False, None, f"writer endpoint unreachable: {_describe(exc)}"
+        return True, None, None
+
+    def _read_heartbeat(self, conn: pg8000.native.Connection) -> tuple[bool, float | None, str | None]:
+        try:
             rows = conn.run(_READ_HEARTBEAT, region=self._region) or []
         except pg8000.native.DatabaseError as exc:
             if sqlstate(exc) == _UNDEFINED_TABLE:
                 return False, None, "replication_heartbeat table missing (ledger schema not migrated)"
-            if writer and sqlstate(exc) == "25006":  # read-only: a writer being demoted right now
-                return False, None, "writer is read-only"
             raise
         if not rows:
             return False, None, "no heartbeat row from the writer"
@@ -336,14 +361,19 @@ class LedgerAurora:
 
 
 def ledger_aurora_from_env(aws: AwsSettings) -> LedgerAurora:
-    """A :class:`LedgerAurora` on this region's ledger database, configured by the LEDGER_DB_* variables."""
+    """A :class:`LedgerAurora` on this region's ledger database, configured by the LEDGER_DB_* variables: the
+    reader endpoint (LEDGER_DB_READER_HOST) for reading when set, the cluster endpoint for the heartbeat."""
     db = LedgerDbSettings.from_env()
     credentials: SecretCredentials | IamTokenCredentials
     if db.auth == "iam":
         credentials = IamTokenCredentials(client_for("rds", aws), db, aws.region)
     else:
         credentials = SecretCredentials(client_for("secretsmanager", aws), db.secret_arn or "")
-    return LedgerAurora(LedgerConnector(db, credentials), aws.region)
+    writer = LedgerConnector(db, credentials)
+    if not db.reader_host or db.reader_host == db.host:
+        return LedgerAurora(writer, aws.region)
+    reader = LedgerConnector(db.model_copy(update={"host": db.reader_host}), credentials)
+    return LedgerAurora(reader, aws.region, writer=writer)
 
 
 class InvokedAurora:

@@ -45,6 +45,8 @@ class LedgerDbSettings(_EnvModel):
     """How to reach the ledger database (Aurora PostgreSQL writer, or the local server)."""
 
     host: str = Field(alias="LEDGER_DB_HOST", min_length=1)
+    #: the cluster's reader endpoint, which answers in a global secondary too (the Aurora observer reads there)
+    reader_host: str | None = Field(default=None, alias="LEDGER_DB_READER_HOST")
     port: int = Field(default=5432, alias="LEDGER_DB_PORT", gt=0, lt=65536)
     name: str = Field(default="ledger", alias="LEDGER_DB_NAME", min_length=1)
     auth: Literal["secret", "iam"] = Field(default="secret", alias="LEDGER_DB_AUTH")

@@ -4,7 +4,9 @@ Replication is PostgreSQL's own (``pg_basebackup -R``), so lag and data loss are
 failover promotes the standby with whatever it has replayed; a planned switchover first shuts the writer
 down cleanly (PostgreSQL then ships every WAL record to the standby), waits until the standby has replayed
 up to the writer's last checkpoint, and only then promotes - no loss. The old writer comes back as a
-standby of the new one (rebuilt from a base backup, as Aurora re-creates a secondary).
+standby of the new one (rebuilt from a base backup, as Aurora re-creates a secondary). Each cluster has a
+reader endpoint (the server itself) and a writer endpoint that answers only in the writer region
+(:mod:`tandem.twin.writer_gate`), as a global secondary's writer endpoint is inactive.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pg8000.native
 from pg8000.native import literal
 
 from tandem.localpg import LocalPostgres, pg_bin
+from tandem.twin.writer_gate import READER_HOST, WRITER_HOST, WriterGate
 
 STATUS_SQL = Path(__file__).with_name("aurora_global_db_status.sql")
 
@@ -37,6 +40,7 @@ class AuroraGlobal:
     nodes: dict[str, LocalPostgres] = field(default_factory=dict)
     writer: str = ""
     down: set[str] = field(default_factory=set)
+    gates: dict[str, WriterGate] = field(default_factory=dict)  # each region's writer (cluster) endpoint
     stale: set[str] = field(default_factory=set)  # regions whose data diverged: rebuild before serving
     replay_paused: bool = False  # WAL replay paused on the standby (also on one rebuilt meanwhile)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -59,6 +63,10 @@ class AuroraGlobal:
         self.nodes[self.primary_region] = LocalPostgres(base_dir=self.base_dir / self.primary_region)
         self.nodes[self.secondary_region] = LocalPostgres(base_dir=self.base_dir / self.secondary_region)
         self.writer = self.primary_region
+        for region, node in self.nodes.items():
+            self.gates[region] = WriterGate(node.port, self.base_dir / f"{region}.writer")
+            self.gates[region].start()
+        self._open_writer_gate()
         self._starting = threading.Thread(target=self._bring_up, name="aurora-start", daemon=True)
         self._starting.start()
 
@@ -86,17 +94,24 @@ class AuroraGlobal:
         with self._lock:
             for node in self.nodes.values():
                 node.halt("immediate")
+            for gate in self.gates.values():
+                gate.stop()
 
-    def attach_cluster(self, region: str, props: dict[str, Any]) -> tuple[str, int]:
+    def _open_writer_gate(self) -> None:
+        """The writer region's cluster endpoint relays to its server; the others' are inactive."""
+        for region, gate in self.gates.items():
+            gate.open(region == self.writer)
+
+    def attach_cluster(self, region: str, props: dict[str, Any]) -> tuple[str, str, int]:
         """A deployment's cluster in ``region``: served by that region's server; a cluster that declares master
         credentials (the primary's, from the generated secret) gets that user on the writer, and through
-        replication on the standby too. Returns (host, port) for the cluster's endpoint attributes."""
+        replication on the standby too. Returns (writer host, reader host, port) for its endpoints."""
         self.wait_ready()
         with self._lock:
             user, password = props.get("MasterUsername"), props.get("MasterUserPassword")
             if user and password:
                 self.nodes[self.writer].ensure_superuser(str(user), str(password))
-            return "127.0.0.1", self.nodes[region].port
+            return WRITER_HOST, READER_HOST, self.nodes[region].port
 
     def uri(self, region: str) -> str:
         return self.nodes[region].uri
@@ -142,6 +157,7 @@ class AuroraGlobal:
             else:
                 node.promote()
             self.writer = to_region
+            self._open_writer_gate()
             self.stale.add(old)
             if old not in self.down:
                 self._rebuild_standby(old)
@@ -158,6 +174,7 @@ class AuroraGlobal:
             self._wait_replayed(self.nodes[to_region], target_lsn, timeout)
             self.nodes[to_region].promote()
             self.writer = to_region
+            self._open_writer_gate()
             self._rebuild_standby(old)
 
     @property

@@ -35,8 +35,9 @@ class Placeholder(dict[str, str]):
 class Databases(Protocol):
     """The twin's Aurora global database: which real PostgreSQL server backs a region's cluster."""
 
-    def attach_cluster(self, region: str, props: dict[str, Any]) -> tuple[str, int]:
-        """Record the cluster of ``region`` (creating the master user when the props carry one); (host, port)."""
+    def attach_cluster(self, region: str, props: dict[str, Any]) -> tuple[str, str, int]:
+        """Record the cluster of ``region`` (creating the master user when the props carry one); (writer
+        endpoint host, reader endpoint host, port)."""
         ...
 
 
@@ -428,7 +429,7 @@ def _db_cluster(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str,
     ident = str(props.get("DBClusterIdentifier") or d.name_for(logical, 63)).lower()
     if d.region.databases is None:
         raise TemplateError(f"{logical}: this region has no database to back an Aurora cluster")
-    host, port = d.region.databases.attach_cluster(d.region.name, props)
+    host, reader_host, port = d.region.databases.attach_cluster(d.region.name, props)
     rds = d.client("rds")
     if logical not in d.template.physical:
         args: dict[str, Any] = {"DBClusterIdentifier": ident, "Engine": str(props.get("Engine", "aurora-postgresql"))}
@@ -439,7 +440,7 @@ def _db_cluster(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str,
             args["MasterUserPassword"] = str(props["MasterUserPassword"])
         rds.create_db_cluster(**args)
     arn = rds.describe_db_clusters(DBClusterIdentifier=ident)["DBClusters"][0]["DBClusterArn"]
-    return {"Ref": ident, "Endpoint.Address": host, "Endpoint.Port": str(port), "ReadEndpoint.Address": host,
+    return {"Ref": ident, "Endpoint.Address": host, "Endpoint.Port": str(port), "ReadEndpoint.Address": reader_host,
             "DBClusterArn": arn, "DBClusterResourceId": f"cluster-{ident}"}  # fmt: skip
 
 

@@ -29,10 +29,10 @@ from tandem.local import ledger_table_keys
 from tandem.localpg import LocalPostgres
 from tandem_core import clients
 from tandem_core.database import LedgerConnector, SecretCredentials
-from tandem_core.heartbeat import LedgerAurora, heartbeat_key, to_attributes
+from tandem_core.heartbeat import LedgerAurora, heartbeat_key, ledger_aurora_from_env, to_attributes
 from tandem_core.readiness import readiness_key
 from tandem_core.schema import migrate
-from tandem_core.settings import LedgerDbSettings
+from tandem_core.settings import AwsSettings, LedgerDbSettings
 from tests.conftest import ROOT, load_event
 
 PRIMARY, DR = "us-east-1", "us-west-2"
@@ -163,13 +163,18 @@ def secret(pair: tuple[LocalPostgres, LocalPostgres], monkeypatch: pytest.Monkey
         yield sm.create_secret(Name="tandem/ledger", SecretString=value)["ARN"]
 
 
-def ledger_aurora(node: LocalPostgres, region: str, secret_arn: str, database: str = "ledger") -> LedgerAurora:
+def connector(
+    node: LocalPostgres, secret_arn: str, database: str = "ledger", host: str = "127.0.0.1"
+) -> LedgerConnector:
     settings = LedgerDbSettings.from_env({
-        "LEDGER_DB_HOST": "127.0.0.1", "LEDGER_DB_PORT": str(node.port), "LEDGER_DB_NAME": database,
-        "LEDGER_DB_SECRET_ARN": secret_arn, "LEDGER_DB_SSLMODE": "require",
+        "LEDGER_DB_HOST": host, "LEDGER_DB_PORT": str(node.port), "LEDGER_DB_NAME": database,
+        "LEDGER_DB_SECRET_ARN": secret_arn, "LEDGER_DB_SSLMODE": "require", "LEDGER_DB_TIMEOUT": "2",
     })  # fmt: skip
-    credentials = SecretCredentials(boto3.client("secretsmanager", region_name=DR), secret_arn)
-    return LedgerAurora(LedgerConnector(settings, credentials), region)
+    return LedgerConnector(settings, SecretCredentials(boto3.client("secretsmanager", region_name=DR), secret_arn))
+
+
+def ledger_aurora(node: LocalPostgres, region: str, secret_arn: str, database: str = "ledger") -> LedgerAurora:
+    return LedgerAurora(connector(node, secret_arn, database), region)
 
 
 def test_the_writer_writes_the_heartbeat_and_the_secondary_reads_it_replicated(
@@ -188,6 +193,43 @@ def test_the_writer_writes_the_heartbeat_and_the_secondary_reads_it_replicated(
     assert on_secondary.heartbeat_age_seconds < 60
     assert on_secondary.rpo_lag_seconds is not None  # its own row of aurora_global_db_status()
     assert on_secondary.status_age_seconds is not None
+
+
+def test_a_secondary_whose_writer_endpoint_is_inactive_is_observed_through_its_reader_endpoint(
+    pair: tuple[LocalPostgres, LocalPostgres], secret: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A global secondary's cluster endpoint answers nothing until promotion (here: nothing listens on
+    127.0.0.2); its reader endpoint does. Observing through the cluster endpoint left DR never ready."""
+    replicated(pair)
+    monkeypatch.setenv("AWS_REGION", DR)
+    for key, value in {
+        "LEDGER_DB_HOST": "127.0.0.2", "LEDGER_DB_PORT": str(pair[1].port), "LEDGER_DB_SECRET_ARN": secret,
+        "LEDGER_DB_SSLMODE": "require", "LEDGER_DB_TIMEOUT": "2",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    through_writer_endpoint = ledger_aurora_from_env(AwsSettings.from_env()).observe()
+    assert through_writer_endpoint.reachable is False  # the defect: DR unobservable, never ready
+    monkeypatch.setenv("LEDGER_DB_READER_HOST", "127.0.0.1")
+    observed = ledger_aurora_from_env(AwsSettings.from_env()).observe()
+    assert (observed.reachable, observed.writer, observed.heartbeat_written) == (True, False, False)
+    assert observed.heartbeat_age_seconds is not None  # the writer's row, replicated
+    assert observed.rpo_lag_seconds is not None
+
+
+def test_the_writer_region_writes_its_heartbeat_through_the_writer_endpoint(
+    pair: tuple[LocalPostgres, LocalPostgres], secret: str
+) -> None:
+    """Read through the reader endpoint (here it reaches the writer instance: not in recovery), write the
+    heartbeat through the cluster endpoint; a cluster endpoint that does not answer costs the heartbeat only."""
+    beats = "SELECT coalesce(max(beats), 0) FROM replication_heartbeat WHERE region = :r"
+    before = pair[0].connect().run(beats, r=PRIMARY)[0][0]
+    observed = LedgerAurora(connector(pair[0], secret), PRIMARY, writer=connector(pair[0], secret)).observe()
+    assert (observed.reachable, observed.writer, observed.heartbeat_written) == (True, True, True)
+    assert pair[0].connect().run(beats, r=PRIMARY)[0][0] > before
+    unanswered = connector(pair[0], secret, host="127.0.0.2")  # nothing listens there
+    cut_off = LedgerAurora(connector(pair[0], secret), PRIMARY, writer=unanswered).observe()
+    assert (cut_off.reachable, cut_off.writer, cut_off.heartbeat_written) == (True, True, False)
+    assert str(cut_off.heartbeat_error).startswith("writer endpoint unreachable")
 
 
 def test_without_the_function_or_the_table_the_lag_is_unknown_and_the_heartbeat_missing(

@@ -20,9 +20,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
+import pg8000.native
 import pytest
 
+from tandem.localpg import connect_uri
 from tandem.twin.control import call
 from tandem_core.heartbeat import from_attributes
 from tandem_core.readiness import readiness_key
@@ -118,8 +121,41 @@ def test_a_fresh_twin_is_ready_in_both_regions_within_three_monitor_periods(
         "PeerHealthy",
         "PeerHeartbeatAgeSeconds",
         "Ready",
+        "FailoverArmed",
     }
     assert all(m["Dimensions"] == [{"Name": "Region", "Value": DR}] for m in metrics)
+
+
+def test_dr_is_observed_through_its_reader_endpoint_while_its_cluster_endpoint_is_inactive(
+    twin: dict[str, Any],
+) -> None:
+    """A global secondary's writer (cluster) endpoint answers nothing until promotion; its reader endpoint does.
+    The endpoints are the ones the global stacks published for the apps (SSM), reached with plain pg8000."""
+    uri = urlparse(twin["regions"][DR]["postgres"])
+    ssm = aws(twin, DR, "ssm")
+    writer_host, reader_host = (
+        ssm.get_parameter(Name=f"/tandem/dr/{name}")["Parameter"]["Value"]
+        for name in ("ledger-db-host", "ledger-db-reader-host")
+    )
+    assert writer_host != reader_host
+    with pytest.raises((pg8000.native.InterfaceError, OSError)):
+        connect_uri(uri._replace(netloc=f"{uri.username}:{uri.password}@{writer_host}:{uri.port}").geturl(), timeout=5)
+    reader = connect_uri(uri._replace(netloc=f"{uri.username}:{uri.password}@{reader_host}:{uri.port}").geturl())
+    assert reader.run("SELECT pg_is_in_recovery()") == [[True]]
+    reader.close()
+    primary = urlparse(twin["regions"][PRIMARY]["postgres"])
+    writer = aws(twin, PRIMARY, "ssm").get_parameter(Name="/tandem/primary/ledger-db-host")["Parameter"]["Value"]
+    through_gate = connect_uri(
+        primary._replace(netloc=f"{primary.username}:{primary.password}@{writer}:{primary.port}").geturl()
+    )
+    assert through_gate.run("SELECT pg_is_in_recovery()") == [[False]]  # the writer region's endpoint is active
+    through_gate.close()
+    reply = aws(twin, DR, "lambda").invoke(
+        FunctionName=f"{twin['regions'][DR]['resources']['stack']}-replication-monitor-aurora", Payload=b"{}"
+    )
+    observed = json.loads(reply["Payload"].read())
+    assert (observed["reachable"], observed["writer"]) == (True, False), observed
+    assert observed["heartbeat_age_seconds"] is not None  # the writer's row, replicated
 
 
 @pytest.mark.parametrize("store", ["aurora", "dynamodb", "s3"])

@@ -38,6 +38,7 @@ APP_DATA_PARAMETERS = (
     "DataKeyArn",
     "ArchiveBucketName",
     "LedgerDbHost",
+    "LedgerDbReaderHost",
     "LedgerDbSecretArn",
     "SubnetIds",
     "SecurityGroupIds",
@@ -149,6 +150,7 @@ def test_first_secondary_deployment_creates_nothing_cross_region() -> None:
     assert "ReplicationRole" not in boot.resources
     assert all("ReplicationConfiguration" not in b["Properties"] for b in boot.of_type("AWS::S3::Bucket").values())
     assert "LedgerDbHost" not in boot.outputs
+    assert "LedgerDbReaderHost" not in boot.outputs
     lone = deploy("primary", peer=False)
     (table,) = lone.of_type("AWS::DynamoDB::GlobalTable").values()
     assert len(table["Properties"]["Replicas"]) == 1

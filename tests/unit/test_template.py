@@ -17,6 +17,7 @@ PARAMS = {
     "LedgerTableName": "tandem-ledger",
     "ArchiveBucketName": "tandem-archive-dr",
     "LedgerDbHost": "db.example",
+    "LedgerDbReaderHost": "db-ro.example",
     "LedgerDbSecretArn": "arn:aws:secretsmanager:us-west-2:111122223333:secret:x",
     "DataKeyArn": "arn:aws:kms:us-west-2:111122223333:key/abc",
     "PeerRegion": "us-east-1",

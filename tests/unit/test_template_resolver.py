@@ -707,6 +707,7 @@ def test_both_real_templates_resolve_completely_for_every_samconfig_env(env: str
         assert t.parameter("LedgerTableName") == "tandem-ledger"
         assert t.parameter_value("SubnetIds") == ["privatesubneta-id", "privatesubnetb-id", "privatesubnetc-id"]
         assert t.parameter("LedgerDbHost").endswith("Cluster.Endpoint.Address")
+        assert t.parameter("LedgerDbReaderHost").endswith("Cluster.ReadEndpoint.Address")  # active in a secondary
 
 
 def _walk(value: Any) -> Iterator[tuple[str, Any]]:
