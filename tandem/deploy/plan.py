@@ -18,7 +18,7 @@ template does not declare, and an SSM parameter name that neither exists nor is 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -111,15 +111,6 @@ class Outcome:
     shown: str = ""
 
 
-@dataclass
-class Run:
-    outcomes: list[Outcome] = field(default_factory=list)
-
-    def parameters(self, env: str) -> dict[str, str]:
-        """What the env's last step passed."""
-        return [o.parameters for o in self.outcomes if o.step.env == env][-1]
-
-
 def make_plan(
     config_file: Path = SAMCONFIG,
     *,
@@ -179,8 +170,8 @@ def parameters(plan: Plan, env: str, outputs: Outputs) -> dict[str, str]:
                 values[f"{prefix}HealthCheckDomain"] = checked
     else:
         peer = outputs(PEER[role])
-        if peer is not None:
-            values["PeerHealthUrl"] = _output(peer, "IngressApiEndpoint", PEER[role]).rstrip("/") + "/health"
+        if peer is not None and peer.get("IngressApiEndpoint"):  # a peer stack of an older template has none yet
+            values["PeerHealthUrl"] = peer["IngressApiEndpoint"].rstrip("/") + "/health"
     return values
 
 
@@ -310,7 +301,7 @@ def _reason(error: ClientError) -> str:
 # ------------------------------------------------------------------------------------------------ running
 def run(
     plan: Plan, target: Target, *, dry_run: bool = False, only: tuple[str, ...] = (), report: Callable[[str], None]
-) -> Run:
+) -> list[Outcome]:
     """Check, then deploy each step in order (a dry run: each stack once, its change set created, not executed).
 
     ``only`` keeps the steps of those envs (the twin's ``redeploy`` of one app). ``report`` gets a line a step.
@@ -319,7 +310,7 @@ def run(
     steps = [s for s in plan.steps if not only or s.env in only]
     if dry_run:  # each stack once, with the values its last step would pass
         steps = [s for s in steps if s is plan.step_of(s.env)]
-    done = Run()
+    done: list[Outcome] = []
     for step in steps:
         values = parameters(plan, step.env, lambda env: stack_outputs(target, plan.step_of(env)))
         cfn = target.client(step.region, "cloudformation")
@@ -331,7 +322,7 @@ def run(
         except (ClientError, BotoCoreError, TemplateError) as error:
             raise DeployError(f"step {step.number} ({step.env}, {step.stack} in {step.region}): {error}") from None
         outcome = Outcome(step, _result(before, after, dry_run), values, shown)
-        done.outcomes.append(outcome)
+        done.append(outcome)
         report(describe(outcome))
     return done
 

@@ -154,6 +154,14 @@ def test_a_second_run_passes_each_stack_its_final_values_at_its_first_step() -> 
         assert runs[0] == runs[1]
 
 
+def test_a_peer_app_of_an_older_template_leaves_the_health_url_to_the_arming_step() -> None:
+    """Upgrading: DR's stack predates the IngressApiEndpoint output; step 4 must not stop half-way for it."""
+    plan = make_plan()
+    older_dr = {"IngressHealthCheckDomain": "d2.execute-api.us-west-2.amazonaws.com"}
+    values = parameters(plan, "primary", lambda env: older_dr if env == "dr" else None)
+    assert "PeerHealthUrl" not in values
+
+
 def test_regions_of_a_twin_replace_samconfigs() -> None:
     plan = make_plan(regions={"primary": "eu-west-1", "dr": "eu-central-1"})
     assert {s.region for s in plan.steps if s.env in ("primary", "global-primary")} == {"eu-west-1"}
