@@ -54,7 +54,16 @@ class _Findings(list[Finding]):
         """``call()``'s answer; a finding (and None) when the region does not answer it."""
         try:
             return call()
-        except (ClientError, BotoCoreError, KeyError, IndexError, ValueError) as error:
+        except ClientError as error:
+            message = str(error.response.get("Error", {}).get("Message", error))
+            if "does not exist" in message:  # a stack not deployed (yet)
+                self.add(region, check, False, message, "run tandem deploy")
+            else:
+                self.add(
+                    region, check, False, f"cannot read: {error}", "check access to the region, then run doctor again"
+                )
+            return None
+        except (BotoCoreError, KeyError, IndexError, ValueError) as error:
             self.add(region, check, False, f"cannot read: {error}", "check access to the region, then run doctor again")
             return None
 

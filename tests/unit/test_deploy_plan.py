@@ -4,6 +4,7 @@ before changing anything (against moto in-process: Route53, ACM, SSM as the plan
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from moto import mock_aws
 
+from tandem.cli import main
 from tandem.deploy.plan import ORDER, PlanRefused, check, make_plan, parameters
 from tandem.template import ROOT, SAMCONFIG, load
 
@@ -224,3 +226,26 @@ def test_a_missing_or_wrong_certificate_is_refused(tmp_path: Path, aws: dict[str
 def test_the_app_template_names_the_output_the_peer_health_url_is_computed_from() -> None:
     outputs = load(ROOT / "template.yaml")["Outputs"]
     assert outputs["IngressApiEndpoint"]["Value"] == {"Fn::GetAtt": ["IngressApi", "ApiEndpoint"]}
+
+
+def test_tandem_deploy_refuses_in_one_line_and_changes_nothing(
+    aws: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The operator's command on the shipped samconfig.toml: exit 2, one line, no stack created."""
+    assert main(["deploy", "--target", "aws"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("tandem deploy: samconfig.toml [global-primary]: HostedZoneId and RecordName are not set")
+    for region in (PRIMARY, DR):
+        assert boto3.client("cloudformation", region_name=region).describe_stacks()["Stacks"] == []
+
+
+def test_tandem_doctor_on_an_account_without_the_stacks_is_not_armed_and_says_to_deploy(
+    aws: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["doctor", "--target", "aws", "--json"]) == 1
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    assert {f["check"] for f in findings if not f["ok"]} >= {"app stack", "route53"}
+    assert {f["fix"] for f in findings if not f["ok"] and f["check"] in ("app stack", "route53")} == {
+        "run tandem deploy"
+    }
