@@ -11,6 +11,7 @@ interpreter): ``python -m tandem.twin.writer_gate PORT FLAG``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import socket
@@ -32,10 +33,11 @@ class WriterGate:
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self._process = subprocess.Popen(  # our own module, on loopback
-            [sys.executable, "-m", "tandem.twin.writer_gate", str(self.port), str(self.flag)],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        with self.flag.with_suffix(".log").open("ab") as log:  # what it met, for a post-mortem
+            self._process = subprocess.Popen(  # our own module, on loopback
+                [sys.executable, "-m", "tandem.twin.writer_gate", str(self.port), str(self.flag)],
+                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+            )  # fmt: skip
 
     def open(self, is_open: bool) -> None:
         """Writer here (relay) or not (refuse)."""
@@ -52,7 +54,11 @@ class WriterGate:
 
 
 def serve(port: int, flag: Path) -> None:
-    """Relay WRITER_HOST:port to READER_HOST:port while ``flag`` exists; close connections while it does not."""
+    """Relay WRITER_HOST:port to READER_HOST:port while ``flag`` exists; close connections while it does not.
+
+    One thread, non-blocking sockets; a pair is closed as one, and nothing that happens to a connection (a
+    server killed under it, a client that stopped reading) may end the loop: the endpoint outlives them all.
+    """
     selector = selectors.DefaultSelector()
     server = socket.create_server((WRITER_HOST, port))
     server.setblocking(False)
@@ -61,44 +67,58 @@ def serve(port: int, flag: Path) -> None:
 
     def close(sock: socket.socket) -> None:
         for s in (sock, peers.pop(sock, None)):
-            if s is not None:
-                peers.pop(s, None)
+            if s is None:
+                continue
+            peers.pop(s, None)
+            with contextlib.suppress(KeyError, ValueError):  # already unregistered
                 selector.unregister(s)
-                s.close()
+            s.close()
+
+    def accept() -> None:
+        client, _ = server.accept()
+        if not os.path.exists(flag):  # an inactive writer endpoint
+            client.close()
+            return
+        try:
+            upstream = socket.create_connection((READER_HOST, port), timeout=5)
+        except OSError:  # the region's server is down
+            client.close()
+            return
+        peers[client], peers[upstream] = upstream, client
+        for s in (client, upstream):
+            s.setblocking(False)
+            selector.register(s, selectors.EVENT_READ)
+
+    def relay(sock: socket.socket) -> None:
+        if sock not in peers:  # its pair was closed earlier in this round
+            return
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            close(sock)
+            return
+        other = peers[sock]
+        try:
+            other.settimeout(5)  # a peer that stopped reading must not stall every other connection
+            other.sendall(data)
+            other.setblocking(False)
+        except OSError:
+            close(sock)
 
     while True:
         for key, _ in selector.select():
-            if key.fileobj is server:
-                client, _ = server.accept()
-                if not os.path.exists(flag):  # an inactive writer endpoint
-                    client.close()
-                    continue
-                try:
-                    upstream = socket.create_connection((READER_HOST, port), timeout=5)
-                except OSError:  # the region's server is down
-                    client.close()
-                    continue
-                peers[client], peers[upstream] = upstream, client
-                for s in (client, upstream):
-                    s.setblocking(False)
-                    selector.register(s, selectors.EVENT_READ)
-                continue
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
             try:
-                data = sock.recv(65536)
-            except OSError:
-                data = b""
-            if not data or sock not in peers:
-                close(sock)
-                continue
-            other = peers[sock]
-            try:
-                other.setblocking(True)
-                other.sendall(data)
-                other.setblocking(False)
-            except OSError:
-                close(sock)
+                if key.fileobj is server:
+                    accept()
+                else:
+                    assert isinstance(key.fileobj, socket.socket)
+                    relay(key.fileobj)
+            except Exception as exc:  # the endpoint must outlive any one connection
+                print(f"writer gate {port}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                if isinstance(key.fileobj, socket.socket) and key.fileobj is not server:
+                    close(key.fileobj)
 
 
 if __name__ == "__main__":
