@@ -263,10 +263,14 @@ def _account(args: argparse.Namespace) -> tuple[str, Any, Any, dict[str, Any] | 
             raise ValueError("--state-dir applies to the twin only")
         return target, make_plan(config_file), status.AwsClients(args.profile), None
     twin = call(args.state_dir or default_state_dir(), "GET", "/status", timeout=30)
-    endpoints = {region: info["endpoint"] for region, info in twin["regions"].items()}
     regions = {info["role"]: region for region, info in twin["regions"].items()}
     plan = make_plan(config_file, regions=regions, site=twin["deploy_inputs"])
-    return target, plan, status.TwinClients(endpoints), twin
+    return target, plan, status.TwinClients(_endpoints(twin)), twin
+
+
+def _endpoints(twin: dict[str, Any]) -> dict[str, str]:
+    """Each twin region's API endpoint, from its /status."""
+    return {region: info["endpoint"] for region, info in twin["regions"].items()}
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -275,7 +279,7 @@ def _deploy(args: argparse.Namespace) -> int:
     from tandem.deploy.sam_target import SamCliTarget
 
     target, plan, clients, twin = _account(args)
-    endpoints = None if twin is None else {region: info["endpoint"] for region, info in twin["regions"].items()}
+    endpoints = None if twin is None else _endpoints(twin)
     sam_target = SamCliTarget(clients, endpoints=endpoints, profile=args.profile, config_file=plan.config_file)
     print(f"deploying to {target}{' (dry run: change sets only)' if args.dry_run else ''}", flush=True)
     run(plan, sam_target, dry_run=args.dry_run, report=lambda line: print(line, flush=True))

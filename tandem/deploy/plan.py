@@ -185,13 +185,14 @@ def _output(outputs: Mapping[str, str], key: str, env: str) -> str:
 def stack_outputs(target: ClientSource, step: Step) -> dict[str, str] | None:
     """The stack's outputs through DescribeStacks; None while it does not exist (or was only previewed)."""
     cfn = target.client(step.region, "cloudformation")
-    stack = _describe(cfn, step.stack)
+    stack = describe_stack(cfn, step.stack)
     if stack is None or stack["StackStatus"] in ("REVIEW_IN_PROGRESS", "ROLLBACK_COMPLETE", "DELETE_COMPLETE"):
         return None
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
 
-def _describe(cfn: Any, name: str) -> dict[str, Any] | None:
+def describe_stack(cfn: Any, name: str) -> dict[str, Any] | None:
+    """DescribeStacks of one stack; None when it does not exist."""
     try:
         return dict(cfn.describe_stacks(StackName=name)["Stacks"][0])
     except ClientError as error:
@@ -315,9 +316,9 @@ def run(
         values = parameters(plan, step.env, lambda env: stack_outputs(target, plan.step_of(env)))
         cfn = target.client(step.region, "cloudformation")
         try:
-            before = _describe(cfn, step.stack)
+            before = describe_stack(cfn, step.stack)
             target.deploy(step, values, dry_run=dry_run)
-            after = _describe(cfn, step.stack)
+            after = describe_stack(cfn, step.stack)
             shown = _newest_change_set(cfn, step.stack) if dry_run else ""
         except (ClientError, BotoCoreError, TemplateError) as error:
             raise DeployError(f"step {step.number} ({step.env}, {step.stack} in {step.region}): {error}") from None

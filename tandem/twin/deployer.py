@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tandem.deploy.plan import DeployError
-from tandem.deploy.version import VERSION_KEY, code_packages, version_key
+from tandem.deploy.plan import DeployError, describe_stack
+from tandem.deploy.version import VERSION_KEY, code_packages, needs_key, version_key
 from tandem.sam.transform import declares_sam, with_code_at
 from tandem.template import load
 from tandem.twin import change_sets
@@ -55,13 +55,14 @@ def create_change_set(region: Region, name: str, template: Path, parameters: dic
     if declares_sam(doc):
         uris = _upload_code(s3, bucket, doc, template.parent)
         doc = with_code_at(doc, uris)
-        if VERSION_KEY in (doc.get("Parameters") or {}) and VERSION_KEY not in parameters:
+        if needs_key(doc) and VERSION_KEY not in parameters:
             parameters = {**parameters, VERSION_KEY: version_key(region.client("ssm"), doc, parameters, uris)}
     body = json.dumps(doc)
+    existing = describe_stack(cfn, name)
     args: dict[str, Any] = {
         "StackName": name, "ChangeSetName": f"tandem-{time.time_ns()}", "Capabilities": list(CAPABILITIES),
         "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
-        "ChangeSetType": "UPDATE" if _status(cfn, name) not in (None, "REVIEW_IN_PROGRESS") else "CREATE",
+        "ChangeSetType": "CREATE" if existing is None or existing["StackStatus"] == "REVIEW_IN_PROGRESS" else "UPDATE",
         "Description": "Created by the Tandem twin's deploy",
     }  # fmt: skip
     if len(body.encode()) > change_sets.TEMPLATE_BODY_LIMIT:
@@ -79,15 +80,6 @@ def deployed_stack(region: Region, name: str) -> Stack:
     deployed = cloudformation.backend().find(region.name, name).deployed
     assert deployed is not None
     return deployed
-
-
-def _status(cfn: Any, name: str) -> str | None:
-    try:
-        return str(cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"])
-    except cfn.exceptions.ClientError as error:
-        if "does not exist" in str(error):
-            return None
-        raise
 
 
 def _wait(describe: Any, key: str, timeout: float = 300.0) -> dict[str, Any]:
