@@ -41,17 +41,29 @@ AWS_ERRORS = (ClientError, BotoCoreError)
 
 @dataclass
 class Replayed:
+    """What the journal replay did, per *transaction*: a message journaled twice (a batch retried after its
+    journal write) is sent once, and a transaction re-applied by one line is not also 'held already'."""
+
     objects: int = 0
     lines: int = 0
-    reapplied: list[str] = field(default_factory=list)  # transaction ids the ledger lacked
-    already_held: int = 0
+    outcomes: dict[str, str] = field(default_factory=dict)  # transaction id -> committed | duplicate
     could_not: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    @property
+    def reapplied(self) -> list[str]:
+        return [tid for tid, outcome in self.outcomes.items() if outcome == "committed"]
+
+    def note(self, transaction_id: str, outcome: str) -> None:
+        """Committed wins over duplicate: the ledger lacked it when this run first sent it."""
+        if self.outcomes.get(transaction_id) != "committed":
+            self.outcomes[transaction_id] = outcome
+
     def as_dict(self) -> dict[str, Any]:
+        reapplied = self.reapplied
         return {
-            "objects": self.objects, "lines": self.lines, "reapplied": len(self.reapplied),
-            "reapplied_ids": self.reapplied[:LISTED], "already_held": self.already_held,
+            "objects": self.objects, "lines": self.lines, "reapplied": len(reapplied),
+            "reapplied_ids": reapplied[:LISTED], "already_held": len(self.outcomes) - len(reapplied),
             "could_not": self.could_not[:LISTED], "errors": self.errors[:5],
         }  # fmt: skip
 
@@ -86,6 +98,7 @@ class JournalReplay:
         done = Replayed()
         journal = Journal(self.s3, self.bucket)
         pending: list[dict[str, Any]] = []
+        sent: set[str] = set()  # message ids: a batch retried after its journal write is in two objects
         for key in self._keys(since, until):
             if time.monotonic() > deadline:
                 done.errors.append("time ran out: run reconcile again to finish")
@@ -93,7 +106,10 @@ class JournalReplay:
             done.objects += 1
             lines = [line for line in journal.replayable(key) if line.get("region") == old_region]
             done.lines += len(lines)
-            pending += [{"message_id": line["message_id"], "transaction": line["transaction"]} for line in lines]
+            for line in lines:
+                if line["message_id"] not in sent:
+                    sent.add(line["message_id"])
+                    pending.append({"message_id": line["message_id"], "transaction": line["transaction"]})
             while len(pending) >= REPLAY_BATCH:
                 self._replay(pending[:REPLAY_BATCH], done)
                 pending = pending[REPLAY_BATCH:]
@@ -115,10 +131,8 @@ class JournalReplay:
             done.errors.append(" ".join(str(exc).split())[:300])
             return
         for result in results:
-            if result.get("outcome") == "committed":
-                done.reapplied.append(str(result.get("transaction_id")))
-            elif result.get("outcome") == "duplicate":
-                done.already_held += 1
+            if result.get("outcome") in ("committed", "duplicate"):
+                done.note(str(result.get("transaction_id")), str(result["outcome"]))
             else:
                 done.could_not.append({k: result.get(k) for k in ("message_id", "transaction_id", "reason")})
 

@@ -142,7 +142,11 @@ class Processor:
             self.fence.check()
         result = BatchResult()
         entries: list[Entry] = []
+        seen: set[str] = set()
         for msg in messages:
+            if msg.message_id in seen:
+                continue  # one message id is one message (a replay may carry a line twice): one outcome
+            seen.add(msg.message_id)
             try:
                 txn = parse_transaction(msg.body)
             except InvalidMessage as exc:

@@ -90,6 +90,21 @@ def test_valid_batch_commits_everything_and_records_it(region: LocalRegion, invo
     conn.close()
 
 
+def test_a_replay_carrying_one_message_twice_reports_it_committed(region: LocalRegion, invoke: Any) -> None:
+    """Two journal lines of one message (a batch retried after its journal write) in one replay request:
+    the ledger lacked it, so the answer is ``committed`` (once), never overwritten by ``duplicate``."""
+    body = transfer("acc-twice-a", "acc-twice-b", amount="3.00")
+    line = {"message_id": f"m-{uuid.uuid4()}", "transaction": body}
+    answer = invoke({"replay": [line, copy.deepcopy(line)]})
+    assert answer["replayed"] == [
+        {"message_id": line["message_id"], "outcome": "committed", "reason": None,
+         "transaction_id": body["transaction_id"]}
+    ]  # fmt: skip
+    conn = ledger(region)
+    assert conn.run("SELECT balance_minor FROM account_balance WHERE account_id = 'acc-twice-a'") == [[-300]]
+    conn.close()
+
+
 def test_invalid_records_fail_alone_and_valid_ones_commit(region: LocalRegion, invoke: Any) -> None:
     event = load_event("sqs_invalid_records.json")
     response = invoke(event)

@@ -107,6 +107,22 @@ def test_the_old_regions_lines_are_replayed_once_and_nothing_else(world: World) 
     assert (again["journal"]["reapplied"], again["journal"]["already_held"]) == (0, 2)
 
 
+def test_a_message_journaled_twice_is_counted_once_as_reapplied(world: World) -> None:
+    """A batch retried after its journal write leaves the same message in two objects (finding 4): the
+    report counts transactions, so the one the ledger lacked is re-applied, not 'held already'."""
+    retried, other = transfer("a", "b"), transfer("c", "d")
+    journal(world, PRIMARY, [retried, other], NOW - timedelta(minutes=5))  # the first try
+    journal(world, PRIMARY, [retried], NOW - timedelta(minutes=4))  # its retry: another key, the same message
+    held_elsewhere, late = transfer("e", "f"), transfer("g", "h")
+    journal(world, PRIMARY, [held_elsewhere], NOW - timedelta(minutes=3))
+    journal(world, PRIMARY, [held_elsewhere, late], NOW - timedelta(minutes=2))
+    ledger = Ledger({held_elsewhere["transaction_id"]})
+    report = reconciler(world, ledger).run(NOW - timedelta(hours=1), NOW)["journal"]
+    assert sorted(report["reapplied_ids"]) == sorted(t["transaction_id"] for t in (retried, other, late))
+    assert (report["reapplied"], report["already_held"], report["lines"]) == (3, 1, 6)
+    assert sum(len(r) for r in ledger.requests) == 4  # each message sent once
+
+
 def test_stranded_and_dead_lettered_messages_reach_the_active_queue_and_poison_stays(world: World) -> None:
     sqs = {r: world.clients[r]["sqs"] for r in (PRIMARY, DR)}
     stranded, infra, redriven_before = transfer("a", "b"), transfer("c", "d"), transfer("e", "f")
