@@ -18,28 +18,31 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pg8000.native
 
 from tandem_core.database import CONNECTION_ERRORS, LedgerConnector
 from tandem_core.database import sqlstate as _sqlstate
-from tandem_core.models import Entry, one_line
+from tandem_core.models import Entry, Transaction, one_line
 from tandem_core.schema import SqlRunner, migrate
 
 
 class Outcome(enum.StrEnum):
     COMMITTED = "committed"  # applied now
-    DUPLICATE = "duplicate"  # applied before with the same content: success, nothing changed
-    CONFLICT = "conflict"  # the id was applied before with different content: the first stays
+    DUPLICATE = "duplicate"  # the same transfer (identity) applied before: success, nothing changed
+    CONFLICT = "conflict"  # the id was applied before as another transfer: the first stays
     REJECTED_BY_LEDGER = "rejected_by_ledger"  # the database refused this record (see Applied.refused)
 
 
 @dataclass(frozen=True)
 class Applied:
-    """What the ledger did with a batch: the outcome per message id, and why each refused message was refused."""
+    """What the ledger did with a batch: the outcome per message id, why each refused message was refused,
+    and what the ledger holds under each transaction id it answered for - the truth the status follows."""
 
     outcomes: dict[str, Outcome]
     refused: dict[str, str] = field(default_factory=dict)  # message id -> PostgreSQL's message (one line)
+    held: dict[str, Entry] = field(default_factory=dict)  # transaction id -> the row's transfer and message id
 
 
 _APPLY = """
@@ -73,16 +76,16 @@ balances AS (
     ON CONFLICT (account_id, currency) DO UPDATE SET balance_minor = b.balance_minor + EXCLUDED.balance_minor
     RETURNING 1
 )
-SELECT CAST(i.transaction_id AS text), n.transaction_id IS NOT NULL, CAST(e.payload_hash AS text),
-       (SELECT count(*) FROM balances)
+SELECT CAST(i.transaction_id AS text), n.transaction_id IS NOT NULL, e.account_id, e.counterparty_id,
+       e.amount_minor, CAST(e.currency AS text), e.created_at, e.message_id, (SELECT count(*) FROM balances)
 FROM input i
 LEFT JOIN inserted n ON n.transaction_id = i.transaction_id
 LEFT JOIN ledger_transaction e ON e.transaction_id = i.transaction_id
 """
 
 _EXISTING = (
-    "SELECT CAST(transaction_id AS text), CAST(payload_hash AS text) FROM ledger_transaction"
-    " WHERE transaction_id = ANY(CAST(:ids AS uuid[]))"
+    "SELECT CAST(transaction_id AS text), account_id, counterparty_id, amount_minor, CAST(currency AS text),"
+    " created_at, message_id FROM ledger_transaction WHERE transaction_id = ANY(CAST(:ids AS uuid[]))"
 )
 
 
@@ -90,13 +93,14 @@ def apply_batch(db: SqlRunner, entries: Sequence[Entry]) -> Applied:
     """Apply a batch of transfers; returns the outcome per *message id*.
 
     The same transaction id may appear more than once in a batch: the first occurrence is written, and
-    every occurrence is judged against what the ledger then holds (identical content = DUPLICATE, else
-    CONFLICT), so a repeat inside one batch applies once, exactly like a repeat across batches. Repeats are
-    never sent to the database, so however the batch is split, they are judged against the stored row.
+    every occurrence is judged against what the ledger then holds (the same transfer by its ``identity`` =
+    DUPLICATE, else CONFLICT), so a repeat inside one batch applies once, exactly like a repeat across
+    batches. Repeats are never sent to the database, so however the batch is split, they are judged against
+    the stored row.
     When the database refuses the occurrence that was to be written, the next occurrence of that id takes
     its place (another round, only after a refusal): nothing of the refused one is in the ledger.
     """
-    stored: dict[str, str] = {}  # transaction id -> payload hash the ledger holds
+    stored: dict[str, Entry] = {}  # transaction id -> what the ledger holds
     written: set[int] = set()  # indexes of the entries this call inserted
     refused: dict[int, str] = {}  # index of a refused entry -> PostgreSQL's message
     while candidates := _candidates(entries, stored, refused):
@@ -109,14 +113,14 @@ def apply_batch(db: SqlRunner, entries: Sequence[Entry]) -> Applied:
             outcomes[entry.message_id] = Outcome.REJECTED_BY_LEDGER
         elif index in written:
             outcomes[entry.message_id] = Outcome.COMMITTED
-        elif stored[txn_id] == entry.transaction.payload_hash:
+        elif stored[txn_id].transaction.identity == entry.transaction.identity:
             outcomes[entry.message_id] = Outcome.DUPLICATE
         else:
             outcomes[entry.message_id] = Outcome.CONFLICT
-    return Applied(outcomes, {entries[i].message_id: reason for i, reason in refused.items()})
+    return Applied(outcomes, {entries[i].message_id: reason for i, reason in refused.items()}, stored)
 
 
-def _candidates(entries: Sequence[Entry], stored: dict[str, str], refused: dict[int, str]) -> list[int]:
+def _candidates(entries: Sequence[Entry], stored: dict[str, Entry], refused: dict[int, str]) -> list[int]:
     """Indexes of the first not-yet-refused occurrence of every transaction id the ledger has no answer for."""
     seen: set[str] = set()
     out: list[int] = []
@@ -130,7 +134,7 @@ def _candidates(entries: Sequence[Entry], stored: dict[str, str], refused: dict[
 
 
 def _apply_isolating(
-    db: SqlRunner, group: list[tuple[int, Entry]], stored: dict[str, str], written: set[int], refused: dict[int, str]
+    db: SqlRunner, group: list[tuple[int, Entry]], stored: dict[str, Entry], written: set[int], refused: dict[int, str]
 ) -> None:
     """Apply ``group`` in one statement; on a data error, bisect until the refused records stand alone."""
     try:
@@ -146,7 +150,9 @@ def _apply_isolating(
         _apply_isolating(db, group[half:], stored, written, refused)
 
 
-def _apply_statement(db: SqlRunner, group: list[tuple[int, Entry]], stored: dict[str, str], written: set[int]) -> None:
+def _apply_statement(
+    db: SqlRunner, group: list[tuple[int, Entry]], stored: dict[str, Entry], written: set[int]
+) -> None:
     """One round trip for entries with distinct transaction ids; records what the ledger now holds for each."""
     by_id = {entry.transaction.transaction_id: (index, entry) for index, entry in group}
     unique = [entry for _, entry in group]
@@ -165,22 +171,32 @@ def _apply_statement(db: SqlRunner, group: list[tuple[int, Entry]], stored: dict
         or []
     )
     unresolved: list[str] = []
-    for txn_id, inserted, existing_hash, _ in rows:
+    for txn_id, inserted, *row, _ in rows:
         key = str(txn_id)
         if inserted:
             index, entry = by_id[key]
             written.add(index)
-            stored[key] = entry.transaction.payload_hash
-        elif existing_hash is None:
+            stored[key] = entry
+        elif row[0] is None:
             unresolved.append(key)  # inserted by a concurrent writer after our snapshot was taken
         else:
-            stored[key] = str(existing_hash)
+            stored[key] = _held(key, *row)
     if unresolved:
-        for txn_id, existing_hash in db.run(_EXISTING, ids=unresolved) or []:
-            stored[str(txn_id)] = str(existing_hash)
+        for txn_id, *row in db.run(_EXISTING, ids=unresolved) or []:
+            stored[str(txn_id)] = _held(str(txn_id), *row)
     missing = set(by_id) - set(stored)
     if missing:
         raise RuntimeError(f"ledger returned no outcome for {sorted(missing)}")
+
+
+def _held(transaction_id: str, *row: Any) -> Entry:
+    """A row the ledger held before this statement (a replay or a conflict: rare, so built only then):
+    account, counterparty, amount in minor units, currency, created_at, message id."""
+    account, counterparty, amount, currency, created_at, message_id = row
+    txn = Transaction.from_ledger(
+        transaction_id, str(account), str(counterparty), int(amount), str(currency), created_at
+    )
+    return Entry(txn, str(message_id))
 
 
 def _is_data_error(exc: BaseException) -> bool:

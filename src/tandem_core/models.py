@@ -189,17 +189,49 @@ class Transaction(BaseModel):
 
     @functools.cached_property
     def payload_hash(self) -> str:
-        """Identity of the transfer's content: a replay matches, a conflicting reuse of the id does not.
+        """The hash of everything the message said, ``created_at`` included: recorded with the ledger row, the
+        status item and the journal line. Whether two messages are the same transfer is :attr:`identity`.
 
         Cached: the ledger and the status write each need it (sha256 over canonical JSON, per item)."""
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def identity(self) -> tuple[str, str, str, int, str]:
+        """Which transfer this is: id, accounts, amount, currency. Not ``created_at``: a producer's retry may
+        re-stamp it (it says when the request was made, not what moves), so a retry is the same transfer and
+        a different amount or account under the same id is a conflict."""
+        return (self.transaction_id, self.account_id, self.counterparty_id, self.amount_minor, self.currency)
+
+    @functools.cached_property
+    def identity_hash(self) -> str:
+        blob = json.dumps(list(self.identity), separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @classmethod
+    def from_ledger(
+        cls,
+        transaction_id: str,
+        account_id: str,
+        counterparty_id: str,
+        amount_minor: int,
+        currency: str,
+        created_at: datetime,
+    ) -> Transaction:
+        """The transfer a ledger row holds (amounts back from minor units, the instant in UTC)."""
+        digits = minor_unit(currency) or 0
+        whole, fraction = divmod(amount_minor, 10**digits)
+        amount = f"{whole}.{fraction:0{digits}d}" if digits else str(whole)
+        at = created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return cls(transaction_id=transaction_id, account_id=account_id, counterparty_id=counterparty_id,
+                   amount=amount, currency=currency.strip(), created_at=at)  # fmt: skip
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """Pydantic copies the instance's ``__dict__``, cached hash included: a copy with other values must not
         keep the original's identity."""
         copy = super().model_copy(update=update, deep=deep)
         copy.__dict__.pop("payload_hash", None)
+        copy.__dict__.pop("identity_hash", None)
         return copy
 
     def as_message(self) -> dict[str, str]:

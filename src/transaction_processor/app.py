@@ -132,6 +132,10 @@ def _partial_response(result: BatchResult) -> dict[str, Any]:
             )
             failures.append({"itemIdentifier": message_id})
     logger.set_correlation_id(None)
+    if result.status_replaced:  # the ledger's truth replaced them; what they said is kept in the item
+        logger.warning(
+            "status items replaced by what the ledger holds", extra={"transaction_ids": result.status_replaced}
+        )
     return {"batchItemFailures": failures}
 
 
@@ -150,6 +154,7 @@ def replay(event: dict[str, Any]) -> dict[str, Any]:
             for mid, r in result.results.items()
         ],
         "archive_key": result.archive_key,
+        "status_replaced": result.status_replaced,
     }
 
 

@@ -5,7 +5,8 @@ not the active one (DESIGN §4 rule 5), (1) parse every record, (2) journal the 
 S3, (3) apply them to the ledger in one round trip, (4) record their status in DynamoDB. Any failure in
 (2)-(4) raises, so the whole batch is redelivered and replays are no-ops in the ledger. A record the ledger
 refuses fails alone (``rejected_by_ledger``, no status item) and its journal line is marked, so lost-write
-reconciliation never replays it.
+reconciliation never replays it. The status written is what the ledger holds under each id (a re-stamped retry
+is the same transfer; a conflict fails its message but the status still says what the ledger holds).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Protocol
 
 from tandem_core.ledger import Applied, Outcome
 from tandem_core.models import Entry, InvalidMessage, parse_transaction
-from tandem_core.status import StatusConflict, StatusWrite
+from tandem_core.status import StatusWrite
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ class RecordResult:
 class BatchResult:
     results: dict[str, RecordResult] = field(default_factory=dict)
     archive_key: str | None = None
+    #: status items that described another transfer than the ledger holds, replaced (kept beside it)
+    status_replaced: list[str] = field(default_factory=list)
 
     def count(self, outcome: str) -> int:
         return sum(1 for r in self.results.values() if r.outcome == outcome)
@@ -118,7 +121,7 @@ class JournalPort(Protocol):
 
 
 class StatusPort(Protocol):
-    def record(self, writes: Sequence[StatusWrite]) -> None: ...
+    def record(self, writes: Sequence[StatusWrite]) -> list[str]: ...
 
 
 class FencePort(Protocol):
@@ -162,29 +165,22 @@ class Processor:
         if applied.refused and result.archive_key is not None:
             self.journal.mark_refused(result.archive_key, entries, self.region, applied.refused)
 
-        writes: list[StatusWrite] = []
-        written: set[str] = set()
         for entry in entries:
             txn_id = entry.transaction.transaction_id
             outcome = applied.outcomes[entry.message_id]
             if outcome is Outcome.REJECTED_BY_LEDGER:
                 reason = f"rejected_by_ledger: {applied.refused[entry.message_id]}"
-                result.results[entry.message_id] = RecordResult(outcome.value, reason=reason, transaction_id=txn_id)
-                continue
-            if outcome is Outcome.CONFLICT:
-                reason = f"conflict: transaction {txn_id} was already applied with a different payload"
-                result.results[entry.message_id] = RecordResult("conflict", reason=reason, transaction_id=txn_id)
-                continue
-            result.results[entry.message_id] = RecordResult(outcome.value, transaction_id=txn_id)
-            if txn_id not in written:  # one status write per transaction (a batch may repeat an id)
-                written.add(txn_id)
-                writes.append(StatusWrite(entry, "COMMITTED", self.region, now, first=outcome is Outcome.COMMITTED))
-        try:
-            self.status.record(writes)
-        except StatusConflict as exc:
-            clashing = set(exc.transaction_ids)
-            for mid, res in result.results.items():
-                if res.transaction_id in clashing and not res.failed:
-                    reason = f"conflict: status table holds a different payload for {res.transaction_id}"
-                    result.results[mid] = RecordResult("conflict", reason=reason, transaction_id=res.transaction_id)
+            elif outcome is Outcome.CONFLICT:
+                reason = f"conflict: transaction {txn_id} was already applied as another transfer"
+            else:
+                reason = None
+            result.results[entry.message_id] = RecordResult(outcome.value, reason=reason, transaction_id=txn_id)
+        # one status per transaction the ledger holds - its row, whichever message asked (the ledger is the truth)
+        committed_now = {e.transaction.transaction_id for e in entries
+                         if applied.outcomes[e.message_id] is Outcome.COMMITTED}  # fmt: skip
+        writes = [
+            StatusWrite(held, "COMMITTED", self.region, now, first=txn_id in committed_now)
+            for txn_id, held in applied.held.items()
+        ]
+        result.status_replaced = self.status.record(writes)
         return result

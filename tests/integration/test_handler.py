@@ -105,6 +105,53 @@ def test_a_replay_carrying_one_message_twice_reports_it_committed(region: LocalR
     conn.close()
 
 
+def status_of(region: LocalRegion, transaction_id: str) -> dict[str, Any]:
+    item: dict[str, Any] = region.client("dynamodb").get_item(
+        TableName=region.resources.table, Key={"pk": {"S": f"TXN#{transaction_id}"}, "sk": {"S": "STATUS"}},
+        ConsistentRead=True,
+    )["Item"]  # fmt: skip
+    return item
+
+
+def test_a_committed_transfer_retried_with_a_new_created_at_succeeds_and_its_status_follows_the_ledger(
+    region: LocalRegion, invoke: Any
+) -> None:
+    """Finding 2: the producer retries X with a re-stamped ``created_at``: the same transfer, so the message
+    succeeds as a duplicate and the status stays what the ledger holds (its first ``created_at``)."""
+    body = transfer("acc-restamp-a", "acc-restamp-b", amount="4.00")
+    assert invoke(sqs_event([json.dumps(body)])) == {"batchItemFailures": []}
+    retry = {**body, "created_at": "2026-11-28T10:16:30Z"}
+    assert invoke(sqs_event([json.dumps(retry)])) == {"batchItemFailures": []}
+    conn = ledger(region)
+    assert conn.run("SELECT balance_minor FROM account_balance WHERE account_id = 'acc-restamp-a'") == [[-400]]
+    conn.close()
+    status = status_of(region, body["transaction_id"])
+    assert (status["status"]["S"], status["created_at"]["S"]) == ("COMMITTED", "2026-11-28T10:15:00Z")
+
+
+def test_the_ledger_is_the_truth_when_the_status_item_describes_another_payload(
+    region: LocalRegion, invoke: Any
+) -> None:
+    """Finding 2: the status item of X arrived from the old primary (its ledger row died with the old writer);
+    DR's ledger commits X as the producer resent it. The message succeeds, the status says what DR's ledger
+    holds, and what it replaced is kept beside it."""
+    body = transfer("acc-truth-a", "acc-truth-b", amount="7.00")
+    old = {**body, "amount": "5.00"}
+    region.client("dynamodb").put_item(
+        TableName=region.resources.table,
+        Item={"pk": {"S": f"TXN#{body['transaction_id']}"}, "sk": {"S": "STATUS"}, "status": {"S": "COMMITTED"},
+              "payload_hash": {"S": parse_transaction(json.dumps(old)).payload_hash},
+              "amount_minor": {"N": "500"}, "region": {"S": "us-east-1"}, "message_id": {"S": "m-old"}},
+    )  # fmt: skip
+    assert invoke(sqs_event([json.dumps(body)])) == {"batchItemFailures": []}
+    status = status_of(region, body["transaction_id"])
+    assert (status["amount_minor"]["N"], status["payload_hash"]["S"]) == (
+        "700", parse_transaction(json.dumps(body)).payload_hash,
+    )  # fmt: skip
+    replaced = status["replaced"]["L"]
+    assert [(r["M"]["amount_minor"]["N"], r["M"]["message_id"]["S"]) for r in replaced] == [("500", "m-old")]
+
+
 def test_invalid_records_fail_alone_and_valid_ones_commit(region: LocalRegion, invoke: Any) -> None:
     event = load_event("sqs_invalid_records.json")
     response = invoke(event)

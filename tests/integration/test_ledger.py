@@ -91,6 +91,23 @@ def test_same_id_different_payload_is_a_conflict_and_the_first_stays(
     assert balances(ledger_db)[("acc-1", "USD")] == -1000
 
 
+def test_a_retry_that_restamps_created_at_is_the_same_transfer(ledger_db: pg8000.native.Connection) -> None:
+    """Identity is (id, accounts, amount, currency); a producer's retry may re-stamp ``created_at``. The ledger
+    keeps the first row and says what it holds, so the status can follow it (finding 2 of the backlog issue)."""
+    first = txn(1, "10.00")
+    apply_batch(ledger_db, [Entry(first, "m1")])
+    restamped = first.model_copy(update={"created_at": "2026-11-28T10:19:59.5+01:00"})
+    applied = apply_batch(ledger_db, [Entry(restamped, "m2")])
+    assert applied.outcomes == {"m2": Outcome.DUPLICATE}
+    held = applied.held[first.transaction_id]
+    assert (held.message_id, held.transaction.payload_hash) == ("m1", first.payload_hash)
+    assert held.transaction.created_at_utc == first.created_at_utc
+    assert balances(ledger_db)[("acc-1", "USD")] == -1000
+    other = apply_batch(ledger_db, [Entry(txn(1, "10.01"), "m3")])
+    assert other.outcomes == {"m3": Outcome.CONFLICT}
+    assert other.held[first.transaction_id].message_id == "m1"  # what the ledger holds under the id
+
+
 def test_repeats_inside_one_batch_apply_once(ledger_db: pg8000.native.Connection) -> None:
     out = apply_batch(
         ledger_db,

@@ -386,3 +386,21 @@ def test_arbitrary_text_including_surrogates_raises_only_invalid_message(raw: st
         parse_transaction(raw)
     except InvalidMessage as exc:
         assert exc.reason.isprintable()
+
+
+@given(valid_messages(), st.datetimes(timezones=st.just(UTC)))
+def test_identity_ignores_created_at_and_a_ledger_row_reads_back_as_the_same_payload(
+    msg: dict[str, str], restamped: datetime
+) -> None:
+    """A retry may re-stamp ``created_at`` and stays the same transfer; what the ledger stores (minor units,
+    the instant in UTC) rebuilds the exact payload the message had, so the status can follow the ledger."""
+    t = parse_transaction(json.dumps(msg))
+    retry = t.model_copy(update={"created_at": restamped.isoformat()})
+    assert retry.identity_hash == t.identity_hash
+    row = Transaction.from_ledger(t.transaction_id, t.account_id, t.counterparty_id, t.amount_minor, t.currency,
+                                  t.created_at_utc)  # fmt: skip
+    assert (row.payload_hash, row.identity) == (t.payload_hash, t.identity)
+    amount = t.amount_minor % 7 + 1
+    more = Transaction.from_ledger(t.transaction_id, t.account_id, t.counterparty_id, amount, t.currency,
+                                   t.created_at_utc)  # fmt: skip
+    assert (more.identity_hash != t.identity_hash) == (amount != t.amount_minor)  # another amount: a conflict

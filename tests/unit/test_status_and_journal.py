@@ -15,7 +15,7 @@ from moto import mock_aws
 from tandem.local import ledger_table_keys
 from tandem_core.archive import REFUSED, Journal, journal_key
 from tandem_core.models import Entry, parse_transaction
-from tandem_core.status import StatusConflict, StatusStore, StatusWrite
+from tandem_core.status import StatusStore, StatusWrite
 from tests.conftest import load_event
 
 NOW = datetime(2026, 11, 28, 10, 15, tzinfo=UTC)
@@ -52,17 +52,34 @@ def test_status_is_written_once_per_transaction_and_replays_are_idempotent(aws: 
     assert first["status"] == {"S": "COMMITTED"}
 
 
-def test_a_different_payload_under_a_known_id_is_a_conflict(aws: dict[str, Any]) -> None:
+def test_the_ledgers_truth_replaces_an_item_of_another_transfer_and_keeps_what_it_said(aws: dict[str, Any]) -> None:
     store = StatusStore(aws["dynamodb"], "ledger")
-    dup = entries("sqs_duplicates_and_conflict.json")
+    dup = entries("sqs_duplicates_and_conflict.json")  # [3] is [0]'s id with another amount
     store.record([StatusWrite(dup[0], "COMMITTED", "us-east-1", NOW)])
-    with pytest.raises(StatusConflict) as err:
-        store.record([StatusWrite(dup[3], "COMMITTED", "us-east-1", NOW), StatusWrite(dup[4], "COMMITTED", "x", NOW)])
-    assert err.value.transaction_ids == [dup[3].transaction.transaction_id]
-    assert store.get(dup[4].transaction.transaction_id) is not None  # the other write still landed
-    kept = store.get(dup[0].transaction.transaction_id)
-    assert kept is not None
-    assert kept["payload_hash"] == {"S": dup[0].transaction.payload_hash}
+    replaced = store.record([StatusWrite(dup[3], "COMMITTED", "us-west-2", NOW, first=True),
+                             StatusWrite(dup[4], "COMMITTED", "x", NOW)])  # fmt: skip
+    assert replaced == [dup[3].transaction.transaction_id]
+    assert store.get(dup[4].transaction.transaction_id) is not None  # the other write landed too
+    item = store.get(dup[0].transaction.transaction_id)
+    assert item is not None
+    assert (item["payload_hash"], item["region"], item["message_id"]) == (
+        {"S": dup[3].transaction.payload_hash}, {"S": "us-west-2"}, {"S": dup[3].message_id},
+    )  # fmt: skip
+    [was] = item["replaced"]["L"]
+    assert (was["M"]["payload_hash"], was["M"]["amount_minor"]) == (
+        {"S": dup[0].transaction.payload_hash}, {"N": str(dup[0].transaction.amount_minor)},
+    )  # fmt: skip
+
+
+def test_a_restamped_created_at_is_the_same_transfer_for_the_status(aws: dict[str, Any]) -> None:
+    store = StatusStore(aws["dynamodb"], "ledger")
+    [first, *_] = entries("sqs_valid_batch.json")
+    store.record([StatusWrite(first, "COMMITTED", "us-east-1", NOW, first=True)])
+    restamped = Entry(first.transaction.model_copy(update={"created_at": "2026-11-28T10:20:00Z"}), "retry")
+    assert store.record([StatusWrite(restamped, "COMMITTED", "us-west-2", NOW, first=True)]) == []
+    item = store.get(first.transaction.transaction_id)
+    assert item is not None
+    assert "replaced" not in item
 
 
 def count_calls(client: Any) -> list[str]:
@@ -80,8 +97,8 @@ def test_a_batch_costs_one_call_and_a_replay_elsewhere_keeps_the_first_region_ti
     store.record([StatusWrite(e, "COMMITTED", "us-east-1", NOW, first=True) for e in first])
     assert calls == ["TransactWriteItems"]
     later = datetime(2026, 11, 28, 11, 0, tzinfo=UTC)
-    forwarded = [Entry(e.transaction, f"forwarded-{e.message_id}") for e in first]  # redelivered in DR, later
-    store.record([StatusWrite(e, "COMMITTED", "us-west-2", later) for e in forwarded])
+    # redelivered in DR, later: the processor passes what the ledger holds (the first message's row)
+    store.record([StatusWrite(e, "COMMITTED", "us-west-2", later) for e in first])
     item = store.get(first[0].transaction.transaction_id)
     assert item is not None
     assert (item["region"], item["recorded_at"], item["message_id"]) == (
@@ -89,14 +106,13 @@ def test_a_batch_costs_one_call_and_a_replay_elsewhere_keeps_the_first_region_ti
     )  # fmt: skip
 
 
-def test_a_conflict_costs_a_second_call_for_the_others_only(aws: dict[str, Any]) -> None:
+def test_a_clash_costs_a_second_call_for_the_others_and_a_read_and_write_for_itself(aws: dict[str, Any]) -> None:
     store = StatusStore(aws["dynamodb"], "ledger")
     dup = entries("sqs_duplicates_and_conflict.json")
     store.record([StatusWrite(dup[0], "COMMITTED", "us-east-1", NOW)])
     calls = count_calls(aws["dynamodb"])
-    with pytest.raises(StatusConflict):
-        store.record([StatusWrite(dup[3], "COMMITTED", "us-east-1", NOW), StatusWrite(dup[4], "COMMITTED", "x", NOW)])
-    assert calls == ["TransactWriteItems", "TransactWriteItems"]
+    store.record([StatusWrite(dup[3], "COMMITTED", "us-east-1", NOW), StatusWrite(dup[4], "COMMITTED", "x", NOW)])
+    assert calls == ["TransactWriteItems", "TransactWriteItems", "GetItem", "UpdateItem"]
 
 
 def test_more_writes_than_one_transaction_holds_go_in_chunks_of_100(aws: dict[str, Any]) -> None:
