@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--region", type=_region, help="invoke this region's handler instead of the default")
         if name == "failover":
             cmd.add_argument("--force", action="store_true", help="override the readiness gate and minimum delay")
+        if name in ("switchover", "failback"):
+            cmd.add_argument(
+                "--force", action="store_true",
+                help="override the minimum delay and a reconciliation still owed (it stays owed, per epoch)",
+            )  # fmt: skip
 
     twin = sub.add_parser("twin", help="the local twin: two AWS regions on this machine")
     twin.add_argument("--state-dir", type=Path, default=None, help="default .tandem/twin (or $TANDEM_TWIN_DIR)")
@@ -313,7 +318,7 @@ def _operate(args: argparse.Namespace) -> int:
         print(json.dumps(shown, indent=2, default=str))
     else:
         print(operator.describe(args.command, answer))
-    return 1 if answer.get("outcome") in ("refused", "failed", "partial") else 0
+    return 1 if answer.get("outcome") in ("refused", "failed", "partial", "waiting") else 0
 
 
 def _describe(status: dict[str, Any]) -> str:

@@ -81,8 +81,8 @@ def run(
     region: str | None = None,
 ) -> dict[str, Any]:
     """Invoke the handler for ``action``; the answer carries the region that gave it."""
-    if force and action != "failover":
-        raise ValueError("--force applies to failover only")
+    if force and action not in ("failover", "switchover", "failback"):
+        raise ValueError("--force applies to failover, switchover and failback only")
     request: dict[str, Any] = {"action": "status" if action == "executions" else action}
     if force:
         request["force"] = True

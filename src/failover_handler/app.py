@@ -21,13 +21,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from failover_handler.events import parse_request
 from failover_handler.history import ExecutionLog
 from failover_handler.metrics import EmfExecutionMetrics
-from failover_handler.reconcile import DlqRedrive, JournalReplay, Reconciler, processor_invoker
+from failover_handler.reconcile import DlqRedrive, JournalReplay, OldRegion, Reconciler, processor_invoker
 from failover_handler.runbook import RegionApis, Runbook
 from failover_handler.service import Facts, FailoverService
 from replication_monitor.probe import HttpProber
 from tandem_core import coldstart
 from tandem_core.clients import client_for, peer_client
 from tandem_core.control import ControlStore, primary_region
+from tandem_core.fencing import ProcessingSwitch
 from tandem_core.forwarding import QueueForwarder
 from tandem_core.readiness import read_readiness
 from tandem_core.settings import AwsSettings, ConfigurationError, FailoverSettings
@@ -79,17 +80,26 @@ def _build_service() -> FailoverService:
 
 
 def reconciler(s: FailoverSettings, aws: AwsSettings, lambda_: Any) -> Reconciler:
-    """This region reconciles what the peer (the old primary) left: its queue, both DLQs, its journal."""
+    """This region reconciles what a failover left in the peer: its queue, both DLQs, its journal (read in its
+    own bucket), and waits until the peer has stopped for good."""
     sqs = client_for("sqs", aws)
-    peer_sqs = peer_client("sqs", s.peer_region, s.peer_endpoint_url, s.peer_timeout_seconds)
+    peer = functools.partial(peer_client, region=s.peer_region, endpoint_url=s.peer_endpoint_url,
+                             timeout=s.peer_timeout_seconds)  # fmt: skip
+    replay = processor_invoker(lambda_, s.processor_function)
     return Reconciler(
-        aws.region, s.peer_region,
-        stranded=QueueForwarder(peer_sqs, s.peer_queue_url, sqs, s.queue_url),
+        aws.region,
+        stranded=QueueForwarder(peer("sqs"), s.peer_queue_url, sqs, s.queue_url),
         dlqs={aws.region: DlqRedrive(sqs, s.dlq_url, sqs, s.queue_url),
-              s.peer_region: DlqRedrive(peer_sqs, s.peer_dlq_url, sqs, s.queue_url)},
-        journal=JournalReplay(client_for("s3", aws), s.archive_bucket,
-                              processor_invoker(lambda_, s.processor_function)),
-        budget_seconds=s.reconcile_budget_seconds,
+              s.peer_region: DlqRedrive(peer("sqs"), s.peer_dlq_url, sqs, s.queue_url)},
+        journals={aws.region: JournalReplay(client_for("s3", aws), s.archive_bucket, replay),
+                  s.peer_region: JournalReplay(peer("s3"), s.peer_archive_bucket, replay)},
+        old={s.peer_region: OldRegion(
+            s.peer_region,
+            ControlStore(peer("dynamodb"), s.ledger_table, primary_region(aws.region, s.region_role, s.peer_region)),
+            ProcessingSwitch(s.peer_region, peer("lambda"), peer("ssm"), s.peer_processor_function,
+                             s.peer_processing_state_parameter),
+        )},
+        budget_seconds=s.reconcile_budget_seconds, quiet_seconds=s.reconcile_quiet_seconds,
     )  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 - automatic: EventBridge's "CloudWatch Alarm State Change" of this region's composite alarm "peer region
   impaired" (the shape AWS sends; its ``previousState`` is what the bootstrap guard reads);
 - operator (Lambda Invoke): ``{"action": "plan" | "failover" | "switchover" | "failback" | "status" |
-  "reconcile", "force": false}`` - ``force`` only with ``failover``.
+  "reconcile", "force": false}`` - ``force`` only with ``failover``, ``switchover`` and ``failback``.
 
 Anything else is refused with one line naming what is wrong, before anything is read or written.
 """
@@ -64,9 +64,9 @@ class _OperatorRequest(BaseModel):
     trigger: Literal["operator", "monitor"] = "operator"  # the monitor asks for reconciliation only
 
     @model_validator(mode="after")
-    def _force_only_for_failover(self) -> _OperatorRequest:
-        if self.force and self.action is not Action.FAILOVER:
-            raise ValueError(f"force applies to failover only, not {self.action.value}")
+    def _force_only_for_moves(self) -> _OperatorRequest:
+        if self.force and self.action not in (Action.FAILOVER, Action.SWITCHOVER, Action.FAILBACK):
+            raise ValueError(f"force applies to failover, switchover and failback only, not {self.action.value}")
         if self.trigger == "monitor" and self.action is not Action.RECONCILE:
             raise ValueError(f"the monitor asks for reconcile only, not {self.action.value}")
         return self

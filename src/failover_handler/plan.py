@@ -14,9 +14,13 @@ Refusals are machine-readable and all of them are reported, not just the first:
 - ``peer_unreachable`` (a switchover or failback needs the peer); ``failback_only_to_primary``;
   ``switchover_to_primary_is_failback``;
 - readiness (rule 3): ``no_readiness_record``, ``readiness_record_stale``, ``region_not_ready``, and for a
-  planned move ``not_caught_up`` (anything short of ``ready``).
+  planned move ``not_caught_up`` (anything short of ``ready``);
+- planned moves only: ``reconciliation_owed`` - an unplanned failover's reconciliation has not completed; a
+  switchover now would leave the old region's journal to nobody until it does.
 
-``force`` (operator failover only) overrides the readiness refusals and the minimum delay - never the lock.
+``force`` overrides, for a failover, the readiness refusals and the minimum delay; for a switchover or a
+failback, the minimum delay and ``reconciliation_owed`` (the debt stays recorded per epoch and whichever
+region is active pays it). Never the lock, never what makes a planned move impossible (the peer, catching up).
 A running execution whose lease lapsed is resumed as it was decided (the fence is already up).
 """
 
@@ -33,6 +37,8 @@ from tandem_core.control import ControlRecord, State
 STEPS = ("promote_database", "fence_peer_processing", "shift_dns", "notify", "enable_processing")
 READINESS_REFUSALS = frozenset({"no_readiness_record", "readiness_record_stale", "region_not_ready", "not_caught_up"})
 OVERRIDABLE = READINESS_REFUSALS | {"minimum_delay_not_passed"}
+#: what force overrides for a switchover or failback
+PLANNED_OVERRIDABLE = frozenset({"minimum_delay_not_passed", "reconciliation_owed"})
 
 
 class Mode(enum.StrEnum):
@@ -113,6 +119,8 @@ def make_plan(request: Request, s: Situation) -> Plan:
         refused.append("peer_unreachable")
     if control.last_finished_at is not None and s.now - control.last_finished_at < s.min_delay_seconds:
         refused.append("minimum_delay_not_passed")
+    if planned and control.owed:
+        refused.append("reconciliation_owed")
     verdict, reasons = _readiness(s)
     if verdict is None:
         refused.append(reasons[0])
@@ -121,7 +129,7 @@ def make_plan(request: Request, s: Situation) -> Plan:
     elif planned and verdict != "ready":
         refused.append("not_caught_up")
     if request.force:
-        refused = [r for r in refused if r not in OVERRIDABLE]
+        refused = [r for r in refused if r not in (PLANNED_OVERRIDABLE if planned else OVERRIDABLE)]
 
     caught_up = verdict == "ready" and s.peer_reachable is True
     mode = Mode.SWITCHOVER if planned or caught_up else Mode.FAILOVER

@@ -1,13 +1,21 @@
 """Reconciliation after an unplanned failover (DESIGN §4): what was accepted ends committed, exactly once.
 
-Runs in the active region, once the old one answers again. Every part converges, so running it again finds
-nothing left to do:
+Runs in the active region, for each failover epoch that owes it (:class:`tandem_core.control.Owed`), and is
+asked again (by the monitor, every run) until it completes. It completes only when **nothing more can
+arrive**: the old region answers, has learnt the new epoch (its replica of the control record says so) and
+has its processing off, and a processor timeout has passed since that was first seen (a batch that passed
+the old region's fence before it learnt the epoch may still be committing). Until then it reports
+``waiting`` with what it waits for - and still does every part below, so most of the work is done early.
+Every part converges, so running it again finds nothing left to do:
 
 1. **Stranded messages**: the old region's queue is drained into this region's queue
    (:class:`tandem_core.forwarding.QueueForwarder`, until it is empty or the time is up).
-2. **Journal replay**: the old region journaled every batch before committing it (``tandem_core.archive``);
-   its objects reach this region's archive bucket by S3 replication once it is back. Lines from ``since`` on
-   go through this region's processor (Lambda Invoke, ``{"replay": [...]}``) - the same exactly-once path:
+2. **Journal replay**: the old region journaled every batch before committing it (``tandem_core.archive``).
+   The journal is read **in the old region's own bucket**, not in the replica S3 replication keeps here:
+   after an outage the replica is missing whatever was still queued for copying (a backlog that arrives
+   minutes later), and after a partition everything the old region wrote while cut off. Lines from
+   ``since`` on go through this region's processor (Lambda Invoke, ``{"replay": [...]}``) - the same
+   exactly-once path:
    ``committed`` means the ledger lacked it and holds it now, ``duplicate`` that it held it already,
    anything else could not be applied (the reason is reported).
 3. **DLQ redrive** (both regions): a message that still parses as a transaction went there for an
@@ -30,6 +38,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tandem_core.archive import PREFIX, Journal
+from tandem_core.control import ControlStore, Owed
+from tandem_core.fencing import ProcessingSwitch
 from tandem_core.forwarding import QueueForwarder
 from tandem_core.models import InvalidMessage, parse_transaction
 
@@ -88,7 +98,7 @@ def hours(since: datetime, until: datetime) -> Iterator[datetime]:
 
 @dataclass(frozen=True)
 class JournalReplay:
-    """The old region's journal lines in this region's archive bucket, replayed through the processor."""
+    """A region's journal lines in that region's archive bucket, replayed through this region's processor."""
 
     s3: Any
     bucket: str
@@ -202,23 +212,56 @@ class DlqRedrive:
 
 
 @dataclass(frozen=True)
-class Reconciler:
-    """The three parts, in the order that converges: stranded and dead-lettered messages go back to the
-    active queue, then the journal fills what the ledger still lacks."""
+class OldRegion:
+    """The region a failover left behind, seen through its own APIs: has it stopped for good?"""
 
     region: str
-    old_region: str
-    stranded: QueueForwarder  # the old region's queue -> this region's queue
-    dlqs: dict[str, DlqRedrive]  # region -> its DLQ, each redriven to this region's queue
-    journal: JournalReplay
-    budget_seconds: float = 60.0
+    control: ControlStore  # its replica of the control record
+    switch: ProcessingSwitch  # its processor's SQS mapping
 
-    def run(self, since: datetime, until: datetime, clock: Callable[[], float] = time.time) -> dict[str, Any]:
-        """The report: each part's counts and what it left (``complete`` when no part hit an error), and
-        ``steps`` - each part's start, end, outcome and a one-line summary, for the execution record."""
+    def still_going(self, epoch: int) -> list[str]:
+        """What keeps it from being finished: empty once it answers, knows ``epoch`` and processes nothing."""
+        try:
+            record = self.control.read()
+            processing = self.switch.is_on()
+        except (*AWS_ERRORS, LookupError) as exc:
+            return [f"{self.region} to answer ({_line(exc)})"]
+        waits = []
+        if record.epoch < epoch or record.active_region == self.region:
+            waits.append(f"{self.region} to learn epoch {epoch} (its replica: {record.active_region} active at epoch"
+                         f" {record.epoch})")  # fmt: skip
+        if processing:
+            waits.append(f"{self.region}'s processing to be off")
+        return waits
+
+
+@dataclass(frozen=True)
+class Reconciler:
+    """The parts, in the order that converges: stranded and dead-lettered messages go back to the active
+    queue, then the journal fills what the ledger still lacks; and the gate that says when it is complete."""
+
+    region: str
+    stranded: QueueForwarder  # the peer's queue -> this region's queue
+    dlqs: dict[str, DlqRedrive]  # region -> its DLQ, each redriven to this region's queue
+    journals: dict[str, JournalReplay]  # region -> its journal in its own bucket
+    old: dict[str, OldRegion]  # the peer, as a region a failover may have left behind
+    budget_seconds: float = 60.0
+    #: after the old region is seen fenced: its processor's Timeout plus the fence's cache age
+    quiet_seconds: float = 35.0
+
+    def run(
+        self, owed: Owed, since: datetime, until: datetime, first_fenced: Callable[[float], float] | None,
+        clock: Callable[[], float] = time.time,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The report: each part's counts and what it left; ``waiting_for`` (what must still happen before
+        nothing more can arrive); ``complete`` when nothing is waited for and no part hit an error; and
+        ``steps`` - each part's start, end, outcome and a one-line summary, for the execution record.
+        ``first_fenced(now)`` records (once) and returns when the old region was first seen fenced; None: an
+        operator's sweep that owes nothing - the parts run, nothing is waited for."""
         deadline = time.monotonic() + self.budget_seconds
+        old_region = owed.old_region
         report: dict[str, Any] = {
-            "region": self.region, "old_region": self.old_region, "since": since.timestamp(),
+            "region": self.region, "old_region": old_region, "epoch": owed.epoch, "since": since.timestamp(),
             "until": until.timestamp(), "dlq": {}, "steps": [],
         }  # fmt: skip
 
@@ -237,15 +280,24 @@ class Reconciler:
             else:
                 report[name] = result
 
-        part("stranded", lambda: self.stranded.drain(limit=1_000_000, deadline=deadline).as_dict(),
-             lambda r: f"{r['moved']} moved from {self.old_region}'s queue")  # fmt: skip
+        waiting: list[str] = []
+        if old_region in self.old:  # the gate is read first: what the parts then read is at least that late
+            waiting = [] if first_fenced is None else self.old[old_region].still_going(owed.epoch)
+            if not waiting and first_fenced is not None:
+                quiet_at = first_fenced(clock()) + self.quiet_seconds
+                if clock() < quiet_at:
+                    waiting.append(f"batches {old_region} had in flight when fenced to end ({self.quiet_seconds:g} s)")
+            part("stranded", lambda: self.stranded.drain(limit=1_000_000, deadline=deadline).as_dict(),
+                 lambda r: f"{r['moved']} moved from {old_region}'s queue")  # fmt: skip
         for region, dlq in self.dlqs.items():
             part(f"redrive_dlq:{region}", functools.partial(lambda d: d.run(deadline).as_dict(), dlq),
                  lambda r: f"{r['redriven']} redriven, {len(r['left'])} left")  # fmt: skip
-        part("journal", lambda: self.journal.run(self.old_region, since, until, deadline).as_dict(),
-             lambda r: f"{r['lines']} lines of {self.old_region}: {r['reapplied']} re-applied, "
+        journal = self.journals[old_region]
+        part("journal", lambda: journal.run(old_region, since, until, deadline).as_dict(),
+             lambda r: f"{r['lines']} lines of {old_region}: {r['reapplied']} re-applied, "
                        f"{r['already_held']} held already, {len(r['could_not'])} could not")  # fmt: skip
-        report["complete"] = all(step["outcome"] == "completed" for step in report["steps"])
+        report["waiting_for"] = waiting
+        report["complete"] = not waiting and all(step["outcome"] == "completed" for step in report["steps"])
         return report
 
 

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from failover_handler.history import ExecutionLog, ExecutionRecord, steps_of
 from failover_handler.plan import OVERRIDABLE, Plan, Situation, make_plan
 from failover_handler.reconcile import Reconciler
 from failover_handler.runbook import Order, Runbook
-from tandem_core.control import Acquired, ControlStore, LockRefused, NewExecution, State, primary_region
+from tandem_core.control import Acquired, ControlStore, LockRefused, NewExecution, Owed, State, primary_region
 from tandem_core.settings import FailoverSettings
 
 #: refusals worth a record and a page: a human must know the region could not take over
@@ -115,7 +116,9 @@ class FailoverService:
         }
 
     def reconcile(self, request: Request) -> dict[str, Any]:
-        """Only in the active region, never during an execution; recorded like one (``action`` reconcile)."""
+        """Only in the active region, never during an execution; one run per epoch that owes it, each recorded
+        like an execution (``action`` reconcile, outcome completed | waiting | partial). Nothing owed: the
+        parts run once for the peer (an operator's sweep of queues and DLQs) and nothing is marked."""
         control = self._control.read()
         refused = [reason for reason, applies in (
             ("not_active", control.active_region != self._region),
@@ -126,17 +129,34 @@ class FailoverService:
             return {"action": "reconcile", "outcome": "refused", "reasons": refused, "control": control.as_dict()}
         assert self._reconciler is not None
         started = self._clock()
-        since = (control.started_at if control.started_at is not None else started) - self._s.reconcile_lookback_seconds
-        report = self._reconciler.run(datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(started, UTC))
-        record = ExecutionRecord(
-            self._new_id(), request.trigger, "reconcile", None, self._region, started,
-            "completed" if report["complete"] else "partial", finished_at=self._clock(), epoch=control.epoch,
-            steps=list(report.pop("steps")), report=report,
-        )  # fmt: skip
-        self._history.write(record)
-        if report["complete"] and control.exists:
-            self._control.mark_reconciled(control.epoch)  # the monitor stops asking for this epoch
-        return {"action": "reconcile", "outcome": record.outcome, "execution": record.as_dict(), "report": report}
+        owed = list(control.owed)
+        sweep = not owed
+        if sweep:
+            since = control.started_at if control.started_at is not None else started
+            owed = [Owed(control.epoch, self._s.peer_region, since)]
+        records = []
+        for debt in owed:
+            report = self._reconciler.run(
+                debt, datetime.fromtimestamp(debt.since - self._s.reconcile_lookback_seconds, UTC),
+                datetime.fromtimestamp(self._clock(), UTC),
+                first_fenced=None if sweep else functools.partial(self._control.old_region_fenced, debt),
+                clock=self._clock,
+            )  # fmt: skip
+            outcome = "completed" if report["complete"] else "waiting" if not _failed(report) else "partial"
+            record = ExecutionRecord(
+                self._new_id(), request.trigger, "reconcile", None, self._region, started, outcome,
+                reasons=list(report["waiting_for"]), finished_at=self._clock(), epoch=debt.epoch,
+                steps=list(report.pop("steps")), report=report,
+            )  # fmt: skip
+            self._history.write(record)
+            if report["complete"] and not sweep:
+                self._control.mark_reconciled(debt)  # the monitor stops asking for this epoch
+            records.append(record)
+        worst = next((o for o in ("partial", "waiting") if any(r.outcome == o for r in records)), "completed")
+        return {
+            "action": "reconcile", "outcome": worst, "execution": records[0].as_dict(), "report": records[0].report,
+            "executions": [r.as_dict() for r in records],
+        }  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ refusing
     def _refuse(self, request: Request, plan: Plan, s: Situation, extra: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -228,3 +248,8 @@ class FailoverService:
         )  # fmt: skip
         self._history.write(record)
         return record
+
+
+def _failed(report: dict[str, Any]) -> bool:
+    """A part hit an error (as opposed to only waiting for the old region to stop)."""
+    return any(step["outcome"] == "failed" for step in report.get("steps", []))

@@ -138,10 +138,11 @@ class FenceKeeper:
             report["fenced"] = False
             if control.awaits_reconciliation and self.ask_reconcile is not None:
                 if not peer_answered:  # its queue, DLQ and journal are out of reach until it is back
-                    report["reconcile"] = f"waits until {control.previous_region} answers"
+                    regions = sorted({o.old_region for o in control.owed})
+                    report["reconcile"] = f"waits until {', '.join(regions)} answers"
                     return report
                 try:
-                    self.ask_reconcile()
+                    self.ask_reconcile()  # asked every run until it completes: it may be waiting
                     report["reconcile"] = "asked"
                 except _AWS_ERRORS as exc:
                     report["reconcile_error"] = problem(exc)

@@ -11,13 +11,18 @@ finds a running execution whose lease has lapsed (the holder crashed or timed ou
 with the same execution id and resumes after the completed steps (``steps_done``); one that finds the lease
 live does nothing. The record stays ``running`` until the execution finishes, so a failed step is resumed,
 never forgotten. Before any execution has run, no record exists: the primary-role region is active at epoch 0.
+
+**Reconciliation is owed per failover epoch.** Taking the lock for an unplanned failover adds
+``<epoch>|<old region>|<started at>`` to the string set ``owed`` in the same write; only a completed
+reconciliation of that epoch removes it (:meth:`ControlStore.mark_reconciled`). A later execution - a
+switchover, a forced failback - does not erase it: whoever is active then still owes it.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -29,6 +34,27 @@ _CONDITION_FAILED = "ConditionalCheckFailedException"
 def primary_region(region: str, role: str, peer_region: str) -> str:
     """The primary-role region, seen from ``region`` with ``role``: who is active before any execution ran."""
     return region if role == "primary" else peer_region
+
+
+@dataclass(frozen=True, order=True)
+class Owed:
+    """A reconciliation owed: the unplanned failover of ``epoch`` left ``old_region`` behind at ``since``."""
+
+    epoch: int
+    old_region: str
+    since: float
+
+    @property
+    def token(self) -> str:
+        return f"{self.epoch}|{self.old_region}|{self.since!r}"
+
+    @staticmethod
+    def parse(token: str) -> Owed:
+        epoch, region, since = token.split("|")
+        return Owed(int(epoch), region, float(since))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "old_region": self.old_region, "since": self.since}
 
 
 class State(enum.StrEnum):
@@ -50,7 +76,10 @@ class ControlRecord:
     started_at: float | None = None
     last_finished_at: float | None = None
     last_outcome: str | None = None
-    reconciled_epoch: int | None = None  # the epoch whose unplanned failover reconciliation has completed
+    reconciled_epoch: int | None = None  # the epoch whose unplanned failover reconciliation completed last
+    owed: tuple[Owed, ...] = ()  # reconciliations owed, oldest epoch first
+    #: epoch -> when reconciliation first saw the old region fenced (its in-flight batches end a timeout later)
+    old_fenced_at: Mapping[int, float] = field(default_factory=dict)
     exists: bool = True  # False: the implicit record of a deployment where nothing has run yet
 
     def as_dict(self) -> dict[str, Any]:
@@ -68,15 +97,13 @@ class ControlRecord:
             "last_finished_at": self.last_finished_at,
             "last_outcome": self.last_outcome,
             "reconciled_epoch": self.reconciled_epoch,
+            "owed": [o.as_dict() for o in self.owed],
         }
 
     @property
     def awaits_reconciliation(self) -> bool:
-        """An unplanned failover completed and nothing has reconciled what the old region left since."""
-        return (
-            self.state is State.IDLE and self.mode == "failover" and self.last_outcome == "completed"
-            and self.reconciled_epoch != self.epoch
-        )  # fmt: skip
+        """A reconciliation is owed and no execution runs (reconciliation waits for it to finish)."""
+        return self.state is State.IDLE and bool(self.owed)
 
 
 class LockRefused(RuntimeError):
@@ -127,7 +154,32 @@ def from_item(item: Mapping[str, Any]) -> ControlRecord:
         last_finished_at=_n(item.get("last_finished_at")),
         last_outcome=s("last_outcome"),
         reconciled_epoch=int(item["reconciled_epoch"]["N"]) if "reconciled_epoch" in item else None,
+        owed=_owed(item),
+        old_fenced_at=_fenced(item),
     )
+
+
+def _fenced(item: Mapping[str, Any]) -> dict[int, float]:
+    return {int(k.removeprefix(_FENCED)): float(v["N"]) for k, v in item.items() if k.startswith(_FENCED)}
+
+
+_FENCED = "old_fenced_at_"  # + epoch: one attribute per owed epoch, removed with it
+#: ``owed`` names the entry (``:t``), or a record from before ``owed`` existed owes its epoch (``:e``)
+_OWED = "contains(owed, :t) OR (attribute_not_exists(owed) AND epoch = :e)"
+
+
+def _owed(item: Mapping[str, Any]) -> tuple[Owed, ...]:
+    """The owed set; a record written before it existed owes its last completed unplanned failover."""
+    if "owed" in item:
+        return tuple(sorted(Owed.parse(token) for token in item["owed"]["SS"]))
+    legacy = (
+        item.get("mode", {}).get("S") == "failover" and item.get("last_outcome", {}).get("S") == "completed"
+        and item.get("reconciled_epoch", {}).get("N") != item.get("epoch", {}).get("N")
+        and "previous_region" in item and "started_at" in item
+    )  # fmt: skip
+    if not legacy:
+        return ()
+    return (Owed(int(item["epoch"]["N"]), item["previous_region"]["S"], float(item["started_at"]["N"])),)
 
 
 class ControlStore:
@@ -168,12 +220,18 @@ class ControlStore:
             ":zero": {"N": "0"},
             ":one": {"N": "1"},
             ":earliest": {"N": repr(now - new.min_delay_seconds)},
+            ":read_epoch": {"N": str(current.epoch)},
         }
         condition = (
             "(attribute_not_exists(#state) OR #state <> :running)"
             " AND (attribute_not_exists(last_finished_at) OR last_finished_at <= :earliest)"
             " AND (attribute_not_exists(active_region) OR active_region <> :target)"
+            " AND (attribute_not_exists(epoch) OR epoch = :read_epoch)"  # the epoch the owed entry names
         )
+        owe = ""
+        if new.mode == "failover":  # unplanned: what the old region leaves behind is owed to reconciliation
+            owe = " ADD owed :owed"
+            values[":owed"] = {"SS": [Owed(current.epoch + 1, current.active_region, now).token]}
         if not current.exists and current.active_region == new.target_region:
             raise LockRefused("already_active", current)
         try:
@@ -182,7 +240,7 @@ class ControlStore:
                 UpdateExpression=(
                     "SET active_region = :target, epoch = if_not_exists(epoch, :zero) + :one, #state = :running,"
                     " execution_id = :id, #action = :action, #mode = :mode, previous_region = :previous,"
-                    " steps_done = :empty, lease_until = :lease, started_at = :now"
+                    " steps_done = :empty, lease_until = :lease, started_at = :now" + owe
                 ),
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#state": "state", "#action": "action", "#mode": "mode"},
@@ -215,12 +273,28 @@ class ControlStore:
             {":step": {"L": [{"S": step}]}, ":lease": {"N": repr(now + lease_seconds)}},
         )  # fmt: skip
 
-    def mark_reconciled(self, epoch: int) -> bool:
-        """Reconciliation completed for ``epoch``; False when the epoch moved on meanwhile (nothing written)."""
+    def old_region_fenced(self, owed: Owed, now: float) -> float:
+        """When reconciliation first saw ``owed``'s old region fenced (``now`` the first time); kept until the
+        epoch is reconciled, so the wait for the old region's in-flight batches survives between runs."""
+        name = f"{_FENCED}{owed.epoch}"
+        response = self._db.update_item(
+            TableName=self._table, Key=CONTROL_KEY, UpdateExpression="SET #f = if_not_exists(#f, :now)",
+            ConditionExpression=_OWED, ExpressionAttributeNames={"#f": name},
+            ExpressionAttributeValues={":now": {"N": repr(now)}, ":t": {"S": owed.token},
+                                       ":e": {"N": str(owed.epoch)}},
+            ReturnValues="ALL_NEW",
+        )  # fmt: skip
+        return float(response["Attributes"][name]["N"])
+
+    def mark_reconciled(self, owed: Owed) -> bool:
+        """Reconciliation of ``owed`` completed; False when it was not owed (any more): nothing written."""
         try:
             self._db.update_item(
-                TableName=self._table, Key=CONTROL_KEY, UpdateExpression="SET reconciled_epoch = :e",
-                ConditionExpression="epoch = :e", ExpressionAttributeValues={":e": {"N": str(epoch)}},
+                TableName=self._table, Key=CONTROL_KEY,
+                UpdateExpression="SET reconciled_epoch = :e DELETE owed :ts REMOVE #f",
+                ConditionExpression=_OWED, ExpressionAttributeNames={"#f": f"{_FENCED}{owed.epoch}"},
+                ExpressionAttributeValues={":e": {"N": str(owed.epoch)}, ":ts": {"SS": [owed.token]},
+                                           ":t": {"S": owed.token}},
             )  # fmt: skip
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == _CONDITION_FAILED:

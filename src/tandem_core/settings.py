@@ -211,9 +211,14 @@ class FailoverSettings(_EnvModel):
     dlq_url: str = Field(alias="TRANSACTION_DLQ_URL", min_length=1)
     peer_queue_url: str = Field(alias="PEER_QUEUE_URL", min_length=1)
     peer_dlq_url: str = Field(alias="PEER_DLQ_URL", min_length=1)
+    #: the old region's journal, read in its own bucket (the replica here may still be missing a backlog)
+    peer_archive_bucket: str = Field(alias="PEER_ARCHIVE_BUCKET_NAME", min_length=3)
     #: how far before the last execution's start the journal is read (Aurora's lag is seconds; a margin)
     reconcile_lookback_seconds: float = Field(default=3600.0, alias="RECONCILE_LOOKBACK_SECONDS", gt=0)
     reconcile_budget_seconds: float = Field(default=90.0, alias="RECONCILE_BUDGET_SECONDS", gt=0)
+    #: once the old region is seen fenced, how long its in-flight batches may still commit (processor Timeout
+    #: + the fence's cache age, with a margin)
+    reconcile_quiet_seconds: float = Field(default=35.0, alias="RECONCILE_QUIET_SECONDS", ge=0)
 
     @model_validator(mode="before")
     @classmethod

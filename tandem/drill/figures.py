@@ -43,14 +43,26 @@ class Figures:
         return str(self.view.dr)
 
     def failover(
-        self, failovers: list[dict[str, Any]], reconciled: dict[str, Any] | None, sent: Sent, active: str
+        self, failovers: list[dict[str, Any]], reconciles: list[dict[str, Any]], sent: Sent, active: str
     ) -> dict[str, Any]:
-        """The failover part of the report: executions and refusals, detection, RTO, RPO, the timeline."""
+        """The failover part of the report: executions and refusals, detection, RTO, RPO, the timeline.
+
+        ``reconciles``: every reconcile run, oldest first. Runs before the completed one waited (or ended
+        partial) but did their parts: what they re-applied counts, and what they waited for is reported."""
         ran = [e for e in failovers if e["outcome"] != "refused"]  # refusals are records, not executions
         refused = [e for e in failovers if e["outcome"] == "refused"]
         execution = first_ran(failovers)
-        report = reconciled.get("report", {}) if reconciled else {}
-        reapplied = set(report.get("journal", {}).get("reapplied_ids", []))
+        done = next((i for i, e in enumerate(reconciles) if e["outcome"] == "completed"), None)
+        runs = reconciles if done is None else reconciles[: done + 1]
+        reconciled = None if done is None else reconciles[done]
+        report = dict(reconciled.get("report", {})) if reconciled else {}
+        reapplied = {t for run in runs for t in run.get("report", {}).get("journal", {}).get("reapplied_ids", [])}
+        if runs:
+            report["runs"] = len(runs)
+            report["waited_for"] = sorted({r for run in runs if run["outcome"] == "waiting" for r in run["reasons"]})
+            report["waited_seconds"] = (
+                None if reconciled is None else self.clocks.since(runs[0]["started_at"], reconciled["started_at"])
+            )
         promoted = step_end(execution, "promote_database")
         accepted_at = {transaction_id(a): a.wall_at for a in sent.accepted}
         lost_times = [accepted_at[t] for t in reapplied if t in accepted_at]
@@ -68,7 +80,7 @@ class Figures:
             "rpo_transactions": len(reapplied),
             "rpo_estimate_seconds": None if execution is None else execution.get("rpo_estimate_seconds"),
             "outage_seconds": self.clocks.since(self.zero, self.ended),
-            "timeline": self.timeline(failovers, reconciled),
+            "timeline": self.timeline(failovers, runs),
             "reconcile": report,
         }  # fmt: skip
 
@@ -79,10 +91,13 @@ class Figures:
         commits = [at for at in self.view.committed_at(active, after).values() if at >= (recovered or self.zero)]
         return self.clocks.since(self.zero, min(commits)) if commits else None
 
-    def timeline(self, failovers: list[dict[str, Any]], reconciled: dict[str, Any] | None) -> list[dict[str, Any]]:
+    def timeline(self, failovers: list[dict[str, Any]], reconciles: list[dict[str, Any]]) -> list[dict[str, Any]]:
         since = self.clocks.since
         events = list(self.disruption_events)
-        for record in [*failovers, *([reconciled] if reconciled else [])]:
+        for record in [*failovers, *reconciles]:
+            if record["action"] == "reconcile" and record["outcome"] == "waiting":
+                events.append({"event": f"reconcile waits for {'; '.join(record.get('reasons') or [])}",
+                               "at": since(self.zero, record["started_at"])})  # fmt: skip
             if record["outcome"] == "refused":
                 events.append({"event": f"{record['action']} refused: {', '.join(record.get('reasons') or [])}",
                                "at": since(self.zero, record["started_at"])})  # fmt: skip

@@ -158,6 +158,10 @@ def _reconciliation(report: dict[str, Any]) -> list[str]:
     rec = as_dict(as_dict(report.get("failover")).get("reconcile"))
     if not rec:
         return [*lines, "No reconciliation ran.", ""]
+    waited = rec.get("waited_for")
+    if isinstance(waited, list) and waited:
+        lines += [f"It waited {num(rec.get('waited_seconds'))} s ({num(rec.get('runs'))} runs) for: "
+                  + "; ".join(str(w) for w in waited) + ".", ""]  # fmt: skip
     lines += ["Reconciliation, part by part:", "", "| part | brought back | left / could not |", "|---|---|---|"]
     left: list[tuple[str, str, str]] = []  # (part, id, reason)
     stranded = as_dict(rec.get("stranded"))

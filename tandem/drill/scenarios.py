@@ -143,15 +143,14 @@ class Scenario:
         self.progress("auditing")
         outcome = audit(self.view.target(active), wl, before, dlq)
         failovers = self.view.executions("failover", self.began) + self.view.executions("switchover", self.began)
-        reconciles = [e for e in self.view.executions("reconcile", self.began) if e["outcome"] == "completed"]
-        reconciled = reconciles[0] if reconciles else None
+        reconciles = sorted(self.view.executions("reconcile", self.began), key=lambda e: e["started_at"])
         figures = Figures(
             self.view, self.clocks, zero=self.disruption.started or self.began, zero_label=self.zero_label,
             began=self.began, ended=self.disruption.ended, dns_answers=self.resolver.answers if self.resolver else [],
             disruption_events=self.disruption_events(), notes=self.notes,
         )  # fmt: skip
         failover = {"scenario": self.name, "expected": self.expected,
-                    **figures.failover(failovers, reconciled, sent, active)}  # fmt: skip
+                    **figures.failover(failovers, reconciles, sent, active)}  # fmt: skip
         lost = outcome["result"]["lost"]
         outcome["result"].update(
             lost_before_reconcile=lost + failover["rpo_transactions"], lost_after_reconcile=lost,

@@ -97,9 +97,10 @@ def site_inputs(
     app_overrides: dict[str, str] | None = None,
 ) -> dict[str, dict[str, str]]:
     """What the twin writes where an operator edits samconfig.toml, per env. On one machine: each region's
-    database port and CA, the peer's API endpoint (AWS derives it from the region), the probe spacing and the
-    peer-heartbeat alarm threshold on the twin clock (the monitor sleeps and measures ages in real time, so
-    an emulated 10 s is 10/scale real seconds); ``app_overrides``: `twin up --parameter-overrides`."""
+    database port and CA, the peer's API endpoint (AWS derives it from the region), the probe spacing, the
+    peer-heartbeat alarm threshold and reconciliation's wait for the old region's last batches on the twin
+    clock (the functions sleep and measure ages in real time, so an emulated 10 s is 10/scale real seconds);
+    ``app_overrides``: `twin up --parameter-overrides`."""
     site: dict[str, dict[str, str]] = {"global-primary": {"HostedZoneId": hosted_zone, "RecordName": RECORD_NAME}}
     for env, region, peer in (("primary", primary, dr), ("dr", dr, primary)):
         site[env] = {
@@ -107,6 +108,7 @@ def site_inputs(
             "LedgerDbRootCert": database_ca[region],
             "ProbeIntervalSeconds": f"{10.0 / clock_scale:.6g}",
             "PeerHeartbeatAlarmSeconds": f"{40.0 / clock_scale:.6g}",
+            "ReconcileQuietSeconds": f"{35.0 / clock_scale:.6g}",
             "PeerAwsEndpointUrl": api_urls[peer],
             **(app_overrides or {}),
         }

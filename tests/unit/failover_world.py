@@ -1,6 +1,7 @@
 """Two regions on moto (in-process) as the failover handler sees them: a global cluster with the writer in
 the primary, a processor with its SQS mapping per region (enabled in the primary only), an alarm topic per
-region (DR's subscribed by a queue, to read what was sent) and the global table in DR."""
+region (DR's subscribed by a queue, to read what was sent) and a replica of the global table per region
+(nothing replicates between them: a test writes the peer's replica itself)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ class World:
             "PEER_PROCESSING_STATE_PARAMETER": STATE_PARAMETER[peer],
             "ARCHIVE_BUCKET_NAME": ARCHIVE[region], "TRANSACTION_QUEUE_URL": self.queue(region),
             "TRANSACTION_DLQ_URL": self.dlq(region), "PEER_QUEUE_URL": self.queue(peer), "PEER_DLQ_URL": self.dlq(peer),
+            "PEER_ARCHIVE_BUCKET_NAME": ARCHIVE[peer],
         })  # fmt: skip
 
     def queue(self, region: str) -> str:
@@ -124,7 +126,10 @@ def two_regions() -> Iterator[World]:
             )
             c["sns"].create_topic(Name=f"tandem-alarms-{region}")
             c["ssm"].put_parameter(Name=STATE_PARAMETER[region], Value=str(region == PRIMARY).lower(), Type="String")
-        clients[DR]["dynamodb"].create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
+        for region in (PRIMARY, DR):  # the global table's replicas (nothing replicates in-process)
+            clients[region]["dynamodb"].create_table(
+                TableName=TABLE, BillingMode="PAY_PER_REQUEST", **ledger_table_keys()
+            )
         inbox = clients[DR]["sqs"].create_queue(QueueName="inbox")["QueueUrl"]
         inbox_arn = clients[DR]["sqs"].get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from tandem.local import ledger_table_keys
-from tandem_core.control import ControlStore, LockRefused, NewExecution, State
+from tandem_core.control import CONTROL_KEY, ControlStore, LockRefused, NewExecution, Owed, State
 
 TABLE, PRIMARY, DR = "tandem-ledger", "us-east-1", "us-west-2"
 LEASE = 120.0
@@ -107,3 +107,44 @@ def test_the_minimum_delay_counts_from_the_end_of_the_last_execution(db: Any) ->
     assert refused.value.reason == "minimum_delay_not_passed"
     again = s.acquire(back, T0 + 60 + 1800, LEASE)
     assert (again.record.active_region, again.record.epoch, again.record.previous_region) == (PRIMARY, 2, DR)
+
+
+def test_an_unplanned_failover_owes_a_reconciliation_of_its_epoch_until_it_completes(db: Any) -> None:
+    """Finding 3 of the backlog issue: the debt is tracked per failover epoch, so a later switchover or a
+    forced failback cannot erase it; only mark_reconciled of that epoch does."""
+    s = store(db)
+    s.acquire(failover("x1"), T0, LEASE)
+    assert s.read().owed == (Owed(1, PRIMARY, T0),)
+    assert not s.read().awaits_reconciliation  # running: reconciliation waits for the execution
+    s.finish("x1", "completed", T0 + 60)
+    assert s.read().awaits_reconciliation
+    s.acquire(NewExecution("x2", "failback", "switchover", PRIMARY), T0 + 100, LEASE)
+    s.finish("x2", "completed", T0 + 160)
+    record = s.read()
+    assert (record.active_region, record.epoch, record.owed) == (PRIMARY, 2, (Owed(1, PRIMARY, T0),))
+    assert s.old_region_fenced(record.owed[0], T0 + 200) == T0 + 200
+    assert s.old_region_fenced(record.owed[0], T0 + 300) == T0 + 200  # the first sighting is kept
+    assert s.mark_reconciled(record.owed[0]) is True
+    assert s.mark_reconciled(record.owed[0]) is False  # owed no more: nothing written
+    after = s.read()
+    assert (after.owed, after.old_fenced_at, after.reconciled_epoch, after.awaits_reconciliation) == ((), {}, 1, False)
+
+
+def test_a_planned_switchover_owes_nothing(db: Any) -> None:
+    s = store(db)
+    s.acquire(NewExecution("x1", "switchover", "switchover", DR), T0, LEASE)
+    s.finish("x1", "completed", T0 + 60)
+    assert (s.read().owed, s.read().awaits_reconciliation) == ((), False)
+
+
+def test_a_record_written_before_owed_existed_owes_its_last_unplanned_failover(db: Any) -> None:
+    db.put_item(TableName=TABLE, Item={
+        **CONTROL_KEY, "active_region": {"S": DR}, "epoch": {"N": "3"}, "state": {"S": "idle"},
+        "mode": {"S": "failover"}, "last_outcome": {"S": "completed"}, "previous_region": {"S": PRIMARY},
+        "started_at": {"N": repr(T0)}, "reconciled_epoch": {"N": "1"},
+    })  # fmt: skip
+    s = store(db)
+    (owed,) = s.read().owed
+    assert owed == Owed(3, PRIMARY, T0)
+    assert s.mark_reconciled(owed) is True
+    assert (s.read().owed, s.read().reconciled_epoch) == ((), 3)

@@ -59,10 +59,13 @@ def test_detection_rto_and_rpo_come_from_the_records_and_the_ledger() -> None:
     # t-1 accepted by the primary before the outage and re-applied from the journal; t-2 accepted by DR after it
     view = FakeView({"t-1": ZERO + 3.0, "t-2": ZERO + 2.0})
     sent = Sent([accepted("t-1", ZERO - 0.5, PRIMARY), accepted("t-2", ZERO + 1.2, DR)])
+    waited = {"action": "reconcile", "outcome": "waiting", "started_at": ZERO + 5.0, "steps": [],
+              "reasons": [f"{PRIMARY}'s processing to be off"],
+              "report": {"journal": {"reapplied_ids": ["t-1"]}}}  # fmt: skip
     reconciled = {"action": "reconcile", "outcome": "completed", "started_at": ZERO + 6.0, "steps": [],
-                  "report": {"journal": {"reapplied_ids": ["t-1"]}}}  # fmt: skip
+                  "reasons": [], "report": {"journal": {"reapplied_ids": []}}}  # fmt: skip
 
-    found = figures(view).failover([FAILOVER], reconciled, sent, DR)
+    found = figures(view).failover([FAILOVER], [waited, reconciled], sent, DR)
 
     assert (found["executions"], found["refusals"], found["outcome"], found["mode"]) == (1, 0, "completed", "failover")
     assert found["detection_seconds"] == 45.0  # 0.75 wall s at x60
@@ -71,7 +74,12 @@ def test_detection_rto_and_rpo_come_from_the_records_and_the_ledger() -> None:
     assert found["outage_seconds"] == 300.0
     assert [e["event"] for e in found["timeline"]] == [
         f"{PRIMARY} down", f"DNS answers {DR}", "failover: promote_database completed",
+        f"reconcile waits for {PRIMARY}'s processing to be off",
     ]  # fmt: skip
+    assert found["reconcile"]["runs"] == 2  # what the waiting run re-applied counts: t-1 above
+    assert (found["reconcile"]["waited_for"], found["reconcile"]["waited_seconds"]) == (
+        [f"{PRIMARY}'s processing to be off"], 60.0,
+    )  # fmt: skip
 
 
 def test_a_refusal_is_detection_but_not_an_execution_and_the_rto_waits_for_the_primary() -> None:
@@ -81,7 +89,7 @@ def test_a_refusal_is_detection_but_not_an_execution_and_the_rto_waits_for_the_p
                "reasons": ["region_not_ready"], "steps": []}  # fmt: skip
     sent = Sent([accepted("t-2", ZERO + 0.5, DR), accepted("t-3", ZERO + 5.5, PRIMARY)])
 
-    found = figures(view).failover([refusal], None, sent, PRIMARY)
+    found = figures(view).failover([refusal], [], sent, PRIMARY)
 
     assert (found["executions"], found["refusals"], found["refusal_reasons"]) == (0, 1, ["region_not_ready"])
     assert found["detection_seconds"] == 60.0

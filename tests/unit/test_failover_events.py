@@ -43,7 +43,7 @@ def test_each_operator_event_file_is_its_action(name: str, action: Action, force
         ([], "takes a JSON object (an alarm event or an action), not list"),
         ({}, "not an operator request: action: Field required"),
         ({"action": "promote"}, "not an operator request: action: Input should be"),
-        ({"action": "switchover", "force": True}, "force applies to failover only, not switchover"),
+        ({"action": "status", "force": True}, "force applies to failover, switchover and failback only, not status"),
         ({"action": "failover", "force": "yes please"}, "not an operator request: force"),
         ({"action": "failover", "force": "yes"}, "not an operator request: force: Input should be a valid boolean"),
         ({"action": "failover", "force": 1}, "not an operator request: force: Input should be a valid boolean"),

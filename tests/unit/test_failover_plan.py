@@ -9,7 +9,7 @@ import pytest
 
 from failover_handler.events import Action, Request, parse_request
 from failover_handler.plan import READINESS_REFUSALS, STEPS, Mode, Situation, make_plan
-from tandem_core.control import ControlRecord, State
+from tandem_core.control import ControlRecord, Owed, State
 from tests.conftest import load_event
 
 PRIMARY, DR = "us-east-1", "us-west-2"
@@ -140,3 +140,16 @@ def test_failback_once_the_old_primary_is_caught_up_is_a_planned_switchover() ->
     assert (plan.allowed, plan.mode, plan.rpo_estimate_seconds, plan.target_region) == (
         True, Mode.SWITCHOVER, 0.0, PRIMARY,
     )  # fmt: skip
+
+
+def test_no_failback_or_switchover_while_a_reconciliation_is_owed_unless_forced() -> None:
+    """Finding 3 of the backlog issue: a failback before reconciliation used to leave the old primary's
+    journal to nobody. Now it is refused; force moves anyway and the debt stays on the record (per epoch)."""
+    owed = ControlRecord(DR, 1, mode="failover", last_outcome="completed", last_finished_at=NOW - 3600,
+                         owed=(Owed(1, PRIMARY, NOW - 3700),))  # fmt: skip
+    back = situation(region=PRIMARY, peer_region=DR, control=owed, peer_reachable=True)
+    assert make_plan(operator(Action.FAILBACK), back).refused == ("reconciliation_owed",)
+    assert make_plan(operator(Action.FAILBACK, force=True), back).allowed
+    assert make_plan(operator(Action.FAILOVER), back).refused == ()  # an unplanned move is never held by it
+    stranded = situation(region=PRIMARY, peer_region=DR, control=owed, peer_reachable=False)
+    assert make_plan(operator(Action.FAILBACK, force=True), stranded).refused == ("peer_unreachable",)

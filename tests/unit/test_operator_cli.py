@@ -32,9 +32,9 @@ def test_an_unknown_region_or_missing_stack_is_one_clear_line() -> None:
     assert handler_name(DR) == "tandem-app-dr-failover-handler"
 
 
-def test_force_is_for_failover_only() -> None:
-    with pytest.raises(ValueError, match="--force applies to failover only"):
-        run("switchover", source=None, targets=[PRIMARY, DR], force=True)  # type: ignore[arg-type]
+def test_force_is_for_the_moves_only() -> None:
+    with pytest.raises(ValueError, match="--force applies to failover, switchover and failback only"):
+        run("reconcile", source=None, targets=[PRIMARY, DR], force=True)  # type: ignore[arg-type]
 
 
 def test_the_timeline_is_a_table_of_steps_with_their_durations() -> None:
