@@ -135,12 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     st = tsub.add_parser("status", help="regions, endpoints, databases, replication")
     st.add_argument("--json", action="store_true")
     for name, text in (
-        ("outage", "take a region down (API and database)"),
-        ("restore", "bring a region back"),
+        ("outage", "take a region down (APIs, ingress, database; its replication is held)"),
+        ("restore", "bring a region back (its replication backlog then arrives)"),
+        ("partition", "cut a region off but keep it alive: nothing crosses between the regions (split brain)"),
+        ("heal", "reconnect a partitioned region (its database rejoins; the replication backlog arrives)"),
         ("deploy", "deploy the region's app stack again, as `sam deploy --config-env <role>` would"),
     ):
         cmd = tsub.add_parser(name, help=text)
         cmd.add_argument("region")
+        if name in ("restore", "heal"):
+            cmd.add_argument(
+                "--backlog-pace", type=_positive_float, default=None, metavar="N",
+                help="replicated changes per emulated second the backlog arrives at, per store (default 20)",
+            )  # fmt: skip
     rep = tsub.add_parser("replication", help="pause or resume replication between the regions (Aurora, DynamoDB, S3)")
     rep.add_argument("action", choices=["pause", "resume"])
     rep.add_argument("--store", choices=["aurora", "dynamodb", "s3"], help="one store (default: all three)")
@@ -207,8 +214,10 @@ def _twin(args: argparse.Namespace) -> int:
             status = call(state_dir, "GET", "/status")
             print(json.dumps(status, indent=2) if args.json else _describe(status))
             return 0
-        case "outage" | "restore" | "deploy":
-            print(_describe(call(state_dir, "POST", f"/{args.twin_command}/{args.region}")))
+        case "outage" | "restore" | "deploy" | "partition" | "heal":
+            pace = getattr(args, "backlog_pace", None)
+            body = None if pace is None else {"backlog_pace": pace}
+            print(_describe(call(state_dir, "POST", f"/{args.twin_command}/{args.region}", body=body)))
             return 0
         case "replication":
             status = call(state_dir, "POST", f"/replication/{args.action}" + (f"/{args.store}" if args.store else ""))
@@ -324,7 +333,7 @@ def _operate(args: argparse.Namespace) -> int:
 def _describe(status: dict[str, Any]) -> str:
     lines = [f"twin ({status.get('startup_seconds', '?')} s to start, clock x{status['clock']['scale']:g})"]
     for region, info in status["regions"].items():
-        state = "up" if info["up"] else "DOWN"
+        state = ("up, CUT OFF" if info.get("partitioned") else "up") if info["up"] else "DOWN"
         lines.append(f"  {region:<12} {info['role']:<8} {state:<5} api {info['endpoint']}  db {info['database']}")
     return "\n".join(lines)
 

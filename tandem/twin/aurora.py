@@ -6,7 +6,7 @@ down cleanly (PostgreSQL then ships every WAL record to the standby), waits unti
 up to the writer's last checkpoint, and only then promotes - no loss. The old writer comes back as a
 standby of the new one (rebuilt from a base backup, as Aurora re-creates a secondary). Each cluster has a
 reader endpoint (the server itself) and a writer endpoint that answers only in the writer region
-(:mod:`tandem.twin.writer_gate`), as a global secondary's writer endpoint is inactive.
+(:mod:`tandem.twin.relay`), as a global secondary's writer endpoint is inactive.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pg8000.native
 from pg8000.native import literal
 
 from tandem.localpg import LocalPostgres, pg_bin
-from tandem.twin.writer_gate import READER_HOST, WRITER_HOST, WriterGate
+from tandem.twin.relay import READER_HOST, WRITER_HOST, WriterGate
 
 STATUS_SQL = Path(__file__).with_name("aurora_global_db_status.sql")
 
@@ -43,6 +43,8 @@ class AuroraGlobal:
     gates: dict[str, WriterGate] = field(default_factory=dict)  # each region's writer (cluster) endpoint
     stale: set[str] = field(default_factory=set)  # regions whose data diverged: rebuild before serving
     replay_paused: bool = False  # WAL replay paused on the standby (also on one rebuilt meanwhile)
+    cut: bool = False  # the regions are partitioned: the standby replays nothing more until healed
+    split: set[str] = field(default_factory=set)  # old writers a partition cut off: still take writes until healed
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _starting: threading.Thread | None = field(default=None, repr=False)
     _start_error: Exception | None = field(default=None, repr=False)
@@ -100,7 +102,7 @@ class AuroraGlobal:
     def _open_writer_gate(self) -> None:
         """The writer region's cluster endpoint relays to its server; the others' are inactive."""
         for region, gate in self.gates.items():
-            gate.open(region == self.writer)
+            gate.open(region == self.writer or region in self.split)
 
     def attach_cluster(self, region: str, props: dict[str, Any]) -> tuple[str, str, int]:
         """A deployment's cluster in ``region``: served by that region's server; a cluster that declares master
@@ -120,7 +122,36 @@ class AuroraGlobal:
         return region not in self.down
 
     def role(self, region: str) -> str:
+        if region in self.split:
+            return "writer (cut off: split brain)"
         return "writer" if region == self.writer else "reader"
+
+    # ------------------------------------------------------------------ partitions
+    def partition(self, region: str) -> None:
+        """The regions cannot reach each other (``region`` is cut off): WAL stops reaching the standby, so it
+        replays nothing more; both servers keep serving their own region."""
+        with self._lock:
+            if region not in self.nodes:
+                raise AuroraError(f"unknown region {region}")
+            self.cut = True
+            if self.reader not in self.down:
+                self._query(self.nodes[self.reader], "SELECT pg_wal_replay_pause()")
+
+    def heal(self, region: str) -> None:
+        """Connected again: an old writer a failover left cut off is demoted - rebuilt as a standby of the
+        writer, so what it committed alone is gone from the database (its journal keeps it) - and the standby
+        replays again."""
+        with self._lock:
+            if region not in self.nodes:
+                raise AuroraError(f"unknown region {region}")
+            self.cut = False
+            for old in sorted(self.split):
+                self.split.discard(old)
+                self._open_writer_gate()  # its cluster endpoint goes inactive first
+                if old not in self.down:
+                    self._rebuild_standby(old)
+            if not self.replay_paused and self.reader not in self.down:
+                self._query(self.nodes[self.reader], "SELECT pg_wal_replay_resume()")
 
     # ------------------------------------------------------------------ outages
     def outage(self, region: str) -> None:
@@ -140,7 +171,7 @@ class AuroraGlobal:
                 self._rebuild_standby(region)
             else:
                 node.launch()
-                if self.replay_paused:  # a pause does not survive a restart; the operator's pause does
+                if self.replay_paused or self.cut:  # a pause does not survive a restart; the operator's does
                     self._query(node, "SELECT pg_wal_replay_pause()")
 
     # ------------------------------------------------------------------ role changes
@@ -149,17 +180,19 @@ class AuroraGlobal:
         with self._lock:
             self._check_target(to_region)
             old = self.writer
-            if old not in self.down:
+            if self.cut and old not in self.down:
+                self.split.add(old)  # out of reach: it keeps its writer, and takes writes, until healed
+            elif old not in self.down:
                 self.nodes[old].halt("immediate")  # fence: the old writer must not take more writes
             node = self.nodes[to_region]
-            if self.replay_paused:  # what it received but has not replayed is not there in a lagging replica
+            if self.replay_paused or self.cut:  # what it received but did not replay is not there
                 node.promote_at(str(self._query(node, "SELECT pg_last_wal_replay_lsn()")))
             else:
                 node.promote()
             self.writer = to_region
             self._open_writer_gate()
             self.stale.add(old)
-            if old not in self.down:
+            if old not in self.down and old not in self.split:
                 self._rebuild_standby(old)
 
     def switchover(self, to_region: str, timeout: float = 30.0) -> None:
@@ -169,6 +202,8 @@ class AuroraGlobal:
             old = self.writer
             if old in self.down:
                 raise AuroraError(f"switchover needs the writer region {old} to be up; use failover")
+            if self.cut:
+                raise AuroraError(f"switchover needs the regions connected; {old} is cut off: use failover")
             self.nodes[old].halt("fast")  # clean shutdown: every WAL record reaches the standby first
             target_lsn = self._checkpoint_lsn(self.nodes[old])
             self._wait_replayed(self.nodes[to_region], target_lsn, timeout)
@@ -197,7 +232,7 @@ class AuroraGlobal:
     def replay_lag_bytes(self) -> int | None:
         """WAL bytes the standby has not replayed yet (None when either side is down)."""
         reader = self.reader
-        if self.writer in self.down or reader in self.down:
+        if self.writer in self.down or reader in self.down or self.split:  # split: no standby to measure
             return None
         try:
             w = self._query(self.nodes[self.writer], "SELECT CAST(pg_current_wal_lsn() AS text)")
@@ -221,7 +256,7 @@ class AuroraGlobal:
         node.standby_of(self.nodes[self.writer], application_name=region)
         self._name_region(node, region)  # pg_basebackup copied the writer's postgresql.auto.conf
         self.stale.discard(region)
-        if self.replay_paused:
+        if self.replay_paused or self.cut:
             self._query(node, "SELECT pg_wal_replay_pause()")
 
     @staticmethod

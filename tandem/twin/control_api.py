@@ -24,7 +24,9 @@ class Controlled(Protocol):
 
     def status(self) -> dict[str, Any]: ...
     def outage(self, region: str) -> None: ...
-    def restore(self, region: str) -> None: ...
+    def restore(self, region: str, backlog_pace: float | None = ...) -> None: ...
+    def partition(self, region: str) -> None: ...
+    def heal(self, region: str, backlog_pace: float | None = ...) -> None: ...
     def replication(self, action: str, store: str | None = None) -> None: ...
     def redeploy(self, region: str) -> None: ...
     def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]: ...
@@ -36,6 +38,8 @@ ROUTES = Map([
     Rule("/down", methods=["POST"], endpoint="down"),
     Rule("/outage/<region>", methods=["POST"], endpoint="outage"),
     Rule("/restore/<region>", methods=["POST"], endpoint="restore"),
+    Rule("/partition/<region>", methods=["POST"], endpoint="partition"),
+    Rule("/heal/<region>", methods=["POST"], endpoint="heal"),
     Rule("/replication/<action>", methods=["POST"], endpoint="replication"),
     Rule("/replication/<action>/<store>", methods=["POST"], endpoint="replication"),
     Rule("/invoke/<region>/<function>", methods=["POST"], endpoint="invoke"),
@@ -77,8 +81,24 @@ class ControlApi:
         self._twin.outage(region)
         return self._twin.status()
 
-    def _restore(self, _request: Request, region: str) -> dict[str, Any]:
-        self._twin.restore(region)
+    def _restore(self, request: Request, region: str) -> dict[str, Any]:
+        """``{"backlog_pace": N}`` (optional): replicated changes per emulated second; null: all at once."""
+        return self._released(self._twin.restore, request, region, "the restore")
+
+    def _partition(self, _request: Request, region: str) -> dict[str, Any]:
+        self._twin.partition(region)
+        return self._twin.status()
+
+    def _heal(self, request: Request, region: str) -> dict[str, Any]:
+        """As restore: ``{"backlog_pace": N}`` optional."""
+        return self._released(self._twin.heal, request, region, "the heal")
+
+    def _released(self, release: Any, request: Request, region: str, what: str) -> dict[str, Any]:
+        spec = _object(request, what)
+        if "backlog_pace" in spec:
+            release(region, _pace(spec["backlog_pace"]))
+        else:
+            release(region)
         return self._twin.status()
 
     def _replication(self, _request: Request, action: str, store: str | None = None) -> dict[str, Any]:
@@ -107,6 +127,14 @@ def _object(request: Request, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be a JSON object")
     return value
+
+
+def _pace(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"backlog_pace must be a number > 0 (changes per emulated second) or null, not {value!r}")
+    return float(value)
 
 
 def _json(code: int, body: dict[str, Any]) -> Response:

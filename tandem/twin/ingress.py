@@ -35,9 +35,13 @@ class Ingress:
         invoke: Invoke,
         client: Callable[[str], Any],
         function_of: Callable[[str], str] = lambda arn: arn,
+        advertised_url: str | None = None,
     ) -> None:
-        """``function_of(arn)``: the function (as ``invoke`` names it) behind a Lambda integration's ARN."""
+        """``function_of(arn)``: the function (as ``invoke`` names it) behind a Lambda integration's ARN;
+        ``advertised_url``: the API's ``ApiEndpoint`` - where the other region reaches it (the border's relay,
+        :mod:`tandem.twin.border`); producers and probes use :attr:`url`."""
         self.region, self.port = region, port
+        self.advertised_url = advertised_url
         self._function_of = function_of
         self.api_id = f"twin{uuid.uuid4().hex[:6]}"
         self._invoke, self._client = invoke, client
@@ -90,7 +94,7 @@ class Ingress:
                     raise TemplateError(f"{where}: the twin serves SQS-SendMessage and Lambda proxy integrations")
         self._routes = routes
         self.start()
-        return {"Ref": self.api_id, "ApiEndpoint": self.url, "ApiId": self.api_id}
+        return {"Ref": self.api_id, "ApiEndpoint": self.advertised_url or self.url, "ApiId": self.api_id}
 
     @staticmethod
     def create_stage(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:  # noqa: ARG004

@@ -26,8 +26,10 @@ from tandem.local import emulator_client
 from tandem.localpg import free_port
 from tandem.template import APP_TEMPLATE, GLOBAL_TEMPLATE
 from tandem.twin.aurora import AuroraGlobal
+from tandem.twin.border import Border
 from tandem.twin.clock import TwinClock
 from tandem.twin.extensions import Ticking
+from tandem.twin.extensions.holds import DEFAULT_PACE, RegionHolds
 from tandem.twin.faults import Fault
 from tandem.twin.ingress import Ingress
 from tandem.twin.lambdas import AsyncInvocations, LambdaService
@@ -81,6 +83,9 @@ class Twin:
     lambdas: LambdaService = field(init=False)
     deployed: Deployed = field(init=False)  # set by start()
     replication_paused: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(STORES, False))
+    holds: RegionHolds = field(default_factory=RegionHolds)  # replication held at a region's border
+    border: Border | None = None  # what each region reaches of the other (set by start)
+    partitioned: set[str] = field(default_factory=set)
     pg_root: Path | None = None
     started_at: float = 0.0
     _tickers: list[Ticking] = field(default_factory=list)
@@ -105,12 +110,16 @@ class Twin:
         cfg = self.config
         self.pg_root = new_postgres_root(cfg.state_dir)
         self.aurora = AuroraGlobal(self.pg_root, cfg.primary, cfg.dr)
+        ingress_ports = {r: free_port() for r in cfg.regions}
         for region in cfg.regions:
             self.endpoints[region] = RegionEndpoint(region, free_port())
             self.endpoints[region].start()
+        self.border = Border(cfg.state_dir, {r: e.port for r, e in self.endpoints.items()}, ingress_ports)
+        self.border.start()
+        for region in cfg.regions:
             self.ingress[region] = Ingress(
-                region, free_port(), self.invoke, functools.partial(self.client, region),
-                functools.partial(self.lambdas.function_of, region),
+                region, ingress_ports[region], self.invoke, functools.partial(self.client, region),
+                functools.partial(self.lambdas.function_of, region), advertised_url=self.border.ingress_url(region),
             )  # fmt: skip
         urllib.request.urlopen(  # noqa: S310 - loopback emulator: start from a clean slate
             f"{self.endpoints[cfg.primary].url}/moto-api/reset", data=b"", timeout=10
@@ -123,7 +132,7 @@ class Twin:
             database_port={r: self.aurora.nodes[r].port for r in cfg.regions},
             database_ca={r: str(self.aurora.nodes[r].ca_file) for r in cfg.regions},
             templates=(cfg.global_template, cfg.app_template),
-            api_urls={r: endpoint.url for r, endpoint in self.endpoints.items()},
+            api_urls={r: self.border.api_url(r) for r in cfg.regions},  # the peer's, as the other region calls it
             clock_scale=cfg.scale,
             app_overrides=cfg.app_parameter_overrides,
         )  # fmt: skip
@@ -143,6 +152,8 @@ class Twin:
             ingress.stop()
         for endpoint in self.endpoints.values():
             endpoint.stop()
+        if self.border is not None:
+            self.border.stop()
         log.info("stopping databases")
         if self.aurora is not None:
             with contextlib.suppress(Exception):  # a start-up cut short: let the servers come up, then stop them
@@ -154,15 +165,22 @@ class Twin:
 
     # ------------------------------------------------------------------ operations
     def outage(self, region: str) -> None:
+        """The region dies: its APIs, ingress and database, and its replication - what it wrote and had not
+        copied yet (S3 objects, DynamoDB items) stays behind, as does what the other region writes for it."""
         self._check_region(region)
         if not self.endpoints[region].up:
             raise ValueError(f"{region} is already down")
+        if self.partitioned:
+            raise ValueError(f"{', '.join(sorted(self.partitioned))} is cut off; heal it before an outage")
+        self.holds.hold(region)
         self.endpoints[region].stop()
         self.ingress[region].stop()
         assert self.aurora is not None
         self.aurora.outage(region)
 
-    def restore(self, region: str) -> None:
+    def restore(self, region: str, backlog_pace: float | None = DEFAULT_PACE) -> None:
+        """The region comes back; its replication backlog (both ways) arrives at ``backlog_pace`` changes per
+        emulated second per store (None: at once)."""
         self._check_region(region)
         if self.endpoints[region].up:
             raise ValueError(f"{region} is not down; nothing to restore")
@@ -170,6 +188,38 @@ class Twin:
         self.aurora.restore(region)
         self.endpoints[region].start()
         self.ingress[region].start()
+        self.holds.release(region, self.clock.now(), backlog_pace)
+
+    def partition(self, region: str) -> None:
+        """The region is cut off but alive: it keeps serving itself and its clients (ingress, queue,
+        processors, monitor, database), while nothing crosses between the regions - the other region's calls
+        into it and its calls out fail, replication is held both ways and its database stops streaming to
+        the standby (a failover now promotes without what it commits from here on: split brain)."""
+        self._check_region(region)
+        if not self.endpoints[region].up:
+            raise ValueError(f"{region} is down; an outage already cuts it off")
+        if self.partitioned:
+            raise ValueError(f"{', '.join(sorted(self.partitioned))} is already cut off; heal it first")
+        assert self.border is not None
+        assert self.aurora is not None
+        self.partitioned.add(region)
+        self.holds.hold(region)
+        self.border.cut()
+        self.aurora.partition(region)
+
+    def heal(self, region: str, backlog_pace: float | None = DEFAULT_PACE) -> None:
+        """The network is back: calls cross again, the database rejoins (demoted when the other region took the
+        writer meanwhile: what it committed alone is gone from it), and the held replication arrives as a
+        backlog at ``backlog_pace`` changes per emulated second per store (None: at once)."""
+        self._check_region(region)
+        if region not in self.partitioned:
+            raise ValueError(f"{region} is not cut off; nothing to heal")
+        assert self.border is not None
+        assert self.aurora is not None
+        self.aurora.heal(region)
+        self.border.mend()
+        self.holds.release(region, self.clock.now(), backlog_pace)
+        self.partitioned.discard(region)
 
     def replication(self, action: str, store: str | None = None) -> None:
         """Pause or resume one store's replication for real, or all three (``store`` None).
@@ -226,6 +276,10 @@ class Twin:
                 "ingress": self.ingress[region].url,
                 "postgres": self.aurora.uri(region),
                 "up": self.endpoints[region].up,
+                "partitioned": region in self.partitioned,
+                # where the other region reaches it (tandem.twin.border): what a partition cuts
+                "peer_endpoint": None if self.border is None else self.border.api_url(region),
+                "peer_ingress": None if self.border is None else self.border.ingress_url(region),
                 "database": self.aurora.role(region),
                 "cluster": _cluster_of(self.deployed.global_stack(region)),
                 "functions": {
@@ -252,6 +306,7 @@ class Twin:
                 "dynamodb_pending_changes": self.dynamo.pending(),
                 "s3_pending_objects": self.s3.pending(),
                 "paused": dict(self.replication_paused),
+                **self.holds.describe(),
             },
             "clock": {"scale": self.clock.scale, "now": self.clock.now()},
             "async_invocations": {
@@ -310,9 +365,9 @@ class Twin:
         lambda_invoke.install()
         lambda_snapstart.install()
         lambda_invoke.set_invoker(self._invoke_by_api)
-        self.dynamo = dynamodb_replication.DynamoReplicator(lag_seconds=0.5, clock=clock)
+        self.dynamo = dynamodb_replication.DynamoReplicator(lag_seconds=0.5, clock=clock, holds=self.holds)
         dynamodb_replication.install(self.dynamo)
-        self.s3 = s3_replication.S3Replicator(delay_seconds=2.0, clock=clock)
+        self.s3 = s3_replication.S3Replicator(delay_seconds=2.0, clock=clock, holds=self.holds)
         s3_replication.install(self.s3)
         self.alarms = cloudwatch_alarms.AlarmEvaluator(clock, is_region_up=up)
         self.router = event_routing.EventRouter(self._deliver, clock, is_region_up=up)

@@ -74,7 +74,7 @@ def test_tandem_deploy_runs_the_whole_order_through_sam_deploy_and_a_second_run_
     assert set(_results(again.stdout).values()) == {"unchanged"}, again.stdout
     for region, peer in ((PRIMARY, DR), (DR, PRIMARY)):  # armed: each monitor probes the other's ingress
         app = _parameters(twin, region, twin["regions"][region]["resources"]["stack"])
-        assert app["PeerHealthUrl"] == twin["regions"][peer]["ingress"] + "/health"
+        assert app["PeerHealthUrl"] == twin["regions"][peer]["peer_ingress"] + "/health"  # through the border
     dns = _parameters(twin, PRIMARY, "tandem-global-primary")
     assert dns["HostedZoneId"] == twin["hosted_zone"]
     dr_app = twin["regions"][DR]["resources"]["stack"]

@@ -284,3 +284,30 @@ def test_latency_publisher_publishes_nothing_while_stalled_or_for_a_region_that_
     world.tick(1070)
     publisher.tick(1070)
     assert _latencies(cw[EAST], EAST) == []
+
+
+def test_a_held_region_replicates_nothing_either_way_and_its_backlog_drains_at_the_pace_once_released(
+    world: World,
+) -> None:
+    """An outage or a partition: what the region wrote stays behind, and so does what is written for it;
+    once released, the backlog arrives at the pace (changes per emulated second), not at once."""
+    world.replicator.holds.hold(EAST)
+    for i in range(6):
+        world.put(EAST, f"east-{i}", "1")
+    world.put(WEST, "west", "1")
+    world.tick(1100)
+    assert (world.get(WEST, "east-0"), world.get(EAST, "west")) == (None, None)
+    assert world.replicator.pending() == 7
+    world.replicator.holds.release(EAST, now=1100, pace=2.0)
+    world.tick(1101)  # 2 per second: one second in, two changes crossed
+    assert world.replicator.pending() == 5
+    world.tick(1102)
+    assert world.replicator.pending() == 3
+    world.tick(1110)
+    assert world.replicator.pending() == 0
+    assert all(world.get(WEST, f"east-{i}") is not None for i in range(6))
+    assert world.get(EAST, "west") is not None
+    assert world.replicator.holds.quiet  # nothing left to drain: back to the usual path
+    world.put(EAST, "after", "1")
+    world.tick(1110.6)
+    assert world.get(WEST, "after") is not None

@@ -236,3 +236,19 @@ def test_rule_metrics_publisher_is_silent_for_a_region_that_is_down(world: World
     world.s3[EAST].put_object(Bucket=A, Key="k1", Body=b"1")
     publisher.tick(1001)
     assert _rule_metrics(cw[EAST]) == {"ReplicationLatency": [], "OperationsPendingReplication": []}
+
+
+def test_a_held_region_keeps_its_objects_until_released_then_they_arrive_at_the_pace(world: World) -> None:
+    replicate(world.s3[EAST], A, B)
+    world.replicator.holds.hold(WEST)  # the destination's region is cut off: nothing reaches it
+    for i in range(3):
+        world.s3[EAST].put_object(Bucket=A, Key=f"k{i}", Body=b"1")
+    world.tick(1100)
+    assert not any(world.exists(B, f"k{i}") for i in range(3))
+    assert world.replicator.pending(A) == 3
+    world.replicator.holds.release(WEST, now=1100, pace=1.0)
+    world.tick(1101)
+    assert [world.exists(B, f"k{i}") for i in range(3)] == [True, False, False]  # oldest first
+    world.tick(1103)
+    assert world.replicator.pending() == 0
+    assert world.replicator.holds.quiet

@@ -39,6 +39,7 @@ from moto.dynamodb.responses import DynamoHandler
 from tandem import moto_ext
 from tandem.twin.clock import TwinClock
 from tandem.twin.extensions import MinutePublisher
+from tandem.twin.extensions.holds import RegionHolds
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,11 @@ class DynamoReplicator:
     Writes are stamped with ``clock`` (the twin's clock), and :meth:`tick` is driven with the same clock.
     """
 
-    def __init__(self, lag_seconds: float = 0.5, clock: Clock | None = None) -> None:
+    def __init__(self, lag_seconds: float = 0.5, clock: Clock | None = None, holds: RegionHolds | None = None) -> None:
         if lag_seconds < 0:
             raise ValueError("lag_seconds must be >= 0")
         self.lag_seconds = lag_seconds
+        self.holds = holds if holds is not None else RegionHolds()  # an outage's or a partition's border
         self._clock: Clock = clock if clock is not None else TwinClock()
         self._queue: deque[Change] = deque()
         # Newest write applied or made per (account, region, table, key): (timestamp, region) decides LWW.
@@ -216,18 +218,36 @@ class DynamoReplicator:
 
     # ------------------------------------------------------------------ applying
     def tick(self, now: float) -> None:
-        """Apply every change at least ``lag_seconds`` old, oldest first (nothing while paused)."""
+        """Apply every change at least ``lag_seconds`` old, oldest first (nothing while paused); a change the
+        holds keep back (its source or target region held, or a released backlog's pace) waits in place."""
         with self.lock:
             if self._paused:
                 return
-            while self._queue and self._queue[0].timestamp + self.lag_seconds <= now:
+            if self.holds.quiet:
+                while self._queue and self._queue[0].timestamp + self.lag_seconds <= now:
+                    self._replay(self._queue.popleft(), now)
+                return
+            kept: deque[Change] = deque()
+            while self._queue:
                 change = self._queue.popleft()
-                try:
-                    self._apply(change)
-                    key = (change.account_id, change.source_region, change.table, change.target_region)
-                    self._observed[key] = max(self._observed.get(key, 0.0), now - change.timestamp)
-                except Exception:
-                    log.exception("could not replicate %s to %s", change.table, change.target_region)
+                if change.timestamp + self.lag_seconds > now:
+                    self._queue.appendleft(change)  # this one and every later one are too young
+                    break
+                if self.holds.passes((change.source_region, change.target_region), now):
+                    self._replay(change, now)
+                else:
+                    kept.append(change)
+            kept.extend(self._queue)
+            self._queue = kept
+            self.holds.settle({r for c in kept for r in (c.source_region, c.target_region)})
+
+    def _replay(self, change: Change, now: float) -> None:
+        try:
+            self._apply(change)
+            key = (change.account_id, change.source_region, change.table, change.target_region)
+            self._observed[key] = max(self._observed.get(key, 0.0), now - change.timestamp)
+        except Exception:
+            log.exception("could not replicate %s to %s", change.table, change.target_region)
 
     def _apply(self, change: Change) -> None:
         table = dynamodb_backends[change.account_id][change.target_region].tables.get(change.table)

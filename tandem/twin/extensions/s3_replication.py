@@ -27,6 +27,7 @@ clears its status). Among rules with the same destination, the highest ``Priorit
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -43,6 +44,7 @@ from moto.s3.responses import S3Response
 from tandem import moto_ext
 from tandem.twin.clock import TwinClock
 from tandem.twin.extensions import MinutePublisher
+from tandem.twin.extensions.holds import RegionHolds
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,20 @@ def _destinations(bucket: Any, key: str, tags: dict[str, str] | None) -> list[_R
     return list(chosen.values())
 
 
+def _regions_of(item: PendingObject) -> set[str]:
+    """The source bucket's region and every destination bucket's (a bucket gone meanwhile names none)."""
+    backend = s3_backends[item.key.account_id][item.key.partition]
+    try:
+        bucket = backend.get_bucket(item.bucket)
+    except MissingBucket:
+        return set()
+    regions = {str(bucket.region_name)}
+    for rule in _destinations(bucket, item.key_name, None):
+        with contextlib.suppress(MissingBucket):
+            regions.add(str(backend.get_bucket(rule.destination).region_name))
+    return regions
+
+
 def replication_status(key: Any) -> str | None:
     """The replication status of a moto FakeKey (None: not subject to replication)."""
     status = getattr(key, STATUS_ATTR, None)
@@ -155,10 +171,13 @@ def replication_status(key: Any) -> str | None:
 class S3Replicator:
     """Copies new objects to their replication destinations ``delay_seconds`` (emulated) after the put."""
 
-    def __init__(self, delay_seconds: float = 2.0, clock: Clock | None = None) -> None:
+    def __init__(
+        self, delay_seconds: float = 2.0, clock: Clock | None = None, holds: RegionHolds | None = None
+    ) -> None:
         if delay_seconds < 0:
             raise ValueError("delay_seconds must be >= 0")
         self.delay_seconds = delay_seconds
+        self.holds = holds if holds is not None else RegionHolds()  # an outage's or a partition's border
         self._clock: Clock = clock if clock is not None else TwinClock()
         self._queue: deque[PendingObject] = deque()
         self._buckets: set[str] = set()
@@ -212,17 +231,40 @@ class S3Replicator:
 
     # ------------------------------------------------------------------ copying
     def tick(self, now: float) -> None:
-        """Copy every queued object at least ``delay_seconds`` old, oldest first (nothing while paused)."""
+        """Copy every queued object at least ``delay_seconds`` old, oldest first (nothing while paused); an
+        object the holds keep back (its bucket's or a destination's region held, or a released backlog's
+        pace) waits in place."""
         with self._lock:
             if self._paused:
                 return
-            while self._queue and self._queue[0].timestamp + self.delay_seconds <= now:
+            if self.holds.quiet:
+                while self._queue and self._queue[0].timestamp + self.delay_seconds <= now:
+                    self._copy_now(self._queue.popleft(), now)
+                return
+            kept: deque[PendingObject] = deque()
+            pending: set[str] = set()
+            while self._queue:
                 item = self._queue.popleft()
-                try:
-                    self._replicate(item, now)
-                except Exception:
-                    log.exception("could not replicate s3://%s/%s", item.bucket, item.key_name)
-                    setattr(item.key, STATUS_ATTR, "FAILED")
+                if item.timestamp + self.delay_seconds > now:
+                    self._queue.appendleft(item)  # this one and every later one are too young
+                    break
+                regions = _regions_of(item)
+                if self.holds.passes(regions, now):
+                    self._copy_now(item, now)
+                else:
+                    kept.append(item)
+                    pending |= regions
+            kept.extend(self._queue)
+            pending |= {r for item in self._queue for r in _regions_of(item)}
+            self._queue = kept
+            self.holds.settle(pending)
+
+    def _copy_now(self, item: PendingObject, now: float) -> None:
+        try:
+            self._replicate(item, now)
+        except Exception:
+            log.exception("could not replicate s3://%s/%s", item.bucket, item.key_name)
+            setattr(item.key, STATUS_ATTR, "FAILED")
 
     def _replicate(self, item: PendingObject, now: float) -> None:
         src: Any = item.key

@@ -1,12 +1,19 @@
-"""A region's Aurora *cluster* (writer) endpoint in the twin: open only while the region holds the writer.
+"""A loopback TCP relay that can be closed: how the twin models an endpoint that stops answering.
 
-In Aurora Global Database a secondary cluster's writer endpoint is inactive until a switchover or failover
-promotes it, and the old primary's goes inactive when it is demoted; only the reader endpoint answers
-everywhere. The twin's clusters are one PostgreSQL server each, on 127.0.0.1 (the reader endpoint); this
-gate listens on 127.0.0.2 with the same port (the cluster endpoint) and relays to the server while the
-region is the writer (a flag file, set by :class:`tandem.twin.aurora.AuroraGlobal`), and otherwise closes
-every connection it accepts. It runs as its own small process (its relaying never waits on the twin's
-interpreter): ``python -m tandem.twin.writer_gate PORT FLAG``.
+Two uses, one implementation:
+
+- a region's Aurora **cluster (writer) endpoint** (:class:`WriterGate`): in Aurora Global Database a
+  secondary cluster's writer endpoint is inactive until a switchover or failover promotes it, and the old
+  primary's goes inactive when it is demoted; only the reader endpoint answers everywhere. The twin's clusters
+  are one PostgreSQL server each, on 127.0.0.1 (the reader endpoint); the gate listens on 127.0.0.2 with the
+  same port (the cluster endpoint) and relays to the server while the region is the writer;
+- the **border** between the regions (:mod:`tandem.twin.border`): what one region's functions call in the other
+  (its APIs, its ingress) goes through a relay that a partition closes - and then it also cuts the
+  connections already open, as a network cut does.
+
+The relay is open while its flag file exists. It runs as its own small process (its relaying never waits on
+the twin's interpreter): ``python -m tandem.twin.relay LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT FLAG
+[--cut]``.
 """
 
 from __future__ import annotations
@@ -25,22 +32,27 @@ WRITER_HOST = "127.0.0.2"  # the cluster endpoint's address; the server's own (t
 READER_HOST = "127.0.0.1"
 
 
-class WriterGate:
-    """The gate process of one region's cluster endpoint."""
+class Relay:
+    """The relay process from ``listen`` to ``target``; ``cut``: closing it also cuts open connections."""
 
-    def __init__(self, port: int, flag: Path) -> None:
-        self.port, self.flag = port, flag
+    def __init__(self, listen: tuple[str, int], target: tuple[str, int], flag: Path, *, cut: bool = False) -> None:
+        self.listen, self.target, self.flag, self.cut = listen, target, flag, cut
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def url(self) -> str:
+        return f"http://{self.listen[0]}:{self.listen[1]}"
+
     def start(self) -> None:
+        args = [*map(str, (*self.listen, *self.target)), str(self.flag), *(["--cut"] if self.cut else [])]
         with self.flag.with_suffix(".log").open("ab") as log:  # what it met, for a post-mortem
             self._process = subprocess.Popen(  # our own module, on loopback
-                [sys.executable, "-m", "tandem.twin.writer_gate", str(self.port), str(self.flag)],
+                [sys.executable, "-m", "tandem.twin.relay", *args],
                 cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
             )  # fmt: skip
 
     def open(self, is_open: bool) -> None:
-        """Writer here (relay) or not (refuse)."""
+        """Relay (open) or refuse (closed)."""
         if is_open:
             self.flag.touch()
         else:
@@ -53,14 +65,23 @@ class WriterGate:
             process.wait(timeout=10)
 
 
-def serve(port: int, flag: Path) -> None:
-    """Relay WRITER_HOST:port to READER_HOST:port while ``flag`` exists; close connections while it does not.
+class WriterGate(Relay):
+    """A region's cluster endpoint: WRITER_HOST:port relays to its server (READER_HOST:port) in the writer region."""
+
+    def __init__(self, port: int, flag: Path) -> None:
+        super().__init__((WRITER_HOST, port), (READER_HOST, port), flag)
+        self.port = port
+
+
+def serve(listen: tuple[str, int], target: tuple[str, int], flag: Path, cut: bool = False) -> None:
+    """Relay ``listen`` to ``target`` while ``flag`` exists; refuse connections while it does not, and with
+    ``cut`` also close the open ones the moment it goes (checked every 0.1 s).
 
     One thread, non-blocking sockets; a pair is closed as one, and nothing that happens to a connection (a
     server killed under it, a client that stopped reading) may end the loop: the endpoint outlives them all.
     """
     selector = selectors.DefaultSelector()
-    server = socket.create_server((WRITER_HOST, port))
+    server = socket.create_server(listen)
     server.setblocking(False)
     selector.register(server, selectors.EVENT_READ)
     peers: dict[socket.socket, socket.socket] = {}
@@ -80,7 +101,7 @@ def serve(port: int, flag: Path) -> None:
             client.close()
             return
         try:
-            upstream = socket.create_connection((READER_HOST, port), timeout=5)
+            upstream = socket.create_connection(target, timeout=5)
         except OSError:  # the region's server is down
             client.close()
             return
@@ -108,7 +129,12 @@ def serve(port: int, flag: Path) -> None:
             close(sock)
 
     while True:
-        for key, _ in selector.select():
+        ready = selector.select(timeout=0.1 if cut else None)
+        if cut and peers and not os.path.exists(flag):  # the border closed: a network cut ends them all
+            for sock in list(peers):
+                close(sock)
+            continue
+        for key, _ in ready:
             try:
                 if key.fileobj is server:
                     accept()
@@ -116,10 +142,10 @@ def serve(port: int, flag: Path) -> None:
                     assert isinstance(key.fileobj, socket.socket)
                     relay(key.fileobj)
             except Exception as exc:  # the endpoint must outlive any one connection
-                print(f"writer gate {port}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                print(f"relay {listen}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
                 if isinstance(key.fileobj, socket.socket) and key.fileobj is not server:
                     close(key.fileobj)
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), Path(sys.argv[2]))
+    serve((sys.argv[1], int(sys.argv[2])), (sys.argv[3], int(sys.argv[4])), Path(sys.argv[5]), "--cut" in sys.argv[6:])

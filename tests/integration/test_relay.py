@@ -1,5 +1,6 @@
-"""The twin's writer (cluster) endpoint: relays only while its region holds the writer, and outlives any
-connection - a server that dies under open connections must not take the endpoint down with it."""
+"""The twin's relays: the writer (cluster) endpoint relays only while its region holds the writer, and
+outlives any connection - a server that dies under open connections must not take the endpoint down with it;
+a border relay closed by a partition also cuts the connections already open, and relays again once healed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tandem.twin.writer_gate import READER_HOST, WRITER_HOST, WriterGate
+from tandem.localpg import free_port
+from tandem.twin.relay import READER_HOST, WRITER_HOST, Relay, WriterGate
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -42,28 +44,32 @@ def server() -> Iterator[socketserver.ThreadingTCPServer]:
     srv.server_close()
 
 
+def _listening(relay: Relay) -> None:
+    deadline = time.monotonic() + 10
+    while True:  # listening once a connection is accepted (and closed: the flag is not set yet)
+        try:
+            socket.create_connection(relay.listen, timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @pytest.fixture
 def gate(server: socketserver.ThreadingTCPServer, tmp_path: Path) -> Iterator[WriterGate]:
     port = server.server_address[1]
     g = WriterGate(int(port), tmp_path / "writer")
     g.start()
-    deadline = time.monotonic() + 10
-    while True:  # listening once a connection is accepted (and closed: the flag is not set yet)
-        try:
-            socket.create_connection((WRITER_HOST, port), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    _listening(g)
     yield g
     g.stop()
 
 
-def _answer(port: int, payload: bytes) -> bytes | None:
+def _answer(port: int, payload: bytes, host: str = WRITER_HOST) -> bytes | None:
     """What the endpoint echoes; None when it closes the connection without an answer."""
     try:
-        with socket.create_connection((WRITER_HOST, port), timeout=2) as conn:
+        with socket.create_connection((host, port), timeout=2) as conn:
             conn.sendall(payload)
             received = b""
             while len(received) < len(payload):
@@ -95,3 +101,25 @@ def test_connections_cut_on_both_sides_at_once_do_not_take_the_endpoint_down(gat
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
         conn.close()
     assert _answer(gate.port, b"still here") == b"still here"
+
+
+def test_a_border_relay_closed_by_a_partition_cuts_open_connections_and_relays_again_once_healed(
+    server: socketserver.ThreadingTCPServer, tmp_path: Path
+) -> None:
+    border = Relay(("127.0.0.1", free_port()), (READER_HOST, int(server.server_address[1])), tmp_path / "b", cut=True)
+    border.start()
+    try:
+        _listening(border)
+        border.open(True)
+        conn = socket.create_connection(border.listen, timeout=2)
+        conn.sendall(b"x")
+        assert conn.recv(1) == b"x"
+        border.open(False)  # the partition
+        conn.settimeout(2)
+        assert conn.recv(1) == b""  # the open connection is cut (closed by the relay), not left hanging
+        conn.close()
+        assert _answer(border.listen[1], b"ping", host="127.0.0.1") is None
+        border.open(True)  # healed
+        assert _answer(border.listen[1], b"ping", host="127.0.0.1") == b"ping"
+    finally:
+        border.stop()
