@@ -21,7 +21,9 @@ from tandem.aws_regions import check_region
 from tandem.lambda_runtime import functions
 
 #: tandem.drill.SCENARIOS, named here so `tandem --help` does not import the drill (matplotlib, the twin)
-DRILL_SCENARIOS = ("region-loss", "switchover", "blip", "dr-not-ready", "all", "steady")
+DRILL_SCENARIOS = (
+    "region-loss", "switchover", "blip", "dr-not-ready", "backlog", "partition", "retry-storm", "all", "steady",
+)  # fmt: skip
 
 
 def _non_negative(text: str) -> int:
@@ -50,14 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--scenario", choices=list(DRILL_SCENARIOS), default="region-loss",
                        help="region-loss: the primary dies mid-stream, nobody calls anything (default); switchover: "
                             "an operator's planned switchover mid-stream; blip: an outage shorter than detection; "
-                            "dr-not-ready: replication paused, then the outage; all: each once; "
-                            "steady: one region, no outage")  # fmt: skip
+                            "dr-not-ready: replication paused, then the outage; backlog: the primary dies with a "
+                            "replication backlog that returns slowly; partition: the primary cut off but alive; "
+                            "retry-storm: the region loss with clients that retry (lost answers, re-stamped "
+                            "created_at); all: each once; steady: one region, no outage")  # fmt: skip
     drill.add_argument(
         "--outage-at", type=float, default=0.3, help="fraction of the workload sent when the disruption starts"
     )
     drill.add_argument("--outage-for", type=_positive_float, default=None,
                        help="emulated seconds until the primary returns (default: region-loss 300, blip 10, "
-                            "dr-not-ready 240)")  # fmt: skip
+                            "dr-not-ready 240, backlog 240, partition 480, retry-storm 300)")  # fmt: skip
     drill.add_argument("--producers", type=_non_negative, default=4, help="concurrent producers (two-region scenarios)")
     drill.add_argument(
         "--rate",

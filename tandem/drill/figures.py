@@ -135,7 +135,8 @@ class Figures:
     def producers(self, sent: Sent, count: int, lookups: int) -> dict[str, Any]:
         by_region = {r: sent.accepted_by(self.view.ingress(r)) for r in (self.primary, self.dr)}
         return {"count": count, "accepted_by_region": by_region, "gave_up": len(sent.gave_up),
-                "failed_attempts": sent.failed_attempts, "errors": sent.errors[:5], "lookups": lookups}  # fmt: skip
+                "failed_attempts": sent.failed_attempts, "errors": sent.errors[:5], "lookups": lookups,
+                "lost_answers": sent.lost_answers, "restamped": sent.restamped}  # fmt: skip
 
     def region_of(self, url: str) -> str:
         return next((r for r in (self.primary, self.dr) if self.view.ingress(r) == url), url)

@@ -7,10 +7,19 @@ ingress. A failure (refused connection, 5xx, timeout) is retried with exponentia
 is down. A message is *accepted* when a 200 came back; the drill's audit then holds the system to committing
 every accepted message exactly once. A producer that cannot deliver a body before its deadline gives it up
 and says so (``gave_up``): never accepted, so never owed.
+
+**A retry is the same transaction.** It resends the same ``transaction_id`` with the same accounts, amount
+and currency - those say *what* moves, and changing one would be another transfer (the ledger calls that a
+conflict). It may re-stamp ``created_at`` (``restamp_share`` of the retries do): that field says when the
+request was made, and real clients stamp each attempt. A retry can duplicate a message the system already
+holds - the answer to the first attempt may have been lost on the way back (``lost_answer_share`` of first
+attempts lose their 200 here, as a flaky network would) - which the exactly-once path must absorb.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import queue
 import threading
 import time
@@ -18,10 +27,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
+
+from tandem_core.models import InvalidMessage, parse_transaction
 
 
 class NotAccepted(Exception):
@@ -84,6 +96,8 @@ class Sent:
     gave_up: list[str] = field(default_factory=list)  # bodies never accepted (deadline reached, or an error)
     failed_attempts: int = 0
     errors: list[str] = field(default_factory=list)  # what made a producer give a body up other than time
+    lost_answers: int = 0  # 200s the producer never saw (it retried: the system may hold the message twice)
+    restamped: int = 0  # retries sent with a new created_at
 
     def accepted_by(self, url: str) -> int:
         return sum(1 for a in self.accepted if a.url == url)
@@ -95,9 +109,13 @@ class Producers:
     def __init__(
         self, resolver: Resolver, count: int, *, timeout: float = 5.0, max_backoff: float = 1.0,
         on_accept: Callable[[int], None] | None = None, rate: float | None = None,
+        restamp_share: float = 0.0, lost_answer_share: float = 0.0,
     ) -> None:  # fmt: skip
         if count < 1:
             raise ValueError(f"producers must be at least 1, not {count}")
+        if not (0.0 <= restamp_share <= 1.0 and 0.0 <= lost_answer_share <= 1.0):
+            raise ValueError("restamp_share and lost_answer_share are fractions, 0 to 1")
+        self._shares = {"restamp": _Share(restamp_share), "lose": _Share(lost_answer_share)}
         self._resolver = resolver
         self._count = count
         self._timeout = timeout
@@ -161,9 +179,15 @@ class Producers:
             for attempt in retrying:
                 with attempt:
                     number = attempt.retry_state.attempt_number
+                    if number > 1:
+                        body = self._retried(body, sent)
                     try:
                         url = self._resolver.resolve(fresh=number > 1)  # after a failure: ask the name again
                         self._post(url, body)
+                        if number == 1 and _transfer(body) and self._next("lose"):
+                            with self._lock:
+                                sent.lost_answers += 1
+                            raise NotAccepted(f"{url} answered 200, but the answer was lost on the way back")
                     except RETRYABLE:
                         with self._lock:
                             sent.failed_attempts += 1
@@ -172,6 +196,25 @@ class Producers:
         except RetryError:
             return None
         return None
+
+    def _next(self, which: str) -> bool:
+        with self._lock:
+            return self._shares[which].next()
+
+    def _retried(self, body: str, sent: Sent) -> str:
+        """The body a retry sends: the same transaction, ``created_at`` re-stamped for a share of them."""
+        if not self._next("restamp"):
+            return body
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return body  # poison stays what it was
+        if not isinstance(message, dict) or not isinstance(message.get("created_at"), str):
+            return body
+        message["created_at"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        with self._lock:
+            sent.restamped += 1
+        return json.dumps(message)
 
     def _post(self, url: str, body: str) -> None:
         request = urllib.request.Request(  # noqa: S310 - the resolver only hands out the ingress URLs it knows
@@ -184,3 +227,25 @@ class Producers:
             raise NotAccepted(f"{url} answered {exc.code}") from None
         if status != 200:
             raise NotAccepted(f"{url} answered {status}")
+
+
+@dataclass
+class _Share:
+    """Exactly ``share`` of the cases, spread evenly and starting with the first (1/2: the 1st, 3rd, 5th...):
+    a storm that is the same on every run, whatever the threads' order."""
+
+    share: float
+    seen: int = 0
+
+    def next(self) -> bool:
+        self.seen += 1
+        return math.ceil(self.seen * self.share) > math.ceil((self.seen - 1) * self.share)
+
+
+def _transfer(body: str) -> bool:
+    """A valid transaction (poison is sent once per copy: the audit counts the DLQ against the workload's)."""
+    try:
+        parse_transaction(body)
+    except InvalidMessage:
+        return False
+    return True

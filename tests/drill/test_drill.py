@@ -109,14 +109,18 @@ def _flipped(clean: dict[str, bool], tampered: dict[str, bool]) -> dict[str, boo
     return {name: tampered[name] for name, ok in clean.items() if tampered[name] != ok}
 
 
-def test_the_audit_catches_a_commit_without_its_status_item(twin_dir: Path) -> None:
+def test_the_audit_catches_a_commit_whose_status_is_missing_or_disagrees_with_the_ledger(twin_dir: Path) -> None:
     target, wl, before, dlq = _drained(twin_dir, seed=6)
     clean = audit(target, wl, before, dlq=dlq)
-    victim = next(iter(wl.valid))
-    target.client("dynamodb").delete_item(TableName=target.table, Key=status_key(victim))
+    missing, other = list(wl.valid)[:2]
+    ddb = target.client("dynamodb")
+    ddb.delete_item(TableName=target.table, Key=status_key(missing))
+    ddb.update_item(TableName=target.table, Key=status_key(other), UpdateExpression="SET payload_hash = :h",
+                    ExpressionAttributeValues={":h": {"S": "0" * 64}})  # another payload than the row's  # fmt: skip
     tampered = audit(target, wl, before, dlq=dlq)
-    assert _flipped(clean["invariants"], tampered["invariants"]) == {"status_recorded_for_every_commit": False}
-    assert (clean["result"]["status_items"], tampered["result"]["status_items"]) == (30, 29)
+    assert _flipped(clean["invariants"], tampered["invariants"]) == {"status_equals_ledger": False}
+    assert (clean["result"]["status_mismatches"], tampered["result"]["status_mismatches"]) == (0, 2)
+    assert sorted(tampered["result"]["status_mismatch_ids"]) == sorted([missing, other])
 
 
 def test_the_audit_catches_a_commit_that_reconciliation_would_not_replay(twin_dir: Path) -> None:

@@ -5,7 +5,12 @@ the data - the JSON, report.md and one timeline.png per scenario.
 - region-loss: one completed failover, detected by the alarms, reconciled, nothing lost;
 - switchover: one completed planned switchover, nothing lost even before reconciliation;
 - blip: no execution at all, nothing lost;
-- dr-not-ready: the automatic failover refused (region_not_ready) and paged, nothing lost.
+- dr-not-ready: the automatic failover refused (region_not_ready) and paged, nothing lost;
+- backlog: the primary returns with a replication backlog; reconciliation waits, then nothing is lost;
+- partition: the primary cut off but alive commits alone; DR fails over; healed, reconciliation applies it;
+- retry-storm: producers retry with lost answers and re-stamped created_at; nothing applied twice.
+
+Every scenario: every accepted transaction in the ledger exactly once, and every status equal to the ledger.
 """
 
 from __future__ import annotations
@@ -44,13 +49,16 @@ def test_every_scenario_does_what_it_promises_and_loses_nothing_it_accepted(tmp_
     assert proc.stdout.rstrip().splitlines()[-1].startswith("PASSED: region-loss passed, switchover passed")
     assert (report["scenario"], report["passed"]) == ("all", True)
     scenarios = report["scenarios"]
-    assert list(scenarios) == ["region-loss", "switchover", "blip", "dr-not-ready"]
+    assert list(scenarios) == [
+        "region-loss", "switchover", "blip", "dr-not-ready", "backlog", "partition", "retry-storm",
+    ]  # fmt: skip
     for name, sub in scenarios.items():
         assert sub["completed"], (name, sub.get("error"))
         assert sub["passed"], (name, sub["invariants"])
         assert sub["workload"] == {"sent": 33, "valid": 30, "poison": 0, "duplicates": 3, "accepted": 33}
         result = sub["result"]
         assert (result["committed"], result["duplicates_applied"], result["lost_after_reconcile"]) == (30, 0, 0)
+        assert result["status_mismatches"] == 0, (name, result["status_mismatch_ids"])
         assert sub["twin"]["started_by_drill"] is True
         assert sub["failover"]["clock_scale"] == sub["twin"]["clock_scale"]
 
@@ -77,6 +85,19 @@ def test_every_scenario_does_what_it_promises_and_loses_nothing_it_accepted(tmp_
     assert (refused["executions"], refused["refusal_reasons"]) == (0, ["region_not_ready"])
     assert refused["refusals"] >= 1
     assert scenarios["dr-not-ready"]["invariants"]["refusal_paged"] is True
+
+    backlog = scenarios["backlog"]
+    assert backlog["failover"]["reconcile"]["waited_for"], backlog["failover"]["reconcile"]
+    assert any(note.startswith("backlog when us-east-1 returned") for note in backlog["notes"])
+
+    partition = scenarios["partition"]
+    assert (partition["failover"]["executions"], partition["failover"]["mode"]) == (1, "failover")
+    assert partition["result"]["lost_before_reconcile"] > 0  # what the cut-off primary committed alone
+    assert partition["failover"]["timeline"][0]["event"] == "us-east-1 cut off"
+
+    storm = scenarios["retry-storm"]["producers"]
+    assert storm["lost_answers"] > 0
+    assert storm["restamped"] > 0
 
     markdown = Path(report["artifacts"]["markdown"])
     text = markdown.read_text(encoding="utf-8")
