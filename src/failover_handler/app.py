@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from failover_handler.events import parse_request
 from failover_handler.history import ExecutionLog
 from failover_handler.metrics import EmfExecutionMetrics
-from failover_handler.reconcile import DlqRedrive, JournalReplay, OldRegion, Reconciler, processor_invoker
+from failover_handler.reconcile import JournalReplay, OldRegion, Reconciler, processor_invoker
 from failover_handler.runbook import RegionApis, Runbook
 from failover_handler.service import Facts, FailoverService
 from replication_monitor.probe import HttpProber
@@ -29,7 +29,7 @@ from tandem_core import coldstart
 from tandem_core.clients import client_for, peer_client
 from tandem_core.control import ControlStore, primary_region
 from tandem_core.fencing import ProcessingSwitch
-from tandem_core.forwarding import QueueForwarder
+from tandem_core.forwarding import DlqRedrive, QueueForwarder
 from tandem_core.readiness import read_readiness
 from tandem_core.settings import AwsSettings, ConfigurationError, FailoverSettings
 

@@ -40,12 +40,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tandem_core.archive import PREFIX, Journal
 from tandem_core.control import ControlStore, Owed
 from tandem_core.fencing import ProcessingSwitch
-from tandem_core.forwarding import QueueForwarder
-from tandem_core.models import InvalidMessage, parse_transaction
+from tandem_core.forwarding import LISTED, DlqRedrive, QueueForwarder
 
 REPLAY_BATCH = 100  # journal lines per processor invocation (transaction_processor.processing.MAX_REPLAY)
-REDRIVES = "tandem-redrives"  # message attribute: how often reconciliation redrove this message
-LISTED = 200  # ids kept per list in a report (a DynamoDB item holds 400 KB); the counts are always complete
 AWS_ERRORS = (ClientError, BotoCoreError)
 
 
@@ -76,16 +73,6 @@ class Replayed:
             "reapplied_ids": reapplied[:LISTED], "already_held": len(self.outcomes) - len(reapplied),
             "could_not": self.could_not[:LISTED], "errors": self.errors[:5],
         }  # fmt: skip
-
-
-@dataclass
-class Redriven:
-    redriven: int = 0
-    left: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"redriven": self.redriven, "left": self.left[:LISTED], "errors": self.errors[:5]}
 
 
 def hours(since: datetime, until: datetime) -> Iterator[datetime]:
@@ -145,70 +132,6 @@ class JournalReplay:
                 done.note(str(result.get("transaction_id")), str(result["outcome"]))
             else:
                 done.could_not.append({k: result.get(k) for k in ("message_id", "transaction_id", "reason")})
-
-
-@dataclass(frozen=True)
-class DlqRedrive:
-    """One region's DLQ: infrastructure failures back to the active queue, poison left with its reason."""
-
-    sqs: Any
-    dlq_url: str
-    target_sqs: Any
-    target_queue_url: str
-
-    def run(self, deadline: float) -> Redriven:
-        done = Redriven()
-        seen: set[str] = set()
-        kept: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            received = self.sqs.receive_message(
-                QueueUrl=self.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=30,
-                MessageAttributeNames=[REDRIVES],
-            ).get("Messages", [])  # fmt: skip
-            fresh = [m for m in received if m["MessageId"] not in seen]
-            if not fresh:
-                break
-            for message in fresh:
-                seen.add(message["MessageId"])
-                reason = self._why_it_stays(message)
-                if reason is None:
-                    if self._redrive(message, done):
-                        continue
-                    reason = "redrive failed (it stays; run reconcile again)"
-                done.left.append({"message_id": message["MessageId"], "reason": reason})
-                kept.append(message)
-        for i in range(0, len(kept), 10):  # visible again at once: it is the operator's to see now
-            self.sqs.change_message_visibility_batch(
-                QueueUrl=self.dlq_url,
-                Entries=[{"Id": str(n), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-                         for n, m in enumerate(kept[i : i + 10])],
-            )  # fmt: skip
-        return done
-
-    @staticmethod
-    def _why_it_stays(message: dict[str, Any]) -> str | None:
-        try:
-            parse_transaction(message["Body"])
-        except InvalidMessage as exc:
-            return f"invalid: {exc.reason}"
-        redrives = int(message.get("MessageAttributes", {}).get(REDRIVES, {}).get("StringValue", "0") or 0)
-        if redrives >= 1:
-            return "dead-lettered again after a redrive: the ledger refused it (see the processor's log)"
-        return None
-
-    def _redrive(self, message: dict[str, Any], done: Redriven) -> bool:
-        redrives = int(message.get("MessageAttributes", {}).get(REDRIVES, {}).get("StringValue", "0") or 0)
-        try:
-            self.target_sqs.send_message(
-                QueueUrl=self.target_queue_url, MessageBody=message["Body"],
-                MessageAttributes={REDRIVES: {"DataType": "Number", "StringValue": str(redrives + 1)}},
-            )  # fmt: skip
-            self.sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"])
-        except AWS_ERRORS as exc:
-            done.errors.append(" ".join(str(exc).split())[:300])
-            return False
-        done.redriven += 1
-        return True
 
 
 @dataclass(frozen=True)

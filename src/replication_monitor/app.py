@@ -26,7 +26,7 @@ from replication_monitor.probe import HttpProber
 from tandem_core import coldstart
 from tandem_core.clients import client_for, peer_client
 from tandem_core.fencing import ProcessingSwitch
-from tandem_core.forwarding import QueueForwarder
+from tandem_core.forwarding import DlqRedrive, QueueForwarder
 from tandem_core.heartbeat import (
     AuroraSource,
     BucketHeartbeats,
@@ -55,14 +55,17 @@ def fence_keeper(aws: AwsSettings, settings: MonitorSettings) -> FenceKeeper | N
         aws.region, client_for("lambda", aws), client_for("ssm", aws),
         str(settings.processor_function), str(settings.processing_state_parameter),
     )  # fmt: skip
-    forwarder = None
+    forwarder, dead_letters = None, None
     if settings.peer_queue_url:
+        sqs = client_for("sqs", aws)
         peer_sqs = peer_client("sqs", settings.peer_region, settings.peer_endpoint_url, settings.probe_timeout_seconds)
-        forwarder = QueueForwarder(client_for("sqs", aws), settings.queue_url, peer_sqs, settings.peer_queue_url)
+        forwarder = QueueForwarder(sqs, settings.queue_url, peer_sqs, settings.peer_queue_url)
+        if settings.dlq_url:
+            dead_letters = DlqRedrive(sqs, settings.dlq_url, peer_sqs, settings.peer_queue_url)
     ask = None
     if settings.failover_handler_function:
         ask = functools.partial(ask_reconcile, client_for("lambda", aws), settings.failover_handler_function)
-    return FenceKeeper(switch, forwarder, ask_reconcile=ask)
+    return FenceKeeper(switch, forwarder, ask_reconcile=ask, dead_letters=dead_letters)
 
 
 def ask_reconcile(lambda_: Any, handler: str) -> None:

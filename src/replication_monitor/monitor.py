@@ -36,7 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from replication_monitor.armed import failover_armed
 from tandem_core.control import ControlRecord, primary_region
 from tandem_core.fencing import ProcessingSwitch
-from tandem_core.forwarding import QueueForwarder
+from tandem_core.forwarding import DlqRedrive, QueueForwarder
 from tandem_core.heartbeat import (
     AuroraObservation,
     AuroraSource,
@@ -127,12 +127,15 @@ class FenceKeeper:
     forward_limit: int = 500
     #: the active region's side: ask the failover handler to reconcile (None: not configured)
     ask_reconcile: Callable[[], None] | None = None
+    #: this region's DLQ, redriven to the active region's queue while this region is not active
+    dead_letters: DlqRedrive | None = None
 
     def keep(
         self, control: ControlRecord, region: str, *, queued: int, peer_answered: bool, budget: float
     ) -> dict[str, Any]:
-        """Nothing in the active region; elsewhere: processing off, and the queue forwarded while the active
-        region answers. Errors are reported, never raised: the readiness record is already written."""
+        """Nothing in the active region; elsewhere: processing off, and the queue forwarded and the DLQ redriven
+        (what a fence or an outage pushed there is no poison) while the active region answers. Errors are
+        reported, never raised: the readiness record is already written."""
         report: dict[str, Any] = {"active_region": control.active_region, "epoch": control.epoch}
         if control.active_region == region:
             report["fenced"] = False
@@ -152,15 +155,23 @@ class FenceKeeper:
             report["processing"] = self.switch.set(enabled=False) if self.switch.is_on() else "off"
         except (*_AWS_ERRORS, LookupError) as exc:
             report["processing_error"] = problem(exc)
-        if queued and self.forwarder is not None:
-            if not peer_answered:
+        if not peer_answered:  # forwarding and redriving both need the active region
+            if queued and self.forwarder is not None:
                 report["forwarding"] = f"{queued} message(s) wait until {control.active_region} answers"
-                return report
+            return report
+        if queued and self.forwarder is not None:
             try:
                 forwarded = self.forwarder.drain(limit=self.forward_limit, deadline=time.monotonic() + budget)
                 report["forwarded"] = forwarded.as_dict()
             except _AWS_ERRORS as exc:
                 report["forwarding_error"] = problem(exc)
+        if self.dead_letters is not None:
+            try:
+                redriven = self.dead_letters.run(time.monotonic() + budget)
+                if redriven.redriven or redriven.errors:
+                    report["dead_letters"] = redriven.as_dict()
+            except _AWS_ERRORS as exc:
+                report["dead_letters_error"] = problem(exc)
         return report
 
 

@@ -142,6 +142,8 @@ class MonitorSettings(_EnvModel):
     processor_function: str | None = Field(default=None, alias="PROCESSOR_FUNCTION_NAME")
     processing_state_parameter: str | None = Field(default=None, alias="PROCESSING_STATE_PARAMETER", pattern=_PARAMETER)
     peer_queue_url: str | None = Field(default=None, alias="PEER_QUEUE_URL")
+    #: this region's DLQ: redriven to the active region's queue while this region is fenced
+    dlq_url: str | None = Field(default=None, alias="TRANSACTION_DLQ_URL")
     peer_endpoint_url: str | None = Field(default=None, alias="PEER_AWS_ENDPOINT_URL")
     #: asked for reconciliation (asynchronously) once the old region answers after an unplanned failover
     failover_handler_function: str | None = Field(default=None, alias="FAILOVER_HANDLER_FUNCTION_NAME")

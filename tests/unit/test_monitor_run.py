@@ -18,7 +18,7 @@ from replication_monitor.monitor import FenceKeeper, ProbeResult, ReplicationMon
 from tandem.local import ledger_table_keys
 from tandem_core.control import ControlStore, NewExecution
 from tandem_core.fencing import ProcessingSwitch
-from tandem_core.forwarding import QueueForwarder
+from tandem_core.forwarding import REDRIVES, DlqRedrive, QueueForwarder
 from tandem_core.heartbeat import (
     AuroraObservation,
     BucketHeartbeats,
@@ -30,7 +30,7 @@ from tandem_core.heartbeat import (
 from tandem_core.readiness import readiness_key
 from tandem_core.replication import OutboundLag, Store
 from tandem_core.settings import MonitorSettings
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, transfer
 
 REGION, PEER = "us-west-2", "us-east-1"
 TABLE, BUCKET, PEER_BUCKET = "tandem-ledger", "tandem-archive-dr", "tandem-archive-primary"
@@ -501,6 +501,28 @@ def _fenced_region(world: World, *, enabled: bool) -> tuple[FenceKeeper, Any, st
     switch = ProcessingSwitch(REGION, lam, ssm, "processor", "/tandem/dr/processing-enabled")
     forwarder = QueueForwarder(world.clients["sqs"], world.queue_url, peer_sqs, peer_queue)
     return FenceKeeper(switch, forwarder), peer_sqs, peer_queue
+
+
+def test_a_region_that_is_not_active_redrives_what_its_dlq_holds_for_infrastructure_reasons(world: World) -> None:
+    """Finding 6 of the backlog issue: fenced batches and failed forwards count toward maxReceiveCount, so a
+    message could end in a non-active region's DLQ as if it were poison, and wait there for an operator."""
+    world.peer_writes(seconds_ago=1.0)
+    keeper, peer_sqs, peer_queue = _fenced_region(world, enabled=False)
+    sqs = world.clients["sqs"]
+    dlq = sqs.create_queue(QueueName="tandem-app-dr-transactions-dlq")["QueueUrl"]
+    fenced = transfer("acc-f1", "acc-f2")
+    sqs.send_message(QueueUrl=dlq, MessageBody=json.dumps(fenced))  # dead-lettered by five fenced receives
+    sqs.send_message(QueueUrl=dlq, MessageBody="not a transaction")  # poison stays poison
+    keeper = replace(keeper, dead_letters=DlqRedrive(sqs, dlq, peer_sqs, peer_queue))
+    monitor, _ = world.monitor(fence=keeper)
+    report = monitor.run(ListSink())["fence"]
+    assert report["dead_letters"]["redriven"] == 1
+    assert [m["reason"].split(":")[0] for m in report["dead_letters"]["left"]] == ["invalid"]
+    (moved,) = peer_sqs.receive_message(QueueUrl=peer_queue, MessageAttributeNames=["All"])["Messages"]
+    assert json.loads(moved["Body"]) == fenced
+    assert moved["MessageAttributes"][REDRIVES]["StringValue"] == "1"
+    left = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in left] == ["not a transaction"]
 
 
 def _state(world: World) -> tuple[str, str]:

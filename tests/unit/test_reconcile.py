@@ -19,12 +19,12 @@ from botocore.exceptions import EndpointConnectionError
 from failover_handler.events import Action, Request
 from failover_handler.history import ExecutionLog
 from failover_handler.metrics import EmfExecutionMetrics
-from failover_handler.reconcile import REDRIVES, DlqRedrive, JournalReplay, OldRegion, Reconciler, hours
+from failover_handler.reconcile import JournalReplay, OldRegion, Reconciler, hours
 from failover_handler.service import Facts, FailoverService
 from tandem_core.archive import journal_key, journal_lines
 from tandem_core.control import CONTROL_KEY, ControlStore, NewExecution, Owed
 from tandem_core.fencing import ProcessingSwitch
-from tandem_core.forwarding import QueueForwarder
+from tandem_core.forwarding import REDRIVES, DlqRedrive, QueueForwarder
 from tandem_core.models import Entry, parse_transaction
 from tests.conftest import transfer
 from tests.unit.failover_world import ARCHIVE, DR, FUNCTION, PRIMARY, STATE_PARAMETER, TABLE, World, two_regions

@@ -266,6 +266,7 @@ def test_monitor_iam_names_every_resource_and_writes_only_its_own_keys() -> None
     tpl = _monitor_template()
     tpl.physical["AppKey"] = {"Ref": "k", "Arn": "arn:aws:kms:us-west-2:123456789012:key/app"}
     tpl.physical["TransactionQueue"]["Arn"] = "arn:aws:sqs:us-west-2:123456789012:q"
+    tpl.physical["TransactionDLQ"] = {"Ref": "dlq", "Arn": "arn:aws:sqs:us-west-2:123456789012:dlq"}
     tpl.physical[OBSERVER]["Arn"] = "arn:aws:lambda:us-west-2:123456789012:function:observer"
     statements = {st["Sid"]: tpl.resolve(st) for st in _policy_statements(tpl, MONITOR)}
     # where a resource cannot be named, the API offers no resource-level permission or a condition narrows it
@@ -303,7 +304,7 @@ def test_monitor_iam_names_every_resource_and_writes_only_its_own_keys() -> None
     assert statements["OwnS3Heartbeat"]["Resource"] == "arn:aws:s3:::tandem-archive-dr/heartbeat/us-west-2"
     assert statements["PeerS3HeartbeatReplica"]["Resource"] == "arn:aws:s3:::tandem-archive-dr/heartbeat/us-east-1"
     # beyond its own records it changes only its own region's fence: its mapping, its processing state, its
-    # queue's messages (deleted once the active region's queue holds them); it never fails over
+    # queue's and its DLQ's messages (deleted once the active region's queue holds them); it never fails over
     changes = {
         (a, str(st["Resource"]))
         for st in statements.values()
@@ -315,6 +316,7 @@ def test_monitor_iam_names_every_resource_and_writes_only_its_own_keys() -> None
         ("lambda:UpdateEventSourceMapping", "arn:aws:lambda:us-west-2:123456789012:event-source-mapping:*"),
         ("ssm:PutParameter", "arn:aws:ssm:us-west-2:123456789012:parameter/tandem/dr/processing-enabled"),
         ("sqs:DeleteMessage", "arn:aws:sqs:us-west-2:123456789012:q"),
+        ("sqs:DeleteMessage", "arn:aws:sqs:us-west-2:123456789012:dlq"),
         ("sqs:SendMessage", "arn:aws:sqs:us-east-1:123456789012:tandem-app-primary-transactions"),
     }
     observer = {st["Sid"] for st in _policy_statements(tpl, OBSERVER)}
