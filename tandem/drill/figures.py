@@ -65,7 +65,10 @@ class Figures:
             )
         promoted = step_end(execution, "promote_database")
         accepted_at = {transaction_id(a): a.wall_at for a in sent.accepted}
-        lost_times = [accepted_at[t] for t in reapplied if t in accepted_at]
+        stranded = (
+            self.stranded(sent, active, promoted, reapplied) if execution and execution["mode"] == "failover" else set()
+        )
+        lost_times = [accepted_at[t] for t in reapplied | stranded if t in accepted_at]
         first = failovers[0] if failovers else None
         detected = None if first is None or self.zero_label != OUTAGE_START else first["started_at"]
         return {
@@ -77,12 +80,29 @@ class Figures:
             "detection_seconds": self.clocks.since(self.zero, detected),
             "rto_seconds": self.rto(sent, active, promoted if execution else self.ended),
             "rpo_seconds": self.clocks.since(min(lost_times), promoted) if lost_times and promoted else 0.0,
-            "rpo_transactions": len(reapplied),
+            "rpo_transactions": len(reapplied | stranded),
+            "rpo_reapplied_from_journal": len(reapplied),
+            "stranded_at_promotion": len(stranded),
             "rpo_estimate_seconds": None if execution is None else execution.get("rpo_estimate_seconds"),
             "outage_seconds": self.clocks.since(self.zero, self.ended),
-            "timeline": self.timeline(failovers, runs),
+            "timeline": self.timeline(failovers, runs)
+            + ([{"event": f"{len(stranded)} accepted message(s) stranded in {self.primary} at promotion",
+                 "at": self.clocks.since(self.zero, promoted)}] if stranded else []),
             "reconcile": report,
         }  # fmt: skip
+
+    def stranded(self, sent: Sent, active: str, promoted: float | None, reapplied: set[str]) -> set[str]:
+        """Accepted by the primary's ingress before the promotion, and applied only after it, not from the
+        journal: they sat in the dead region's queue (not processed, so not journaled) - unavailable to DR until
+        that region returned, lost with it if it never does. Part of the RPO, whatever reconciliation did."""
+        if promoted is None:
+            return set()
+        primary = self.view.ingress(self.primary)
+        candidates = {
+            t for a in sent.accepted if a.url == primary and a.wall_at < promoted and (t := transaction_id(a))
+        }
+        committed = self.view.committed_at(active, candidates - reapplied)
+        return {t for t, at in committed.items() if at > promoted}
 
     def rto(self, sent: Sent, active: str, recovered: float | None) -> float | None:
         """Zero -> the first commit, once the region active at the end took writes (DR's promotion finished,

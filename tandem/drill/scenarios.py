@@ -175,7 +175,7 @@ class Scenario:
         lost = outcome["result"]["lost"]
         outcome["result"].update(
             lost_before_reconcile=lost + failover["rpo_transactions"], lost_after_reconcile=lost,
-            reconciled=failover["rpo_transactions"],
+            reconciled=failover["rpo_transactions"], stranded_at_promotion=failover["stranded_at_promotion"],
         )  # fmt: skip
         invariants = outcome["invariants"]
         invariants["every_message_accepted"] = not sent.gave_up

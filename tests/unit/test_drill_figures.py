@@ -82,6 +82,24 @@ def test_detection_rto_and_rpo_come_from_the_records_and_the_ledger() -> None:
     )  # fmt: skip
 
 
+def test_what_the_dead_primary_had_accepted_but_not_applied_is_stranded_and_part_of_the_rpo() -> None:
+    """Finding 5 of the backlog issue: a message the primary's ingress accepted lives only in its queue until
+    it is processed; applied after the promotion (forwarded once the primary returned), it counts."""
+    # t-1 re-applied from the journal; t-3 accepted by the primary, applied by DR after the promotion (stranded);
+    # t-4 accepted by the primary and committed before it died (its row reached DR): nothing lost
+    view = FakeView({"t-1": ZERO + 3.0, "t-3": ZERO + 6.0, "t-4": ZERO - 0.2})
+    sent = Sent([accepted("t-1", ZERO - 0.5, PRIMARY), accepted("t-3", ZERO - 0.4, PRIMARY),
+                 accepted("t-4", ZERO - 0.9, PRIMARY)])  # fmt: skip
+    reconciled = {"action": "reconcile", "outcome": "completed", "started_at": ZERO + 6.0, "steps": [],
+                  "reasons": [], "report": {"journal": {"reapplied_ids": ["t-1"]}}}  # fmt: skip
+
+    found = figures(view).failover([FAILOVER], [reconciled], sent, DR)
+
+    assert (found["rpo_transactions"], found["rpo_reapplied_from_journal"], found["stranded_at_promotion"]) == (2, 1, 1)
+    assert found["rpo_seconds"] == 120.0  # the oldest of them (t-1, 0.5 s before zero) to the promotion (1.5 s after)
+    assert "1 accepted message(s) stranded in us-east-1 at promotion" in [e["event"] for e in found["timeline"]]
+
+
 def test_a_refusal_is_detection_but_not_an_execution_and_the_rto_waits_for_the_primary() -> None:
     # sent to DR during the outage and forwarded back, committed once the primary returned (ZERO + 5)
     view = FakeView({"t-2": ZERO + 5.2, "t-3": ZERO + 6.0})
