@@ -30,6 +30,7 @@ from tandem_core.clients import client_for, peer_client
 from tandem_core.control import ControlStore, primary_region
 from tandem_core.fencing import ProcessingSwitch
 from tandem_core.forwarding import DlqRedrive, QueueForwarder
+from tandem_core.intake import AcceptedLog, AcceptedReplay
 from tandem_core.readiness import read_readiness
 from tandem_core.settings import AwsSettings, ConfigurationError, FailoverSettings
 
@@ -70,10 +71,14 @@ def _build_service() -> FailoverService:
     )
     db = client_for("dynamodb", aws)
     primary = primary_region(aws.region, s.region_role, s.peer_region)
+    accepted = None
+    if s.durable_ingress == "enabled":
+        accepted = AcceptedReplay(AcceptedLog(db, s.ledger_table), client_for("sqs", aws), s.queue_url,
+                                  window_seconds=s.reconcile_lookback_seconds)  # fmt: skip
     return FailoverService(
         s, aws.region,
         control=ControlStore(db, s.ledger_table, primary), history=ExecutionLog(db, s.ledger_table),
-        runbook=Runbook(s, own, peer),
+        runbook=Runbook(s, own, peer, accepted=accepted),
         facts=Facts(functools.partial(read_readiness, db, s.ledger_table), functools.partial(peer_reachable, s, peer)),
         metrics=EmfExecutionMetrics(aws.region), reconciler=reconciler(s, aws, own.lambda_),
     )  # fmt: skip

@@ -34,7 +34,7 @@ from typing import Any
 from failover_handler.events import Action, Request
 from tandem_core.control import ControlRecord, State
 
-STEPS = ("promote_database", "fence_peer_processing", "shift_dns", "notify", "enable_processing")
+STEPS = ("promote_database", "fence_peer_processing", "shift_dns", "notify", "enable_processing", "apply_accepted")
 READINESS_REFUSALS = frozenset({"no_readiness_record", "readiness_record_stale", "region_not_ready", "not_caught_up"})
 OVERRIDABLE = READINESS_REFUSALS | {"minimum_delay_not_passed"}
 #: what force overrides for a switchover or failback

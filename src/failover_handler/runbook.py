@@ -12,6 +12,10 @@
 - ``notify``: one SNS message on this region's alarm topic.
 - ``enable_processing``: enable this region's mapping - only after ``promote_database``: a read-only ledger
   would only burn the messages' receive counts.
+- ``apply_accepted`` (unplanned only, after ``promote_database``): with the durable ingress, what the old
+  region accepted in the last hour and nothing has applied goes to this region's queue
+  (:class:`tandem_core.intake.AcceptedReplay`), so it is applied now rather than when that region returns.
+  Best effort: what it misses still comes back by forwarding and reconciliation once the old region answers.
 """
 
 from __future__ import annotations
@@ -20,17 +24,21 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tandem_core.fencing import ProcessingSwitch
+from tandem_core.intake import AcceptedReplay
 from tandem_core.settings import FailoverSettings
 
 NAMESPACE = "Tandem/Failover"
 GATE = [{"Name": "Gate", "Value": "primary"}]
-BEST_EFFORT = frozenset({"fence_peer_processing"})
-DEPENDS_ON: Mapping[str, tuple[str, ...]] = {"enable_processing": ("promote_database",)}
+BEST_EFFORT = frozenset({"fence_peer_processing", "apply_accepted"})
+DEPENDS_ON: Mapping[str, tuple[str, ...]] = {
+    "enable_processing": ("promote_database",), "apply_accepted": ("promote_database",),
+}  # fmt: skip
 
 
 class StepFailed(RuntimeError):
@@ -69,10 +77,13 @@ class Runbook:
         *,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        accepted: AcceptedReplay | None = None,
     ) -> None:
+        """``accepted``: the durable ingress's record of what the peer accepted (None: the ingress is direct)."""
         self._s = settings
         self._own = own
         self._peer = peer
+        self._accepted = accepted
         self._sleep = sleep
         self._monotonic = monotonic
 
@@ -93,7 +104,21 @@ class Runbook:
             case "enable_processing":
                 s = self._s
                 return self.set_processing(self._own, s.processor_function, s.processing_state_parameter, enabled=True)
+            case "apply_accepted":
+                return self.apply_accepted(order)
         raise StepFailed(f"unknown step {step!r}")
+
+    # ------------------------------------------------------------------------------------------ accepted
+    def apply_accepted(self, order: Order) -> str:
+        """What the old region accepted and nothing applied, sent to this region's queue (unplanned only)."""
+        old = self._peer.region
+        if order.mode != "failover":
+            return f"a switchover strands nothing: {old} forwards its queue"
+        if self._accepted is None:
+            return f"durable ingress off: what {old} holds in its queue waits for it"
+        done = self._accepted.run(old, datetime.now(UTC), self._monotonic() + 60.0, self._monotonic)
+        return (f"{done.recorded} accepted by {old} in the last {self._accepted.window_seconds:g} s: "
+                f"{len(done.sent)} sent to this region's queue, {done.applied_before} applied before")  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ database
     def writer_state(self) -> tuple[bool, str, str]:

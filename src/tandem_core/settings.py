@@ -101,6 +101,15 @@ class HealthSettings(_EnvModel):
     ledger_table: str = Field(alias="LEDGER_TABLE_NAME", min_length=3)
 
 
+class IntakeSettings(_EnvModel):
+    """The durable ingress (POST /transactions): where it records accepted messages and queues them."""
+
+    queue_url: str = Field(alias="TRANSACTION_QUEUE_URL", min_length=1)
+    ledger_table: str = Field(alias="LEDGER_TABLE_NAME", min_length=3)
+    #: how long an accepted message stays readable by the other region (longer than any replay window)
+    accepted_ttl_seconds: int = Field(default=2 * 86400, alias="ACCEPTED_TTL_SECONDS", ge=3600)
+
+
 def _without_empty(data: object, optional: tuple[str, ...]) -> object:
     """A template passes an unset optional parameter as an empty string: that means unset."""
     if isinstance(data, dict):
@@ -221,6 +230,8 @@ class FailoverSettings(_EnvModel):
     #: once the old region is seen fenced, how long its in-flight batches may still commit (processor Timeout
     #: + the fence's cache age, with a margin)
     reconcile_quiet_seconds: float = Field(default=35.0, alias="RECONCILE_QUIET_SECONDS", ge=0)
+    #: the ingress records what it accepts in the global table: an unplanned failover applies the peer's
+    durable_ingress: Literal["enabled", "disabled"] = Field(default="disabled", alias="DURABLE_INGRESS")
 
     @model_validator(mode="before")
     @classmethod

@@ -83,6 +83,7 @@ class Figures:
             "rpo_transactions": len(reapplied | stranded),
             "rpo_reapplied_from_journal": len(reapplied),
             "stranded_at_promotion": len(stranded),
+            "stranded_applied_before_return": self.applied_before(active, stranded, self.ended),
             "rpo_estimate_seconds": None if execution is None else execution.get("rpo_estimate_seconds"),
             "outage_seconds": self.clocks.since(self.zero, self.ended),
             "timeline": self.timeline(failovers, runs)
@@ -103,6 +104,11 @@ class Figures:
         }
         committed = self.view.committed_at(active, candidates - reapplied)
         return {t for t, at in committed.items() if at > promoted}
+
+    def applied_before(self, active: str, ids: set[str], returned: float | None) -> int:
+        """How many of ``ids`` the active ledger committed before the old region returned (all, if it has not)."""
+        committed = self.view.committed_at(active, ids) if ids else {}
+        return sum(1 for at in committed.values() if returned is None or at < returned)
 
     def rto(self, sent: Sent, active: str, recovered: float | None) -> float | None:
         """Zero -> the first commit, once the region active at the end took writes (DR's promotion finished,

@@ -58,6 +58,10 @@ class TwinView:
     def resource(self, region: str, name: str) -> str:
         return str(self.status["regions"][region]["resources"][name])
 
+    def durable_ingress(self, region: str) -> bool:
+        """Whether ``region``'s ingress records what it accepts in the global table (DurableIngress)."""
+        return self.status["regions"][region]["resources"].get("durable_ingress") is True
+
     def target(self, region: str) -> Target:
         info = self.status["regions"][region]
         res = info["resources"]

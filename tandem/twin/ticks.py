@@ -14,12 +14,14 @@ log = logging.getLogger("tandem.twin")
 class TickLoop:
     """Runs the tickers in order on one thread; a failing tick is logged and the loop goes on."""
 
-    def __init__(self, clock: TwinClock, tickers: list[Ticking], interval: float = 0.05) -> None:
+    def __init__(
+        self, clock: TwinClock, tickers: list[Ticking], interval: float = 0.05, name: str = "twin-ticks"
+    ) -> None:
         self._clock = clock
         self._tickers = tickers
         self._interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="twin-ticks", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()

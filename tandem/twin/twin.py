@@ -91,6 +91,7 @@ class Twin:
     _tickers: list[Ticking] = field(default_factory=list)
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict)
     _ticks: TickLoop | None = None
+    _polling: TickLoop | None = None  # the SQS poller on its own thread (see _install_extensions)
 
     def __post_init__(self) -> None:
         self.clock = TwinClock(self.config.scale)
@@ -139,11 +140,14 @@ class Twin:
         self.aurora.wait_ready()
         self._ticks = TickLoop(self.clock, self._tickers, cfg.tick_seconds)
         self._ticks.start()
+        self._polling = TickLoop(self.clock, [self.poller], cfg.tick_seconds, name="twin-sqs-poller")
+        self._polling.start()
         self.started_at = time.monotonic() - started
 
     def stop(self) -> None:
-        if self._ticks is not None:
-            self._ticks.stop()
+        for loop in (self._polling, self._ticks):
+            if loop is not None:
+                loop.stop()
         self.async_invocations.stop()
         log.info("stopping workers")
         self.lambdas.stop()
@@ -383,7 +387,10 @@ class Twin:
             s3_replication.RuleMetricsPublisher(self.s3, cloudwatch, up, clock.real_seconds),
         ]
         self._tickers += [self.metrics, self.logs, self.dynamo, self.s3, *replication_metrics, self.alarms, self.router]
-        self._tickers += [self.poller, self.health]
+        self._tickers += [self.health]
+        # The poller invokes the processor synchronously: on the loop above, every batch would hold back
+        # replication, alarms and metrics for as long as the function runs (under load, seconds - DynamoDB's
+        # replication then lagged by seconds when AWS's does not). Lambda's pollers are their own service.
 
     def _invoke_by_api(self, region: str, name: str, event: Any, kind: str) -> dict[str, Any] | None:
         """Lambda's Invoke API: synchronous runs wait for the worker, Event invocations are queued."""
@@ -438,4 +445,5 @@ def _app_resources(app: Stack) -> dict[str, Any]:
         "db_secret_arn": tpl.parameter("LedgerDbSecretArn"),
         "alarm_topic_arn": app.ref("AlarmTopic"),
         "ingress_domain": app.outputs.get("IngressHealthCheckDomain"),  # what the failover record answers
+        "durable_ingress": tpl.parameter("DurableIngress") == "enabled",
     }

@@ -46,10 +46,13 @@ def test_every_route_lives_in_the_api_definition(app: dict[str, Any]) -> None:
     assert api["Type"] == "AWS::ApiGatewayV2::Api"
     paths = api["Properties"]["Body"]["paths"]
     post = paths["/transactions"]["post"]
-    integration = post["x-amazon-apigateway-integration"]
+    condition, intake, integration = post["x-amazon-apigateway-integration"]["Fn::If"]  # CloudFormation decides
+    assert condition == "IsDurableIngress"
+    assert (intake["type"], intake["payloadFormatVersion"]) == ("aws_proxy", "2.0")
+    assert "TransactionIntakeFunction.Arn" in str(intake["uri"])
     assert integration["integrationSubtype"] == "SQS-SendMessage"
     assert integration["requestParameters"] == {"QueueUrl": {"Ref": "TransactionQueue"}, "MessageBody": "$request.body"}
-    assert integration["credentials"] == {"Fn::GetAtt": ["IngressRole", "Arn"]}
+    assert integration["credentials"] == intake["credentials"] == {"Fn::GetAtt": ["IngressRole", "Arn"]}
     assert post["security"] == [{"AWS_IAM": []}]  # producers sign (SigV4)
     schemes = api["Properties"]["Body"]["components"]["securitySchemes"]
     assert schemes["AWS_IAM"]["x-amazon-apigateway-authtype"] == "awsSigv4"
@@ -62,22 +65,31 @@ def test_every_route_lives_in_the_api_definition(app: dict[str, Any]) -> None:
 
 def test_the_ingress_role_trusts_api_gateway_without_keys_it_does_not_send(app: dict[str, Any]) -> None:
     """Defect 5: API Gateway sets no aws:SourceAccount/aws:SourceArn when it assumes integration credentials;
-    a trust conditioned on them answers every POST with 500. The role's power stays one queue and its key."""
+    a trust conditioned on them answers every POST with 500. The role's power stays one queue and its key, and
+    the intake function when the durable ingress is on."""
     role = app["Resources"]["IngressRole"]["Properties"]
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "apigateway.amazonaws.com"}
     assert "Condition" not in trust
     statements = role["Policies"][0]["PolicyDocument"]["Statement"]
-    assert {a for st in statements for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])} == {
+    *always, conditional = statements
+    assert {a for st in always for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])} == {
         "sqs:SendMessage", "kms:GenerateDataKey", "kms:Decrypt",
     }  # fmt: skip
+    condition, invoke, otherwise = conditional["Fn::If"]
+    assert (condition, invoke["Action"], otherwise) == (
+        "IsDurableIngress",
+        "lambda:InvokeFunction",
+        {"Ref": "AWS::NoValue"},
+    )
+    assert invoke["Resource"] == {"Fn::GetAtt": ["TransactionIntakeFunction", "Arn"]}
 
 
 def test_each_function_gets_its_own_role_from_the_transform(app: dict[str, Any]) -> None:
     """What the twin must serve: SAM makes a role per function with the statements that function declares."""
     functions = _of_type(app, "AWS::Lambda::Function")
     roles = {str(f["Properties"]["Role"]["Fn::GetAtt"][0]) for f in functions.values()}
-    assert len(roles) == len(functions) == 5
+    assert len(roles) == len(functions) == 6
     assert all(app["Resources"][r]["Type"] == "AWS::IAM::Role" for r in roles)
 
 

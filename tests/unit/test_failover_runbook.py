@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +14,8 @@ from failover_handler.execution import execute
 from failover_handler.plan import STEPS
 from failover_handler.runbook import Order, Runbook, StepFailed
 from tandem_core.control import ControlStore, NewExecution
+from tandem_core.intake import AcceptedLog, AcceptedReplay
+from tests.conftest import transfer
 from tests.unit.failover_world import CLUSTER, DR, FUNCTION, PRIMARY, TABLE, World, two_regions
 
 T0 = 1_800_000_000.0
@@ -118,3 +122,23 @@ def test_a_best_effort_step_that_fails_is_skipped_and_the_execution_completes(wo
     assert outcome.outcome == "completed"
     fence = next(s for s in outcome.steps if s.name == "fence_peer_processing")
     assert (fence.outcome, fence.detail.startswith("StepFailed")) == ("skipped", True)
+
+
+def test_an_unplanned_failover_applies_what_the_old_region_accepted_and_nothing_applied(world: World) -> None:
+    """The durable ingress (finding 5 of the backlog issue): the step queues here what the primary accepted
+    and left in its queue - without the primary; a switchover strands nothing, a direct ingress cannot."""
+    ddb, sqs = world.clients[DR]["dynamodb"], world.clients[DR]["sqs"]
+    log = AcceptedLog(ddb, TABLE)
+    stranded = transfer("acc-s1", "acc-s2")
+    log.record(PRIMARY, json.dumps(stranded), "r1", datetime.now(UTC) - timedelta(minutes=1))
+    rb = Runbook(world.settings(), world.apis(DR), world.apis(PRIMARY), sleep=lambda _s: None,
+                 accepted=AcceptedReplay(log, sqs, world.queue(DR)))  # fmt: skip
+    assert rb.run("apply_accepted", order()) == (
+        f"1 accepted by {PRIMARY} in the last 3600 s: 1 sent to this region's queue, 0 applied before"
+    )
+    (message,) = sqs.receive_message(QueueUrl=world.queue(DR))["Messages"]
+    assert json.loads(message["Body"]) == stranded
+    assert (
+        rb.run("apply_accepted", order("switchover")) == f"a switchover strands nothing: {PRIMARY} forwards its queue"
+    )
+    assert world.runbook().run("apply_accepted", order()).startswith("durable ingress off")
