@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from tandem_core.models import InvalidMessage, parse_transaction
 from tandem_core.status import status_key
 
@@ -80,23 +82,41 @@ class AcceptedLog:
 
 
 @dataclass(frozen=True)
-class Intake:
-    """``POST /transactions``: recorded in the global table, then queued; a 200 means both hold it."""
+class Accepted:
+    message_id: str
+    durable_in_peer: bool  # recorded in the other region's replica before the answer
 
-    log: AcceptedLog
+
+@dataclass(frozen=True)
+class Intake:
+    """``POST /transactions``: recorded in the other region's replica (else this one's), then queued."""
+
+    log: AcceptedLog  # this region's replica
+    peer_log: AcceptedLog | None  # the other region's (short timeouts, one attempt); None: one region
     sqs: Any
     queue_url: str
     region: str
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
-    def accept(self, body: str | None, request_id: str) -> str:
-        """The queue's message id; RejectedBody for a body no queue would take (nothing recorded then)."""
+    def accept(self, body: str | None, request_id: str) -> Accepted:
+        """RejectedBody for a body no queue would take (nothing recorded then); AWS errors of this region
+        propagate (the producer retries: the same transaction is a duplicate)."""
         if not body:
             raise RejectedBody(400, "the message body is empty")
         if len(body.encode()) > MAX_BODY_BYTES:
             raise RejectedBody(413, f"the message body is larger than {MAX_BODY_BYTES} bytes")
-        self.log.record(self.region, body, request_id, self.clock())
-        return str(self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)["MessageId"])
+        at = self.clock()
+        durable = False
+        if self.peer_log is not None:
+            try:
+                self.peer_log.record(self.region, body, request_id, at)
+                durable = True
+            except (ClientError, BotoCoreError):
+                durable = False
+        if not durable:
+            self.log.record(self.region, body, request_id, at)
+        message_id = str(self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)["MessageId"])
+        return Accepted(message_id, durable)
 
 
 @dataclass

@@ -108,6 +108,15 @@ class IntakeSettings(_EnvModel):
     ledger_table: str = Field(alias="LEDGER_TABLE_NAME", min_length=3)
     #: how long an accepted message stays readable by the other region (longer than any replay window)
     accepted_ttl_seconds: int = Field(default=2 * 86400, alias="ACCEPTED_TTL_SECONDS", ge=3600)
+    #: where the record goes first: the other region's replica (empty: a single region)
+    peer_region: str | None = Field(default=None, alias="PEER_REGION")
+    peer_endpoint_url: str | None = Field(default=None, alias="PEER_AWS_ENDPOINT_URL")
+    peer_timeout_seconds: float = Field(default=1.0, alias="PEER_TIMEOUT_SECONDS", gt=0, le=5)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_unset(cls, data: object) -> object:
+        return _without_empty(data, ("PEER_REGION", "PEER_AWS_ENDPOINT_URL"))
 
 
 def _without_empty(data: object, optional: tuple[str, ...]) -> object:

@@ -131,6 +131,9 @@ class Scenario:
     lost_answer_share: ClassVar[float] = 0.0
     #: changes per emulated second the held replication arrives at once the primary is back (None: at once)
     backlog_pace: ClassVar[float | None] = None
+    #: what the disruption does to the primary and what undoes it (the twin's control API), and their words
+    cut_and_mend: ClassVar[tuple[str, str]] = ("outage", "restore")
+    words: ClassVar[tuple[str, str]] = ("down", "back")
 
     def __init__(self, view: TwinView, options: ScenarioOptions, progress: Progress | None = None) -> None:
         self.view, self.options = view, options
@@ -296,10 +299,10 @@ class Scenario:
                 self.disrupt()
 
     def kill_primary(self) -> None:
-        """The outage: the primary's API, ingress and database die; a timer brings them back."""
+        """The outage (or the partition): the primary dies (or is cut off); a timer brings it back."""
         assert self.outage_for is not None
-        call(self.view.state_dir, "POST", f"/outage/{self.primary}")
-        self.progress(f"{self.primary} is down (for {self.outage_for:g} emulated s)")
+        call(self.view.state_dir, "POST", f"/{self.cut_and_mend[0]}/{self.primary}")
+        self.progress(f"{self.primary} is {self.words[0]} (for {self.outage_for:g} emulated s)")
         timer = threading.Timer(self.outage_for / self.scale, self._restore)
         timer.daemon = True
         timer.start()
@@ -307,11 +310,11 @@ class Scenario:
     def _restore(self) -> None:
         try:
             body = None if self.backlog_pace is None else {"backlog_pace": self.backlog_pace}
-            call(self.view.state_dir, "POST", f"/restore/{self.primary}", body=body)
+            call(self.view.state_dir, "POST", f"/{self.cut_and_mend[1]}/{self.primary}", body=body)
             self.disruption.ended = time.time()
-            self.progress(f"{self.primary} is back")
+            self.progress(f"{self.primary} is {self.words[1]}")
         except Exception as exc:  # the waiting scenario reports it; a timer thread must not die silently
-            self.disruption.error = f"restoring {self.primary} failed: {exc}"
+            self.disruption.error = f"bringing {self.primary} back failed: {exc}"
         finally:
             self.disruption.over.set()
 
@@ -337,8 +340,9 @@ class Scenario:
     # ------------------------------------------------------------------------------------------ report
     def disruption_events(self) -> list[dict[str, Any]]:
         zero = self.disruption.started or self.began
-        return [{"event": f"{self.primary} down", "at": 0.0},
-                {"event": f"{self.primary} back", "at": self.clocks.since(zero, self.disruption.ended)}]  # fmt: skip
+        back = self.clocks.since(zero, self.disruption.ended)
+        return [{"event": f"{self.primary} {self.words[0]}", "at": 0.0},
+                {"event": f"{self.primary} {self.words[1]}", "at": back}]  # fmt: skip
 
 
 class RegionLoss(Scenario):
@@ -531,7 +535,7 @@ class Backlog(RegionLoss):
                 "reconciliation_waited": bool(waited)}  # fmt: skip
 
 
-class Partition(Scenario):
+class Partition(RegionLoss):
     name = "partition"
     expected = ("one completed failover while the primary is cut off but alive; healed, it fences itself and "
                 "reconciliation applies what it committed alone: nothing lost, nothing twice")  # fmt: skip
@@ -539,42 +543,16 @@ class Partition(Scenario):
     #: measured up to 290 s on this machine under the drill's load, and a heal before it means no failover
     default_outage = 480.0
     backlog_pace = 20.0
-
-    def disrupt(self) -> None:
-        call(self.view.state_dir, "POST", f"/partition/{self.primary}")
-        self.progress(f"{self.primary} is cut off (for {self.outage_for:g} emulated s)")
-        assert self.outage_for is not None
-        timer = threading.Timer(self.outage_for / self.scale, self._heal)
-        timer.daemon = True
-        timer.start()
-
-    def _heal(self) -> None:
-        try:
-            call(self.view.state_dir, "POST", f"/heal/{self.primary}", body={"backlog_pace": self.backlog_pace})
-            self.disruption.ended = time.time()
-            self.progress(f"{self.primary} is connected again")
-        except Exception as exc:
-            self.disruption.error = f"healing {self.primary} failed: {exc}"
-        finally:
-            self.disruption.over.set()
+    cut_and_mend = ("partition", "heal")
+    words = ("cut off", "connected again")
 
     def cleanup(self) -> None:
         if self.disruption.started is not None and not self.disruption.over.is_set():
             with contextlib.suppress(Exception):  # a run cut short must not leave the twin partitioned
                 call(self.view.state_dir, "POST", f"/heal/{self.primary}")
 
-    def settle(self, deadline: float) -> None:
-        self.progress("waiting for the failover and the reconciliation after the partition")
-        self.wait(self.completed("failover"), deadline, "the failover to complete")
-        self.wait(self.completed("reconcile"), deadline, "reconciliation after the partition")
-
-    def disruption_events(self) -> list[dict[str, Any]]:
-        zero = self.disruption.started or self.began
-        healed = self.clocks.since(zero, self.disruption.ended)
-        return [{"event": f"{self.primary} cut off", "at": 0.0},
-                {"event": f"{self.primary} connected again", "at": healed}]  # fmt: skip
-
     def expectations(self, found: Findings) -> dict[str, bool]:
+        """Not the durable ingress's promise: nothing the primary accepts crosses while it is cut off."""
         return {
             "one_completed_failover": found.ran == [("failover", "completed")],
             "dr_active": found.active == self.dr,

@@ -43,9 +43,9 @@ def queued(aws: dict[str, Any]) -> list[str]:
 
 
 def test_a_message_is_recorded_in_the_global_table_before_it_is_queued(aws: dict[str, Any]) -> None:
-    intake = Intake(AcceptedLog(aws["dynamodb"], TABLE), aws["sqs"], aws["queue"], PRIMARY, clock=lambda: NOW)
+    intake = Intake(AcceptedLog(aws["dynamodb"], TABLE), None, aws["sqs"], aws["queue"], PRIMARY, clock=lambda: NOW)
     body = json.dumps(transfer("acc-i1", "acc-i2"))
-    assert intake.accept(body, "req-1")
+    assert intake.accept(body, "req-1").message_id
     key = {":p": {"S": partition(PRIMARY, NOW)}}
     (item,) = aws["dynamodb"].query(TableName=TABLE, KeyConditionExpression="pk = :p", ExpressionAttributeValues=key)[
         "Items"
@@ -59,11 +59,29 @@ def test_a_message_is_recorded_in_the_global_table_before_it_is_queued(aws: dict
 def test_a_body_no_queue_would_take_is_refused_and_nothing_is_recorded(
     aws: dict[str, Any], body: str | None, status: int
 ) -> None:
-    intake = Intake(AcceptedLog(aws["dynamodb"], TABLE), aws["sqs"], aws["queue"], PRIMARY, clock=lambda: NOW)
+    intake = Intake(AcceptedLog(aws["dynamodb"], TABLE), None, aws["sqs"], aws["queue"], PRIMARY, clock=lambda: NOW)
     with pytest.raises(RejectedBody) as refused:
         intake.accept(body, "req-2")
     assert refused.value.status == status
     assert aws["dynamodb"].scan(TableName=TABLE)["Items"] == []
+
+
+def test_an_accepted_message_is_in_the_other_regions_replica_before_the_answer_or_counted(aws_env: None) -> None:
+    """Accepted means durable in both regions: the record goes to the other region's replica first; when that
+    region does not answer, to this one's (it replicates later) and the answer says it is not durable there."""
+    with mock_aws():
+        ddb = {r: boto3.client("dynamodb", region_name=r) for r in (PRIMARY, DR)}
+        for client in ddb.values():
+            client.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
+        sqs = boto3.client("sqs", region_name=PRIMARY)
+        queue = sqs.create_queue(QueueName="transactions")["QueueUrl"]
+        peer = AcceptedLog(ddb[DR], TABLE)
+        intake = Intake(AcceptedLog(ddb[PRIMARY], TABLE), peer, sqs, queue, PRIMARY, clock=lambda: NOW)
+        assert intake.accept(json.dumps(transfer("acc-p1", "acc-p2")), "r1").durable_in_peer is True
+        assert [len(ddb[r].scan(TableName=TABLE)["Items"]) for r in (PRIMARY, DR)] == [0, 1]  # DR holds it now
+        ddb[DR].delete_table(TableName=TABLE)  # the other region does not answer (here: its table is gone)
+        assert intake.accept(json.dumps(transfer("acc-p3", "acc-p4")), "r2").durable_in_peer is False
+        assert len(ddb[PRIMARY].scan(TableName=TABLE)["Items"]) == 1  # kept here, replicated once it can be
 
 
 def test_after_a_failover_what_the_old_region_accepted_and_nothing_applied_is_queued_here(
