@@ -22,14 +22,14 @@ from typing import Any, Protocol
 from failover_handler.events import Action, Request
 from failover_handler.execution import execute
 from failover_handler.history import ExecutionLog, ExecutionRecord, steps_of
-from failover_handler.plan import OVERRIDABLE, Plan, Situation, make_plan
+from failover_handler.plan import OVERRIDABLE, PLANNED_OVERRIDABLE, Plan, Situation, make_plan
 from failover_handler.reconcile import Reconciler
 from failover_handler.runbook import Order, Runbook
 from tandem_core.control import Acquired, ControlStore, LockRefused, NewExecution, Owed, State, primary_region
 from tandem_core.settings import FailoverSettings
 
 #: refusals worth a record and a page: a human must know the region could not take over
-NOTABLE = OVERRIDABLE | {"peer_never_seen_healthy", "peer_unreachable"}
+NOTABLE = OVERRIDABLE | PLANNED_OVERRIDABLE | {"peer_never_seen_healthy", "peer_unreachable"}
 #: refusals that make the rest moot: nothing to record (the alarm's retries, duplicates, a late event)
 MOOT = frozenset({"already_active", "execution_running"})
 
@@ -178,7 +178,8 @@ class FailoverService:
             self._runbook.page(
                 f"Tandem {plan.action.value} to {self._region} REFUSED",
                 {"execution_id": record.id, "reasons": reasons, "readiness_reasons": list(plan.readiness_reasons),
-                 "hint": "an operator may override readiness and the minimum delay with failover --force"},
+                 "hint": "failover --force overrides readiness and the minimum delay; switchover or failback "
+                         "--force overrides the minimum delay and a reconciliation still owed"},
             )  # fmt: skip
         return {
             "action": plan.action.value, "outcome": "refused", "reasons": reasons, "plan": plan.as_dict(),

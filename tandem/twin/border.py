@@ -24,8 +24,9 @@ HOST = "127.0.0.1"
 class Border:
     """One relay per (region, API endpoint | ingress), open unless the regions are partitioned."""
 
-    def __init__(self, state_dir: Path, api_ports: dict[str, int], ingress_ports: dict[str, int]) -> None:
-        where = state_dir / "border"
+    def __init__(self, root: Path, api_ports: dict[str, int], ingress_ports: dict[str, int]) -> None:
+        """``root``: where the relays' flags live - a tree the twin's clean-up knows (processes naming it die)."""
+        where = root / "border"
         where.mkdir(parents=True, exist_ok=True)
         self.relays = {
             (region, kind): Relay((HOST, free_port()), (HOST, port), where / f"{region}-{kind}", cut=True)

@@ -115,7 +115,9 @@ class Twin:
         for region in cfg.regions:
             self.endpoints[region] = RegionEndpoint(region, free_port())
             self.endpoints[region].start()
-        self.border = Border(cfg.state_dir, {r: e.port for r, e in self.endpoints.items()}, ingress_ports)
+        # under the twin's temp tree, as the writer gates: a daemon killed with -9 leaves relays that name it,
+        # and the next up/down kills every process naming that tree (tandem.twin.ownership)
+        self.border = Border(self.pg_root, {r: e.port for r, e in self.endpoints.items()}, ingress_ports)
         self.border.start()
         for region in cfg.regions:
             self.ingress[region] = Ingress(

@@ -113,7 +113,7 @@ def test_a_primary_outage_alone_ends_with_dr_active_and_dns_on_dr(twin: dict[str
         steps = {s["name"]: s["outcome"] for s in execution["steps"]}
         assert steps == {
             "promote_database": "completed", "fence_peer_processing": "skipped", "shift_dns": "completed",
-            "notify": "completed", "enable_processing": "completed",
+            "notify": "completed", "enable_processing": "completed", "apply_accepted": "completed",
         }  # fmt: skip
         assert status["control"]["active_region"] == DR
         assert status["control"]["epoch"] == 1
@@ -172,9 +172,9 @@ def test_the_operator_sees_the_execution_and_failback_is_refused_until_allowed(t
     after = json.loads(tandem(twin_dir, "status", "--json").stdout)["last_execution"]
     assert (after["action"], after["outcome"]) == ("failback", "refused")  # recorded (and paged): a human asked
 
-    forced_switch = tandem(twin_dir, "switchover", "--force")
-    assert forced_switch.returncode == 2
-    assert "unrecognized arguments: --force" in forced_switch.stderr
+    forced_switch = tandem(twin_dir, "switchover", "--force", "--json")  # force never overrides what is true
+    assert forced_switch.returncode == 1
+    assert json.loads(forced_switch.stdout)["reasons"] == ["already_active"]
 
 
 def recorded_processing(twin: dict[str, Any], region: str) -> str:

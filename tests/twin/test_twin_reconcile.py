@@ -1,4 +1,5 @@
-"""Reconciliation on a twin of its own (x10, automatic failover off: the operator drives this one).
+"""Reconciliation on a twin of its own (x10, automatic failover off: the operator drives this one; the direct
+ingress, so the journal is the only way back for what the old primary committed).
 
 Aurora replay into DR is paused while the primary commits five transfers (journaled, replicated to DR's
 archive bucket, status items replicated - but not in DR's ledger); the primary dies; an operator forces the
@@ -23,6 +24,10 @@ from tests.twin.test_twin_failover_decisions import committed_in, post, queue_em
 from tests.twin.test_twin_failover_recovery import run, verdict
 
 TWIN_SCALE = 10.0
+#: the direct ingress: with the durable one, the failover's apply_accepted step would apply the five lost writes
+#: before the old region returns (tests/unit/test_intake.py, the drill's region-loss) - this test is about the
+#: journal bringing them back
+TWIN_PARAMETER_OVERRIDES = {"DurableIngress": "disabled"}
 
 
 def in_ledger(twin: dict[str, Any], region: str, ids: list[str]) -> set[str]:
