@@ -86,9 +86,17 @@ class TwinView:
 
     def executions(self, action: str, since_wall: float) -> list[dict[str, Any]]:
         """The handler's records of ``action`` that started at or after ``since_wall``, oldest first."""
-        found = [e for e in self.handler(self.dr, {"action": "status"})["executions"]
-                 if e["action"] == action and e["started_at"] >= since_wall]  # fmt: skip
-        return sorted(found, key=lambda e: float(e["started_at"]))
+        return self.history(since_wall)[1].get(action, [])
+
+    def history(self, since_wall: float) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+        """One status call (the handler is often cold by then: ~1.5 s each): the control record, and the
+        records that started at or after ``since_wall`` by action, oldest first."""
+        answer = self.handler(self.dr, {"action": "status"})
+        found: dict[str, list[dict[str, Any]]] = {}
+        for e in sorted(answer["executions"], key=lambda e: float(e["started_at"])):
+            if e["started_at"] >= since_wall:
+                found.setdefault(str(e["action"]), []).append(e)
+        return dict(answer["control"]), found
 
     # ------------------------------------------------------------------------------------------ health
     def readiness(self, region: str) -> str | None:

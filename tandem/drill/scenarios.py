@@ -167,12 +167,13 @@ class Scenario:
             self.cleanup()
         self.progress("waiting for every queue to drain")
         self.wait(self.view.queues_settled, deadline, "every queue to drain")
-        active = str(self.view.control()["active_region"])
+        control, records = self.view.history(self.began)
+        active = str(control["active_region"])
         dlq = [body for region in (self.primary, self.dr) for body in take_dlq(self.view.target(region))]
         self.progress("auditing")
         outcome = audit(self.view.target(active), wl, before, dlq)
-        failovers = self.view.executions("failover", self.began) + self.view.executions("switchover", self.began)
-        reconciles = sorted(self.view.executions("reconcile", self.began), key=lambda e: e["started_at"])
+        failovers = records.get("failover", []) + records.get("switchover", [])
+        reconciles = records.get("reconcile", [])
         figures = Figures(
             self.view, self.clocks, zero=self.disruption.started or self.began, zero_label=self.zero_label,
             began=self.began, ended=self.disruption.ended, dns_answers=self.resolver.answers if self.resolver else [],
