@@ -110,9 +110,9 @@ def reconciler(s: FailoverSettings, aws: AwsSettings, lambda_: Any) -> Reconcile
 
 @logger.inject_lambda_context(clear_state=True)
 @coldstart.traced(tracer)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:  # noqa: ARG001 - Lambda signature
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_request(event)  # ValueError naming what is wrong: the invoker's error
-    reply = build_service().handle(request)
+    reply = build_service().handle(request, seconds_left=context.get_remaining_time_in_millis() / 1000)
     logger.info(
         "failover handler",
         extra={"trigger": request.trigger, "action": request.action.value, "outcome": reply.get("outcome"),

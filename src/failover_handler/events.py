@@ -3,7 +3,9 @@
 - automatic: EventBridge's "CloudWatch Alarm State Change" of this region's composite alarm "peer region
   impaired" (the shape AWS sends; its ``previousState`` is what the bootstrap guard reads);
 - operator (Lambda Invoke): ``{"action": "plan" | "failover" | "switchover" | "failback" | "status" |
-  "reconcile", "force": false}`` - ``force`` only with ``failover``, ``switchover`` and ``failback``.
+  "reconcile" | "resume", "force": false}`` - ``force`` only with ``failover``, ``switchover`` and ``failback``;
+- the monitor of the region being activated (``"trigger": "monitor"``): ``reconcile``, and ``resume`` - an
+  execution for this region whose step failed or whose invocation died (its lease lapsed) goes on.
 
 Anything else is refused with one line naming what is wrong, before anything is read or written.
 """
@@ -25,6 +27,7 @@ class Action(enum.StrEnum):
     FAILBACK = "failback"
     STATUS = "status"
     RECONCILE = "reconcile"
+    RESUME = "resume"  # only a running execution for this region whose lease lapsed; never starts one
 
 
 class _AlarmState(BaseModel):
@@ -61,14 +64,14 @@ class _OperatorRequest(BaseModel):
 
     action: Action
     force: StrictBool = False  # never coerced: "yes" or 1 must not force a failover
-    trigger: Literal["operator", "monitor"] = "operator"  # the monitor asks for reconciliation only
+    trigger: Literal["operator", "monitor"] = "operator"  # the monitor asks to reconcile or resume only
 
     @model_validator(mode="after")
     def _force_only_for_moves(self) -> _OperatorRequest:
         if self.force and self.action not in (Action.FAILOVER, Action.SWITCHOVER, Action.FAILBACK):
             raise ValueError(f"force applies to failover, switchover and failback only, not {self.action.value}")
-        if self.trigger == "monitor" and self.action is not Action.RECONCILE:
-            raise ValueError(f"the monitor asks for reconcile only, not {self.action.value}")
+        if self.trigger == "monitor" and self.action not in (Action.RECONCILE, Action.RESUME):
+            raise ValueError(f"the monitor asks for reconcile or resume only, not {self.action.value}")
         return self
 
 

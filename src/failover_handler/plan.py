@@ -6,6 +6,9 @@ real run decide the same way. The region that runs the handler is always the one
 Refusals are machine-readable and all of them are reported, not just the first:
 
 - ``execution_running``: another invocation holds the lock (its lease is live);
+- ``execution_for_other_region``: the running execution activates the other region - only the region being
+  activated takes an execution over (its steps act for that region), whatever was asked here;
+- ``nothing_to_resume``: ``resume`` found no running execution (it never starts one);
 - ``already_active``: this region is active already;
 - alarm trigger only: ``alarm_not_in_alarm``; ``peer_never_seen_healthy`` (the bootstrap guard: the alarm
   must come from OK, i.e. both regions were seen healthy); ``no_automatic_failback`` (an alarm never
@@ -21,7 +24,8 @@ Refusals are machine-readable and all of them are reported, not just the first:
 ``force`` overrides, for a failover, the readiness refusals and the minimum delay; for a switchover or a
 failback, the minimum delay and ``reconciliation_owed`` (the debt stays recorded per epoch and whichever
 region is active pays it). Never the lock, never what makes a planned move impossible (the peer, catching up).
-A running execution whose lease lapsed is resumed as it was decided (the fence is already up).
+A running execution whose lease lapsed is resumed as it was decided (the fence is already up) - except that
+``failover --force`` resumes a switchover the unreachable peer can never complete as a failover.
 """
 
 from __future__ import annotations
@@ -93,12 +97,18 @@ def make_plan(request: Request, s: Situation) -> Plan:
     action = Action.FAILOVER if request.action is Action.PLAN else request.action
     control = s.control
     if control.state is State.RUNNING:
+        if control.active_region != s.region:
+            return Plan(action, s.region, None, ("execution_for_other_region",), (), None)
         if control.lease_until is not None and control.lease_until > s.now:
             return Plan(action, s.region, None, ("execution_running",), (), None)
         mode = Mode(control.mode) if control.mode in set(Mode) else Mode.FAILOVER
+        if mode is Mode.SWITCHOVER and request.force and action is Action.FAILOVER and s.peer_reachable is False:
+            mode = Mode.FAILOVER  # the switchover needs the peer, which is gone: only a failover can finish
         resumed_action = Action(control.action) if control.action in set(Action) else action
         left = tuple(step for step in STEPS if step not in control.steps_done)
         return Plan(resumed_action, control.active_region, mode, (), left, None, resume=True)
+    if action is Action.RESUME:
+        return Plan(action, s.region, None, ("nothing_to_resume",), (), None)
 
     refused: list[str] = []
     if control.active_region == s.region:

@@ -139,7 +139,9 @@ class Runbook:
         writer, arn, status = self.writer_state()
         if writer:
             return f"{self._s.ledger_db_cluster_id} is the global writer already"
-        if status not in ("switching-over", "failing-over"):  # else: a promotion we asked for is under way
+        # a promotion we asked for may be under way; a switchover stuck on a dead primary is not what a forced
+        # failover waits for: it asks for the failover (AllowDataLoss) that can finish without the primary
+        if not (status == "failing-over" or (status == "switching-over" and mode == "switchover")):
             rds, gid = self._own.rds, self._s.global_cluster_id
             if mode == "switchover":
                 rds.switchover_global_cluster(GlobalClusterIdentifier=gid, TargetDbClusterIdentifier=arn)

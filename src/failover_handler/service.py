@@ -7,10 +7,18 @@
   a running execution answers ``refused`` with ``execution_running`` and records nothing - except to the
   alarm: there it raises :class:`ExecutionInProgress`, so Lambda retries the event (1 and 3 minutes later)
   and a run whose invocation died is resumed without a human once its lease lapsed.
+- ``resume`` (the monitor of the region being activated, every run while its execution is stuck): goes on
+  with a running execution for this region whose lease lapsed; never starts one.
+
+A step that fails never wedges the failover: the record stays ``running`` with its lease released, the
+failure is paged, and the execution is resumed - by the alarm's retry (the invocation raises
+:class:`ExecutionFailed`), and by this region's monitor every minute after that. Only the region being
+activated takes an execution over, and its steps act for the region the record activates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import uuid
@@ -20,11 +28,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from failover_handler.events import Action, Request
-from failover_handler.execution import execute
+from failover_handler.execution import StepRecord, execute
 from failover_handler.history import ExecutionLog, ExecutionRecord, steps_of
 from failover_handler.plan import OVERRIDABLE, PLANNED_OVERRIDABLE, Plan, Situation, make_plan
 from failover_handler.reconcile import Reconciler
-from failover_handler.runbook import Order, Runbook
+from failover_handler.runbook import AWS_ERRORS, Order, Runbook
 from tandem_core.control import Acquired, ControlStore, LockRefused, NewExecution, Owed, State, primary_region
 from tandem_core.settings import FailoverSettings
 
@@ -39,6 +47,15 @@ class ExecutionInProgress(RuntimeError):
 
     Answering ``refused`` would end the event for good; if the lease's holder died, nothing would resume the
     run until an operator came (the alarm stays in ALARM and sends no new event)."""
+
+
+class ExecutionFailed(RuntimeError):
+    """An alarm's execution failed a step: a function error on purpose, so Lambda's retry resumes it."""
+
+
+#: a lease outlives the invocation holding it by this much, whatever FailoverLeaseSeconds says: an invocation
+#: still running must never find its execution taken over (two invocations would run one execution's steps)
+LEASE_MARGIN_SECONDS = 5.0
 
 
 class ExecutionMetrics(Protocol):
@@ -94,7 +111,8 @@ class FailoverService:
             now=self._clock(), min_delay_seconds=self._s.min_delay_seconds,
         )  # fmt: skip
 
-    def handle(self, request: Request) -> dict[str, Any]:
+    def handle(self, request: Request, seconds_left: float = 0.0) -> dict[str, Any]:
+        """``seconds_left``: how long this invocation may still run (Lambda's remaining time)."""
         if request.action is Action.STATUS:
             return self.status()
         if request.action is Action.RECONCILE:
@@ -105,7 +123,7 @@ class FailoverService:
             return {"action": "plan", "plan": plan.as_dict(), "control": s.control.as_dict(), "changed": False}
         if not plan.allowed:
             return self._refuse(request, plan, s)
-        return self._run(request, plan, s)
+        return self._run(request, plan, s, max(self._s.lease_seconds, seconds_left + LEASE_MARGIN_SECONDS))
 
     def status(self) -> dict[str, Any]:
         return {
@@ -187,19 +205,21 @@ class FailoverService:
         }  # fmt: skip
 
     # ------------------------------------------------------------------------------------------ running
-    def _run(self, request: Request, plan: Plan, s: Situation) -> dict[str, Any]:
+    def _run(self, request: Request, plan: Plan, s: Situation, lease_seconds: float) -> dict[str, Any]:
         assert plan.mode is not None
         new = NewExecution(
             self._new_id(), plan.action.value, plan.mode.value, self._region,
             min_delay_seconds=0.0 if request.force else self._s.min_delay_seconds,
         )  # fmt: skip
         try:
-            acquired = self._control.acquire(new, self._clock(), self._s.lease_seconds)
+            acquired = self._control.acquire(new, self._clock(), lease_seconds)
         except LockRefused as refused:
             return self._refuse(request, Plan(plan.action, self._region, plan.mode, (refused.reason,), (), None), s)
         record = self._record_for(acquired, request, plan)
+        target = acquired.record.active_region  # the record's target; only it takes an execution over
+        assert target == self._region, f"execution {record.id} activates {target}, not {self._region}"
         order = Order(
-            record.id, record.action, str(record.mode), self._region,
+            record.id, record.action, str(record.mode), target,
             {"trigger": record.trigger, "epoch": acquired.record.epoch,
              "previous_region": acquired.record.previous_region, "rpo_estimate_seconds": record.rpo_estimate_seconds},
         )  # fmt: skip
@@ -207,7 +227,7 @@ class FailoverService:
         try:
             outcome = execute(
                 order, [st for st in plan.steps if st not in done], done,
-                self._runbook, self._control, lease_seconds=self._s.lease_seconds, clock=self._clock,
+                self._runbook, self._control, lease_seconds=lease_seconds, clock=self._clock,
             )  # fmt: skip
         except BaseException:
             self._control.release(record.id, self._clock())
@@ -223,10 +243,29 @@ class FailoverService:
             record.reasons = [f"step_failed:{name}" for name in outcome.failed_steps]
             self._metrics.execution("failed", self._clock() - record.started_at, record.rpo_estimate_seconds)
         self._history.write(record)
+        if record.outcome == "failed":
+            self._page_failed(record, request, outcome.steps)
+            if request.automatic:
+                raise ExecutionFailed(
+                    f"execution {record.id} ({record.action}, {record.mode}) failed {', '.join(outcome.failed_steps)};"
+                    " Lambda's retry of this event resumes it"
+                )
         return {
             "action": record.action, "outcome": record.outcome, "resumed": acquired.resumed,
             "execution": record.as_dict(), "control": self._control.read().as_dict(),
         }  # fmt: skip
+
+    def _page_failed(self, record: ExecutionRecord, request: Request, steps: list[StepRecord]) -> None:
+        """A failed step pages (best effort: the record says it too) with how the execution goes on."""
+        failed = {s.name: s.detail for s in steps if s.outcome == "failed"}
+        with contextlib.suppress(*AWS_ERRORS):
+            self._runbook.page(
+                f"Tandem {record.action} to {self._region} FAILED at {', '.join(failed)}",
+                {"execution_id": record.id, "mode": record.mode, "trigger": request.trigger, "failed_steps": failed,
+                 "hint": "the record stays running: the alarm's retry and this region's monitor (every minute) "
+                         "resume it; `tandem failover --force` resumes a switchover the unreachable peer cannot "
+                         "complete as a failover"},
+            )  # fmt: skip
 
     def _record_for(self, acquired: Acquired, request: Request, plan: Plan) -> ExecutionRecord:
         c = acquired.record
@@ -235,7 +274,7 @@ class FailoverService:
         if acquired.resumed:
             existing = self._history.get(c.started_at, c.execution_id)
             if existing is not None:
-                existing.outcome = "running"
+                existing.outcome, existing.mode = "running", c.mode  # a forced failover may replace a switchover
                 listed = {str(step["name"]) for step in existing.steps}
                 existing.steps += [
                     {"name": name, "started_at": None, "finished_at": None, "outcome": "completed",

@@ -64,14 +64,14 @@ def fence_keeper(aws: AwsSettings, settings: MonitorSettings) -> FenceKeeper | N
             dead_letters = DlqRedrive(sqs, settings.dlq_url, peer_sqs, settings.peer_queue_url)
     ask = None
     if settings.failover_handler_function:
-        ask = functools.partial(ask_reconcile, client_for("lambda", aws), settings.failover_handler_function)
-    return FenceKeeper(switch, forwarder, ask_reconcile=ask, dead_letters=dead_letters)
+        ask = functools.partial(ask_handler, client_for("lambda", aws), settings.failover_handler_function)
+    return FenceKeeper(switch, forwarder, ask_handler=ask, dead_letters=dead_letters)
 
 
-def ask_reconcile(lambda_: Any, handler: str) -> None:
-    """The failover handler's reconciliation, asynchronously (it may take longer than what is left of a run)."""
+def ask_handler(lambda_: Any, handler: str, action: str) -> None:
+    """The failover handler's ``reconcile`` or ``resume``, asynchronously (either may outlast this run)."""
     lambda_.invoke(FunctionName=handler, InvocationType="Event",
-                   Payload=json.dumps({"action": "reconcile", "trigger": "monitor"}).encode())  # fmt: skip
+                   Payload=json.dumps({"action": action, "trigger": "monitor"}).encode())  # fmt: skip
 
 
 @functools.cache

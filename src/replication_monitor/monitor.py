@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from replication_monitor.armed import failover_armed
-from tandem_core.control import ControlRecord, primary_region
+from tandem_core.control import ControlRecord, State, primary_region
 from tandem_core.fencing import ProcessingSwitch
 from tandem_core.forwarding import DlqRedrive, QueueForwarder
 from tandem_core.heartbeat import (
@@ -125,27 +125,37 @@ class FenceKeeper:
     switch: ProcessingSwitch
     forwarder: QueueForwarder | None  # None: no peer queue configured, nothing to forward to
     forward_limit: int = 500
-    #: the active region's side: ask the failover handler to reconcile (None: not configured)
-    ask_reconcile: Callable[[], None] | None = None
+    #: the active region's side: ask the failover handler to ``reconcile`` or ``resume`` (None: not configured)
+    ask_handler: Callable[[str], None] | None = None
     #: this region's DLQ, redriven to the active region's queue while this region is not active
     dead_letters: DlqRedrive | None = None
 
     def keep(
-        self, control: ControlRecord, region: str, *, queued: int, peer_answered: bool, budget: float
-    ) -> dict[str, Any]:
-        """Nothing in the active region; elsewhere: processing off, and the queue forwarded and the DLQ redriven
-        (what a fence or an outage pushed there is no poison) while the active region answers. Errors are
-        reported, never raised: the readiness record is already written."""
+        self, control: ControlRecord, region: str, *, queued: int, peer_answered: bool, budget: float,
+        now: float | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """In the active region: an execution for it that is stuck (a step failed, or its invocation died: the
+        lease lapsed) is resumed, and a reconciliation owed is asked for. Elsewhere: processing off, and the
+        queue forwarded and the DLQ redriven (what a fence or an outage pushed there is no poison) while the
+        active region answers. Errors are reported, never raised: the readiness record is already written."""
         report: dict[str, Any] = {"active_region": control.active_region, "epoch": control.epoch}
         if control.active_region == region:
             report["fenced"] = False
-            if control.awaits_reconciliation and self.ask_reconcile is not None:
+            now = time.time() if now is None else now
+            stuck = control.state is State.RUNNING and (control.lease_until is None or control.lease_until <= now)
+            if stuck and self.ask_handler is not None:
+                try:
+                    self.ask_handler("resume")  # every run until it completes: nothing waits for a human
+                    report["resume"] = f"asked (execution {control.execution_id})"
+                except _AWS_ERRORS as exc:
+                    report["resume_error"] = problem(exc)
+            if control.awaits_reconciliation and self.ask_handler is not None:
                 if not peer_answered:  # its queue, DLQ and journal are out of reach until it is back
                     regions = sorted({o.old_region for o in control.owed})
                     report["reconcile"] = f"waits until {', '.join(regions)} answers"
                     return report
                 try:
-                    self.ask_reconcile()  # asked every run until it completes: it may be waiting
+                    self.ask_handler("reconcile")  # asked every run until it completes: it may be waiting
                     report["reconcile"] = "asked"
                 except _AWS_ERRORS as exc:
                     report["reconcile_error"] = problem(exc)
@@ -277,7 +287,7 @@ class ReplicationMonitor:
             budget = (remaining_ms() / 1000 - FINAL_ROUND_RESERVE) if remaining_ms is not None else 30.0
             answered = bool(record["peer"]["answered"]) or not s.peer_health_url
             report["fence"] = self._fence.keep(
-                control, self._region, queued=queued, peer_answered=answered, budget=max(budget, 1.0)
+                control, self._region, queued=queued, peer_answered=answered, budget=max(budget, 1.0), now=self._clock()
             )
         return report
 

@@ -206,7 +206,7 @@ class ControlStore:
         """
         current = self.read()
         if current.state is State.RUNNING and current.execution_id is not None:
-            return self._take_over(current, now, lease_seconds)
+            return self._take_over(current, new, now, lease_seconds)
         values: dict[str, Any] = {
             ":target": {"S": new.target_region},
             ":running": {"S": State.RUNNING.value},
@@ -252,13 +252,26 @@ class ControlStore:
             raise LockRefused(_why_refused(self.read(), new, now), self.read()) from None
         return Acquired(from_item(response["Attributes"]), resumed=False)
 
-    def _take_over(self, current: ControlRecord, now: float, lease_seconds: float) -> Acquired:
+    def _take_over(self, current: ControlRecord, new: NewExecution, now: float, lease_seconds: float) -> Acquired:
+        """Only the region the execution activates takes it over (its steps act for that region). ``new``'s mode
+        replaces a recorded switchover only by a failover (the peer is gone); that failover owes reconciliation."""
+        if current.active_region != new.target_region:
+            raise LockRefused("execution_for_other_region", current)
         if current.lease_until is not None and current.lease_until > now:
             raise LockRefused("execution_running", current)
+        update = "SET lease_until = :lease"
+        values: dict[str, Any] = {
+            ":now": {"N": repr(now)}, ":lease": {"N": repr(now + lease_seconds)}, ":target": {"S": new.target_region},
+        }  # fmt: skip
+        if current.mode == "switchover" and new.mode == "failover" and current.previous_region is not None:
+            update += ", #mode = :mode ADD owed :owed"
+            values[":mode"] = {"S": "failover"}
+            since = current.started_at if current.started_at is not None else now
+            values[":owed"] = {"SS": [Owed(current.epoch, current.previous_region, since).token]}
         try:
             record = self._as_holder(
-                str(current.execution_id), "SET lease_until = :lease",
-                {":now": {"N": repr(now)}, ":lease": {"N": repr(now + lease_seconds)}}, also="lease_until <= :now",
+                str(current.execution_id), update, values, also="lease_until <= :now AND active_region = :target",
+                names={"#mode": "mode"} if "#mode" in update else None,
             )  # fmt: skip
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != _CONDITION_FAILED:
@@ -313,12 +326,15 @@ class ControlStore:
             {":idle": {"S": State.IDLE.value}, ":now": {"N": repr(now)}, ":outcome": {"S": outcome}},
         )  # fmt: skip
 
-    def _as_holder(self, execution_id: str, update: str, values: dict[str, Any], also: str = "") -> ControlRecord:
+    def _as_holder(
+        self, execution_id: str, update: str, values: dict[str, Any], also: str = "",
+        names: Mapping[str, str] | None = None,
+    ) -> ControlRecord:  # fmt: skip
         """An update only the running execution ``execution_id`` may make (ConditionalCheckFailed otherwise)."""
         condition = "#state = :running AND execution_id = :id" + (f" AND {also}" if also else "")
         response = self._db.update_item(
             TableName=self._table, Key=CONTROL_KEY, UpdateExpression=update, ConditionExpression=condition,
-            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeNames={"#state": "state", **(names or {})},
             ExpressionAttributeValues={**values, ":running": {"S": State.RUNNING.value}, ":id": {"S": execution_id}},
             ReturnValues="ALL_NEW",
         )  # fmt: skip

@@ -38,20 +38,24 @@ class Fenced(RuntimeError):
 
 class Fence:
     """Whether this region may commit, from the control record in its own replica (read at most every
-    ``max_age`` seconds)."""
+    ``max_age`` seconds).
+
+    The cache ages by wall time: Lambda freezes an idle execution environment, and a monotonic clock may not
+    advance while it is frozen - a thawed environment would commit on a record read before the failover.
+    A wall clock that went backwards (an NTP step) expires the cache too."""
 
     def __init__(
-        self, store: ControlStore, region: str, max_age: float, clock: Callable[[], float] = time.monotonic
+        self, store: ControlStore, region: str, max_age: float, clock: Callable[[], float] | None = None
     ) -> None:
         self._store = store
         self._region = region
         self._max_age = max_age
-        self._clock = clock
+        self._clock = clock or (lambda: time.time())  # looked up per call: tests move the wall clock
         self._cached: tuple[float, ControlRecord] | None = None
 
     def record(self) -> ControlRecord:
         now = self._clock()
-        if self._cached is None or now - self._cached[0] >= self._max_age:
+        if self._cached is None or not 0.0 <= now - self._cached[0] < self._max_age:
             self._cached = (now, self._store.read())
         return self._cached[1]
 

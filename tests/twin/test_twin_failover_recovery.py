@@ -1,6 +1,7 @@
 """Forcing, failing back and surviving a crash, on a twin of its own (x10, automatic failover on).
 
-The app is deployed with ``--parameter-overrides FailoverMinDelaySeconds=5 FailoverLeaseSeconds=3`` (what an
+The app is deployed with ``--parameter-overrides FailoverMinDelaySeconds=5 FailoverLeaseSeconds=3
+FailoverHandlerTimeoutSeconds=10`` (what an
 operator would pass to ``sam deploy``), so a failback and a takeover of a dead run fit in a test's time, and
 with ``ProcessorSnapStart=enabled``: the processors run restored from snapshots, their mappings on the alias. The
 tests run in order on the same twin: a dry run, a forced failover to a DR region that is not ready, the
@@ -28,6 +29,7 @@ AUTOMATIC_FAILOVER = True
 TWIN_PARAMETER_OVERRIDES = {
     "FailoverMinDelaySeconds": "5",
     "FailoverLeaseSeconds": "3",
+    "FailoverHandlerTimeoutSeconds": "10",  # the lease outlives it (+5 s): a killed run is resumed after 15 s
     "ProcessorSnapStart": "enabled",
 }
 

@@ -11,9 +11,11 @@ from failover_handler.events import Action, Request, parse_request
 from failover_handler.history import ExecutionLog, ExecutionRecord
 from failover_handler.metrics import EmfExecutionMetrics
 from failover_handler.plan import STEPS
-from failover_handler.service import ExecutionInProgress, Facts, FailoverService
+from failover_handler.runbook import Order, Runbook
+from failover_handler.service import LEASE_MARGIN_SECONDS, ExecutionFailed, ExecutionInProgress, Facts, FailoverService
+from tandem.twin.extensions import rds_global
 from tandem.twin.log_metrics import parse_emf
-from tandem_core.control import ControlStore, NewExecution
+from tandem_core.control import CONTROL_KEY, ControlStore, LockRefused, NewExecution
 from tandem_core.heartbeat import to_attributes
 from tandem_core.readiness import read_readiness, readiness_key
 from tests.conftest import FakeClock, load_event
@@ -176,3 +178,101 @@ def test_status_shows_the_control_record_and_the_executions_newest_first(world: 
         ("completed", "operator"),
         ("refused", "alarm"),
     ]
+
+
+def refuse_promotions(world: World, times: int) -> None:
+    """The first ``times`` promotion calls fail (a grey database, a throttled API); later ones go through."""
+    failures = iter(range(times))
+
+    def promote(request: Any) -> None:
+        if next(failures, None) is not None:
+            raise RuntimeError("the global cluster is busy")
+        world.promotions.append(request)
+
+    rds_global.set_promotion_handler(promote)
+
+
+def test_a_failed_promotion_pages_is_retried_by_lambda_and_resumed_by_the_monitor_never_wedged(world: World) -> None:
+    """Finding 1: fencing, DNS and the notice ran; the promotion failed. Before: the invocation returned
+    normally (no retry), the alarm stayed in ALARM (no new event) and nothing resumed it - DR active by the
+    record, its processing never enabled, nobody paged."""
+    ready(world)
+    refuse_promotions(world, 2)
+    with pytest.raises(ExecutionFailed, match="promote_database"):
+        service(world, FakeClock(NOW)).handle(ALARM)
+    state = live_state(world)
+    assert (state["control"].state.value, state["writer"], state["dr"]) == ("running", PRIMARY, "Disabled")
+    assert [(e.outcome, e.reasons) for e in state["executions"]] == [("failed", ["step_failed:promote_database"])]
+    paged = [n for n in state["notices"] if "failed_steps" in n]
+    assert [list(n["failed_steps"]) for n in paged] == [["promote_database"]]
+
+    with pytest.raises(ExecutionFailed):  # Lambda's first retry, a minute later: the promotion fails again
+        service(world, FakeClock(NOW + 60)).handle(ALARM)
+    monitor = parse_request({"action": "resume", "trigger": "monitor"})  # Lambda's retries are spent
+    reply = service(world, FakeClock(NOW + 240)).handle(monitor)
+    assert (reply["outcome"], reply["resumed"]) == ("completed", True)
+    state = live_state(world)
+    assert (state["control"].state.value, state["writer"], state["dr"]) == ("idle", DR, "Enabled")
+    assert [e.outcome for e in state["executions"]] == ["completed"]  # one execution, resumed twice
+    nothing = service(world, FakeClock(NOW + 300)).handle(monitor)  # the monitor's next run: nothing to resume
+    assert (nothing["outcome"], nothing["reasons"]) == ("refused", ["nothing_to_resume"])
+
+
+def test_only_the_region_being_activated_takes_over_its_execution(world: World) -> None:
+    """Finding 2: DR's execution is stuck (lease lapsed); the primary's handler - `tandem failback`, or its own
+    alarm - used to resume it with steps acting for the primary while the record said DR."""
+    ready(world)
+    dr = ControlStore(world.clients[DR]["dynamodb"], TABLE, PRIMARY)
+    dr.acquire(NewExecution("stuck", "failover", "failover", DR), NOW, 120)
+    dr.release("stuck", NOW + 1)
+    item = world.clients[DR]["dynamodb"].get_item(TableName=TABLE, Key=CONTROL_KEY)["Item"]
+    world.clients[PRIMARY]["dynamodb"].put_item(TableName=TABLE, Item=item)  # replicated to the primary
+    db = world.clients[PRIMARY]["dynamodb"]
+    primary = FailoverService(
+        world.settings(PRIMARY), PRIMARY, control=ControlStore(db, TABLE, PRIMARY), history=ExecutionLog(db, TABLE),
+        runbook=world.runbook(PRIMARY), facts=Facts(lambda r: read_readiness(db, TABLE, r), lambda: True),
+        metrics=EmfExecutionMetrics(PRIMARY), clock=FakeClock(NOW + 200).now,
+    )  # fmt: skip
+    for request in (Request(Action.FAILBACK, "operator", force=True), Request(Action.RESUME, "operator")):
+        reply = primary.handle(request)
+        assert (reply["outcome"], reply["reasons"]) == ("refused", ["execution_for_other_region"])
+    with pytest.raises(LockRefused, match="execution_for_other_region"):  # the lock says so too
+        ControlStore(db, TABLE, PRIMARY).acquire(NewExecution("x", "failback", "switchover", PRIMARY), NOW + 200, 120)
+    assert world.promotions == []
+    assert world.writer() == PRIMARY
+    assert (world.processing(PRIMARY), world.processing(DR)) == ("Enabled", "Disabled")  # nothing acted
+    assert ControlStore(db, TABLE, PRIMARY).read().execution_id == "stuck"
+
+
+def test_a_forced_failover_resumes_a_stuck_switchover_as_a_failover_that_owes_reconciliation(world: World) -> None:
+    ready(world)
+    refuse_promotions(world, 5)
+    with pytest.raises(ExecutionFailed):
+        service(world, FakeClock(NOW), peer_reachable=True).handle(ALARM)
+    again = service(world, FakeClock(NOW + 60)).handle(Request(Action.RESUME, "monitor"))  # peer gone now
+    assert (again["outcome"], again["execution"]["mode"]) == ("failed", "switchover")  # as decided, in vain
+    refuse_promotions(world, 0)
+    reply = service(world, FakeClock(NOW + 120)).handle(Request(Action.FAILOVER, "operator", force=True))
+    assert (reply["outcome"], reply["resumed"], reply["execution"]["mode"]) == ("completed", True, "failover")
+    assert [p.mode for p in world.promotions] == ["failover"]
+    control = ControlStore(world.clients[DR]["dynamodb"], TABLE, PRIMARY).read()
+    assert (control.mode, [(o.epoch, o.old_region) for o in control.owed]) == ("failover", [(1, PRIMARY)])
+
+
+def test_the_lease_outlives_the_invocation_whatever_the_setting(world: World) -> None:
+    """Finding 6: FailoverLeaseSeconds below the handler's timeout let a second invocation take over an
+    execution the first was still running (two invocations running one execution's steps)."""
+    ready(world)
+    seen: list[float | None] = []
+    control = ControlStore(world.clients[DR]["dynamodb"], TABLE, PRIMARY)
+
+    class Watching(Runbook):
+        def run(self, step: str, order: Order) -> str:
+            seen.append(control.read().lease_until)
+            return super().run(step, order)
+
+    svc = service(world, FakeClock(NOW))
+    svc._runbook = Watching(world.settings(), world.apis(DR), world.apis(PRIMARY), sleep=lambda _s: None)
+    assert world.settings().lease_seconds < 300.0 + LEASE_MARGIN_SECONDS  # a Timeout of 5 minutes
+    assert svc.handle(ALARM, seconds_left=300.0)["outcome"] == "completed"
+    assert min(x for x in seen if x is not None) == NOW + 300.0 + LEASE_MARGIN_SECONDS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,6 +72,29 @@ def test_a_failover_fences_the_old_primary_within_the_cache_age(world: dict[str,
     with pytest.raises(Fenced) as fenced:
         fence.check()
     assert (fenced.value.record.active_region, fenced.value.record.epoch, db.reads) == (DR, 1, 2)
+
+
+def test_a_thawed_environment_reads_the_record_again_however_little_its_monotonic_clock_moved(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding 6 of the failover issue: a frozen sandbox's monotonic clock may stand still; the wall clock
+    does not. A wall clock stepped back expires the cache too."""
+    wall = [1_800_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: wall[0])
+    monkeypatch.setattr(time, "monotonic", lambda: 5.0)  # frozen: never moves
+    db = Counting(world[DR]["dynamodb"])
+    fence = Fence(ControlStore(db, TABLE, PRIMARY), PRIMARY, max_age=2.0)
+    fence.check()
+    ControlStore(world[DR]["dynamodb"], TABLE, PRIMARY).acquire(
+        NewExecution("x1", "failover", "failover", DR), now=wall[0], lease_seconds=120
+    )
+    wall[0] += 600.0  # ten minutes frozen, then a batch arrives
+    with pytest.raises(Fenced):
+        fence.check()
+    wall[0] -= 30.0  # stepped back
+    with pytest.raises(Fenced):
+        fence.check()
+    assert db.reads == 3
 
 
 def _processor(world: dict[str, Any], region: str, enabled: bool) -> ProcessingSwitch:

@@ -581,8 +581,8 @@ def test_after_an_unplanned_failover_the_active_region_asks_for_reconciliation_o
 ) -> None:
     world.peer_writes(seconds_ago=1.0)
     switch = _fenced_region(world, enabled=True)[0].switch
-    asked: list[int] = []
-    keeper = FenceKeeper(switch, None, ask_reconcile=lambda: asked.append(1))
+    asked: list[str] = []
+    keeper = FenceKeeper(switch, None, ask_handler=asked.append)
     control = ControlStore(world.clients["dynamodb"], TABLE, PEER)
     control.acquire(NewExecution("x1", "failover", "failover", REGION), now=world.clock.t, lease_seconds=120)
     control.finish("x1", "completed", world.clock.t)
@@ -592,15 +592,38 @@ def test_after_an_unplanned_failover_the_active_region_asks_for_reconciliation_o
     assert asked == []
     monitor, _ = world.monitor(fence=keeper)
     assert monitor.run(ListSink())["fence"]["reconcile"] == "asked"
-    assert asked == [1]
+    assert asked == ["reconcile"]
 
     assert monitor.run(ListSink())["fence"]["reconcile"] == "asked"  # asked again: it may have been waiting
-    assert asked == [1, 1]
+    assert asked == ["reconcile", "reconcile"]
     (owed,) = control.read().owed
     assert control.mark_reconciled(owed) is True  # what a completed reconciliation writes
     assert "reconcile" not in monitor.run(ListSink())["fence"]
-    assert asked == [1, 1]
+    assert asked == ["reconcile", "reconcile"]
     assert control.mark_reconciled(replace(owed, epoch=7)) is False  # not owed: nothing written
+
+
+def test_an_execution_for_this_region_that_is_stuck_is_resumed_every_run_and_a_live_one_is_left_alone(
+    world: World,
+) -> None:
+    """The wedge (failover issue, finding 1): a step failed and the invocation returned (lease released), or it
+    died (lease lapsed); the alarm stays in ALARM and sends nothing new. This region's monitor asks every run."""
+    world.peer_writes(seconds_ago=1.0)
+    switch = _fenced_region(world, enabled=False)[0].switch
+    asked: list[str] = []
+    keeper = FenceKeeper(switch, None, ask_handler=asked.append)
+    control = ControlStore(world.clients["dynamodb"], TABLE, PEER)
+    control.acquire(NewExecution("x1", "failover", "failover", REGION), now=world.clock.t, lease_seconds=120)
+    monitor, _ = world.monitor(fence=keeper)
+    assert "resume" not in monitor.run(ListSink())["fence"]  # the lease is live: its invocation is at work
+    assert asked == []
+    control.release("x1", world.clock.t)  # what a failed step leaves: running, lease released
+    assert monitor.run(ListSink())["fence"]["resume"] == "asked (execution x1)"
+    assert monitor.run(ListSink())["fence"]["resume"] == "asked (execution x1)"
+    assert asked == ["resume", "resume"]
+    control.finish("x1", "completed", world.clock.t)
+    assert "resume" not in monitor.run(ListSink())["fence"]
+    assert asked[2:] == ["reconcile"]  # finished: nothing to resume; the failover's reconciliation is owed
 
 
 def test_every_run_says_whether_automatic_failover_is_armed_from_here(world: World) -> None:
