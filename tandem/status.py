@@ -246,7 +246,7 @@ def read_region(source: ClientSource, target: RegionTarget, now: float) -> _Regi
 def _control(calls: _Calls, target: RegionTarget) -> dict[str, Any] | None:
     """The control record and the newest execution as this region's replica holds them (None: unreadable)."""
     from failover_handler.history import PK, ExecutionRecord
-    from tandem_core.control import CONTROL_KEY, from_item
+    from tandem_core.control import CONTROL_KEY, epoch_keys, from_item, settle
     from tandem_core.heartbeat import from_attributes
 
     if not target.table:
@@ -255,6 +255,11 @@ def _control(calls: _Calls, target: RegionTarget) -> dict[str, Any] | None:
     if reply is None:
         return None
     record = from_item(reply["Item"]) if "Item" in reply else None
+    if record is not None and (keys := epoch_keys(record)):  # what is owed, settled by the epoch items
+        epochs = calls(
+            "dynamodb", "batch_get_item", RequestItems={target.table: {"Keys": keys, "ConsistentRead": True}}
+        )
+        record = settle(record, (epochs or {}).get("Responses", {}).get(target.table, []))
     newest = calls(  # the newest failover execution: reconciliations are recorded beside them, not counted here
         "dynamodb", "query", TableName=target.table, KeyConditionExpression="pk = :pk",
         FilterExpression="#action <> :reconcile", ExpressionAttributeNames={"#action": "action"},

@@ -168,7 +168,7 @@ class FailoverService:
             )  # fmt: skip
             self._history.write(record)
             if report["complete"] and not sweep:
-                self._control.mark_reconciled(debt)  # the monitor stops asking for this epoch
+                self._control.mark_reconciled(debt, self._clock())  # the monitor stops asking for this epoch
             records.append(record)
         worst = next((o for o in ("partial", "waiting") if any(r.outcome == o for r in records)), "completed")
         return {

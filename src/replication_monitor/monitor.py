@@ -346,7 +346,11 @@ class ReplicationMonitor:
     def _read_metrics(self, now: float, run: _Run) -> dict[str, MetricReading]:
         try:
             return fetch_metrics(
-                self._cloudwatch, self._specs, datetime.fromtimestamp(now, UTC), self._s.metric_window_seconds
+                self._cloudwatch,
+                self._specs,
+                datetime.fromtimestamp(now, UTC),
+                self._s.metric_window_seconds,
+                self._s.metric_period_seconds,
             )
         except _AWS_ERRORS as exc:
             run.failed(Dependency.METRICS, problem(exc))

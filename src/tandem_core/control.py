@@ -13,21 +13,33 @@ live does nothing. The record stays ``running`` until the execution finishes, so
 never forgotten. Before any execution has run, no record exists: the primary-role region is active at epoch 0.
 
 **Reconciliation is owed per failover epoch.** Taking the lock for an unplanned failover adds
-``<epoch>|<old region>|<started at>`` to the string set ``owed`` in the same write; only a completed
-reconciliation of that epoch removes it (:meth:`ControlStore.mark_reconciled`). A later execution - a
-switchover, a forced failback - does not erase it: whoever is active then still owes it.
+``<epoch>|<old region>|<started at>`` to the string set ``owed`` in the same write. A completed reconciliation
+is recorded in an item of its own, ``pk=CONTROL, sk=EPOCH#<epoch>`` (:meth:`ControlStore.mark_reconciled`,
+beside when it first saw the old region fenced): the global table resolves concurrent writes by replacing the
+whole item with the later one, so reconciliation never writes ``CONTROL/ACTIVE`` - a failback's lock taken in
+the other region meanwhile cannot be erased by it, nor can it erase the mark. Only executions write
+``ACTIVE``; the next one drops the entries already reconciled. A later execution - a switchover, a forced
+failback - does not erase what is owed: whoever is active then still owes it.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 CONTROL_KEY = {"pk": {"S": "CONTROL"}, "sk": {"S": "ACTIVE"}}
+
+
+def epoch_key(epoch: int) -> dict[str, Any]:
+    """The item of one failover epoch's reconciliation (beside ``CONTROL/ACTIVE``, never inside it)."""
+    return {"pk": {"S": "CONTROL"}, "sk": {"S": f"EPOCH#{epoch}"}}
+
+
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
@@ -78,6 +90,8 @@ class ControlRecord:
     last_outcome: str | None = None
     reconciled_epoch: int | None = None  # the epoch whose unplanned failover reconciliation completed last
     owed: tuple[Owed, ...] = ()  # reconciliations owed, oldest epoch first
+    #: listed in ``owed`` of the item, but reconciled (their epoch items say so): the next execution drops them
+    settled: tuple[Owed, ...] = ()
     #: epoch -> when reconciliation first saw the old region fenced (its in-flight batches end a timeout later)
     old_fenced_at: Mapping[int, float] = field(default_factory=dict)
     exists: bool = True  # False: the implicit record of a deployment where nothing has run yet
@@ -160,12 +174,32 @@ def from_item(item: Mapping[str, Any]) -> ControlRecord:
 
 
 def _fenced(item: Mapping[str, Any]) -> dict[int, float]:
+    """Written by releases before the epoch items existed (an attribute per epoch on ACTIVE)."""
     return {int(k.removeprefix(_FENCED)): float(v["N"]) for k, v in item.items() if k.startswith(_FENCED)}
 
 
-_FENCED = "old_fenced_at_"  # + epoch: one attribute per owed epoch, removed with it
-#: ``owed`` names the entry (``:t``), or a record from before ``owed`` existed owes its epoch (``:e``)
-_OWED = "contains(owed, :t) OR (attribute_not_exists(owed) AND epoch = :e)"
+_FENCED = "old_fenced_at_"
+
+
+def epoch_keys(record: ControlRecord) -> list[dict[str, Any]]:
+    """The epoch items to read beside ``record``: one per entry its item lists as owed (none: no read)."""
+    return [epoch_key(o.epoch) for o in record.owed]
+
+
+def settle(record: ControlRecord, epoch_items: Iterable[Mapping[str, Any]]) -> ControlRecord:
+    """``record`` with what its epoch items say: reconciled entries move from ``owed`` to ``settled``, and
+    when each old region was first seen fenced."""
+    by_epoch = {int(i["sk"]["S"].removeprefix("EPOCH#")): i for i in epoch_items}
+    done = tuple(o for o in record.owed if "reconciled_at" in by_epoch.get(o.epoch, {}))
+    fenced = dict(record.old_fenced_at)
+    fenced.update({e: float(i["old_fenced_at"]["N"]) for e, i in by_epoch.items() if "old_fenced_at" in i})
+    latest = max([o.epoch for o in done], default=None)
+    reconciled = record.reconciled_epoch if latest is None else max(latest, record.reconciled_epoch or 0)
+    return replace(
+        record, owed=tuple(o for o in record.owed if o not in done), settled=done,
+        old_fenced_at={e: t for e, t in fenced.items() if e not in {o.epoch for o in done}},
+        reconciled_epoch=reconciled,
+    )  # fmt: skip
 
 
 def _owed(item: Mapping[str, Any]) -> tuple[Owed, ...]:
@@ -195,7 +229,17 @@ class ControlStore:
         item = self._db.get_item(TableName=self._table, Key=CONTROL_KEY, ConsistentRead=True).get("Item")
         if item is None:
             return ControlRecord(active_region=self._initial, epoch=0, exists=False)
-        return from_item(item)
+        return self.settled(from_item(item))
+
+    def settled(self, record: ControlRecord) -> ControlRecord:
+        """``record`` (as its item says) with its epoch items read: one more call, only when something is owed."""
+        keys = epoch_keys(record)
+        if not keys:
+            return record
+        response = self._db.batch_get_item(RequestItems={self._table: {"Keys": keys, "ConsistentRead": True}})
+        if response.get("UnprocessedKeys"):
+            raise RuntimeError("DynamoDB left reconciliation items unread")
+        return settle(record, response.get("Responses", {}).get(self._table, []))
 
     def acquire(self, new: NewExecution, now: float, lease_seconds: float) -> Acquired:
         """Start ``new``, or take over a running execution whose lease lapsed; LockRefused otherwise.
@@ -228,10 +272,14 @@ class ControlStore:
             " AND (attribute_not_exists(active_region) OR active_region <> :target)"
             " AND (attribute_not_exists(epoch) OR epoch = :read_epoch)"  # the epoch the owed entry names
         )
-        owe = ""
-        if new.mode == "failover":  # unplanned: what the old region leaves behind is owed to reconciliation
-            owe = " ADD owed :owed"
-            values[":owed"] = {"SS": [Owed(current.epoch + 1, current.active_region, now).token]}
+        # what is still owed, plus (unplanned) what the old region leaves behind now; reconciled entries go
+        owed = {o.token for o in current.owed} | (
+            {Owed(current.epoch + 1, current.active_region, now).token} if new.mode == "failover" else set()
+        )
+        owe = " REMOVE owed"
+        if owed:
+            owe = ", owed = :owed"
+            values[":owed"] = {"SS": sorted(owed)}
         if not current.exists and current.active_region == new.target_region:
             raise LockRefused("already_active", current)
         try:
@@ -287,27 +335,28 @@ class ControlStore:
         )  # fmt: skip
 
     def old_region_fenced(self, owed: Owed, now: float) -> float:
-        """When reconciliation first saw ``owed``'s old region fenced (``now`` the first time); kept until the
-        epoch is reconciled, so the wait for the old region's in-flight batches survives between runs."""
-        name = f"{_FENCED}{owed.epoch}"
+        """When reconciliation first saw ``owed``'s old region fenced (``now`` the first time); kept in the
+        epoch's item, so the wait for the old region's in-flight batches survives between runs."""
         response = self._db.update_item(
-            TableName=self._table, Key=CONTROL_KEY, UpdateExpression="SET #f = if_not_exists(#f, :now)",
-            ConditionExpression=_OWED, ExpressionAttributeNames={"#f": name},
-            ExpressionAttributeValues={":now": {"N": repr(now)}, ":t": {"S": owed.token},
-                                       ":e": {"N": str(owed.epoch)}},
+            TableName=self._table, Key=epoch_key(owed.epoch),
+            UpdateExpression="SET old_fenced_at = if_not_exists(old_fenced_at, :now), old_region = :r",
+            ExpressionAttributeValues={":now": {"N": repr(now)}, ":r": {"S": owed.old_region}},
             ReturnValues="ALL_NEW",
         )  # fmt: skip
-        return float(response["Attributes"][name]["N"])
+        return float(response["Attributes"]["old_fenced_at"]["N"])
 
-    def mark_reconciled(self, owed: Owed) -> bool:
-        """Reconciliation of ``owed`` completed; False when it was not owed (any more): nothing written."""
+    def mark_reconciled(self, owed: Owed, now: float | None = None) -> bool:
+        """Reconciliation of ``owed`` completed, in the epoch's own item (never ``ACTIVE``: see the module);
+        False when it was not owed (any more): nothing written."""
+        if owed not in self.read().owed:
+            return False
         try:
             self._db.update_item(
-                TableName=self._table, Key=CONTROL_KEY,
-                UpdateExpression="SET reconciled_epoch = :e DELETE owed :ts REMOVE #f",
-                ConditionExpression=_OWED, ExpressionAttributeNames={"#f": f"{_FENCED}{owed.epoch}"},
-                ExpressionAttributeValues={":e": {"N": str(owed.epoch)}, ":ts": {"SS": [owed.token]},
-                                           ":t": {"S": owed.token}},
+                TableName=self._table, Key=epoch_key(owed.epoch),
+                UpdateExpression="SET reconciled_at = :now, old_region = :r",
+                ConditionExpression="attribute_not_exists(reconciled_at)",
+                ExpressionAttributeValues={":now": {"N": repr(time.time() if now is None else now)},
+                                           ":r": {"S": owed.old_region}},
             )  # fmt: skip
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == _CONDITION_FAILED:

@@ -24,7 +24,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from tandem_core.clients import client_for
-from tandem_core.control import CONTROL_KEY, ControlRecord
+from tandem_core.control import CONTROL_KEY, ControlRecord, ControlStore
 from tandem_core.control import from_item as control_from_item
 from tandem_core.database import (
     CONNECTION_ERRORS,
@@ -157,8 +157,8 @@ class ControlItems:
         if initial_active_region is not None:
             record = (
                 ControlRecord(active_region=initial_active_region, epoch=0, exists=False)
-                if control is None
-                else control_from_item(control)
+                if control is None  # what is owed is settled by the epoch items (one more read, only then)
+                else ControlStore(self._db, self._table, initial_active_region).settled(control_from_item(control))
             )
         previous = items.get(readiness_key(self._region)["pk"]["S"])
         return LastRound(

@@ -33,6 +33,7 @@ class Store(enum.StrEnum):
 STORES: tuple[Store, ...] = tuple(Store)
 
 #: CloudWatch statistics period (seconds) of every replication metric we read: AWS publishes them per minute.
+#: The monitor reads the latest period's Maximum, so a stall that ended stops showing one period later.
 METRIC_PERIOD = 60
 
 
@@ -68,7 +69,7 @@ class MetricSpec:
     dimensions: tuple[tuple[str, str], ...]
     scale: float = 1.0
 
-    def query(self) -> dict[str, Any]:
+    def query(self, period: int = METRIC_PERIOD) -> dict[str, Any]:
         return {
             "Id": self.id,
             "MetricStat": {
@@ -77,7 +78,7 @@ class MetricSpec:
                     "MetricName": self.name,
                     "Dimensions": [{"Name": k, "Value": v} for k, v in self.dimensions],
                 },
-                "Period": METRIC_PERIOD,
+                "Period": period,
                 "Stat": "Maximum",
             },
             "ReturnData": True,
@@ -118,7 +119,7 @@ def replication_metrics(
 
 
 def fetch_metrics(
-    cloudwatch: Any, specs: Sequence[MetricSpec], now: datetime, window_seconds: int
+    cloudwatch: Any, specs: Sequence[MetricSpec], now: datetime, window_seconds: int, period: int = METRIC_PERIOD
 ) -> dict[str, MetricReading]:
     """The latest datapoint of every metric in ``specs`` within the window: ONE GetMetricData call.
 
@@ -126,7 +127,7 @@ def fetch_metrics(
     metrics dependency as unreachable).
     """
     response = cloudwatch.get_metric_data(
-        MetricDataQueries=[s.query() for s in specs],
+        MetricDataQueries=[s.query(period) for s in specs],
         StartTime=now - timedelta(seconds=window_seconds),
         EndTime=now,
         ScanBy="TimestampDescending",

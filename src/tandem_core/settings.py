@@ -166,6 +166,8 @@ class MonitorSettings(_EnvModel):
     #: asked for reconciliation (asynchronously) once the old region answers after an unplanned failover
     failover_handler_function: str | None = Field(default=None, alias="FAILOVER_HANDLER_FUNCTION_NAME")
     metric_window_seconds: int = Field(default=300, alias="METRIC_WINDOW_SECONDS", ge=60, le=3600)
+    #: the replication metrics' period (AWS publishes them per minute; the twin's clock shrinks the minute)
+    metric_period_seconds: int = Field(default=60, alias="METRIC_PERIOD_SECONDS", ge=1, le=300)
     #: the rule that invokes this region's failover handler (FailoverArmed reads its state); empty = not judged
     failover_rule_name: str | None = Field(default=None, alias="FAILOVER_RULE_NAME")
 

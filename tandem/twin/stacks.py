@@ -98,9 +98,9 @@ def site_inputs(
 ) -> dict[str, dict[str, str]]:
     """What the twin writes where an operator edits samconfig.toml, per env. On one machine: each region's
     database port and CA, the peer's API endpoint (AWS derives it from the region), the probe spacing, the
-    peer-heartbeat alarm threshold and reconciliation's wait for the old region's last batches on the twin
-    clock (the functions sleep and measure ages in real time, so an emulated 10 s is 10/scale real seconds);
-    ``app_overrides``: `twin up --parameter-overrides`."""
+    peer-heartbeat alarm threshold, the replication metrics' period and reconciliation's wait for the old
+    region's last batches on the twin clock (the functions sleep and measure ages in real time, so an
+    emulated 10 s is 10/scale real seconds); ``app_overrides``: `twin up --parameter-overrides`."""
     site: dict[str, dict[str, str]] = {"global-primary": {"HostedZoneId": hosted_zone, "RecordName": RECORD_NAME}}
     for env, region, peer in (("primary", primary, dr), ("dr", dr, primary)):
         site[env] = {
@@ -109,6 +109,8 @@ def site_inputs(
             "ProbeIntervalSeconds": f"{10.0 / clock_scale:.6g}",
             "PeerHeartbeatAlarmSeconds": f"{40.0 / clock_scale:.6g}",
             "ReconcileQuietSeconds": f"{35.0 / clock_scale:.6g}",
+            # the replicators stamp their latency datapoints with real time: a minute's period is 1/scale of it
+            "ReplicationMetricPeriodSeconds": str(max(1, round(60.0 / clock_scale))),
             "PeerAwsEndpointUrl": api_urls[peer],
             **(app_overrides or {}),
         }

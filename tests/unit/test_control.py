@@ -148,3 +148,47 @@ def test_a_record_written_before_owed_existed_owes_its_last_unplanned_failover(d
     assert owed == Owed(3, PRIMARY, T0)
     assert s.mark_reconciled(owed) is True
     assert (s.read().owed, s.read().reconciled_epoch) == ((), 3)
+
+
+def test_a_reconciliation_in_one_region_and_a_lock_in_the_other_both_survive_last_writer_wins(aws_env: None) -> None:
+    """Finding 5 of the failover issue: the global table resolves concurrent writes to one item by keeping the
+    later writer's whole item. DR marks epoch 1 reconciled while the primary takes a failback's lock; before,
+    both wrote CONTROL/ACTIVE and the later one erased the other (the lock, mid-promotion, or the mark)."""
+    with mock_aws():
+        replicas = {}
+        for region in (PRIMARY, DR):
+            replicas[region] = boto3.client("dynamodb", region_name=region)
+            replicas[region].create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
+        dr, primary = store(replicas[DR]), store(replicas[PRIMARY])
+        dr.acquire(failover("x1"), T0, LEASE)
+        dr.finish("x1", "completed", T0 + 60)
+        baseline = items(replicas[DR])
+        for item in baseline.values():  # replicated: both replicas agree, DR active at epoch 1, epoch 1 owed
+            replicas[PRIMARY].put_item(TableName=TABLE, Item=item)
+        (owed,) = dr.read().owed
+
+        primary.acquire(NewExecution("back", "failback", "switchover", PRIMARY, 0.0), T0 + 100, LEASE)  # forced
+        assert dr.mark_reconciled(owed, T0 + 101) is True  # meanwhile, in DR's replica: the later write
+        last_writer_wins(replicas, baseline, order=(PRIMARY, DR))
+
+        for region, replica in replicas.items():
+            record = store(replica).read()
+            assert (record.state, record.execution_id, record.active_region) == (State.RUNNING, "back", PRIMARY), region
+            assert (record.owed, record.reconciled_epoch) == ((), 1), region
+
+
+def items(replica: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(i["pk"]["S"], i["sk"]["S"]): i for i in replica.scan(TableName=TABLE)["Items"]}
+
+
+def last_writer_wins(replicas: dict[str, Any], baseline: dict[Any, Any], order: tuple[str, str]) -> None:
+    """The global table's replication after concurrent writes: every item changed since ``baseline`` reaches
+    both replicas; one changed in both ends as the whole item of the later writer (``order``: earlier, later)."""
+    winners: dict[Any, dict[str, Any]] = {}
+    for region in order:
+        for key, item in items(replicas[region]).items():
+            if baseline.get(key) != item:
+                winners[key] = item
+    for replica in replicas.values():
+        for item in winners.values():
+            replica.put_item(TableName=TABLE, Item=item)

@@ -565,15 +565,19 @@ def test_messages_wait_while_the_active_region_does_not_answer(world: World) -> 
 def test_the_active_region_keeps_its_processing_and_costs_no_extra_call(world: World) -> None:
     world.peer_writes(seconds_ago=1.0)
     keeper, _, _ = _fenced_region(world, enabled=True)
-    ControlStore(world.clients["dynamodb"], TABLE, PEER).acquire(
-        NewExecution("x1", "failover", "failover", REGION), now=world.clock.t, lease_seconds=120
-    )
+    control = ControlStore(world.clients["dynamodb"], TABLE, PEER)
+    control.acquire(NewExecution("x1", "switchover", "switchover", REGION), now=world.clock.t, lease_seconds=120)
     world.calls.clear()
     monitor, _ = world.monitor(fence=keeper)
     report = monitor.run(ListSink())
     assert report["fence"] == {"active_region": REGION, "epoch": 1, "fenced": False}
     assert _state(world) == ("Enabled", "true")
     assert len(world.calls) == 14  # the control record came with the last round's heartbeat read
+    control.finish("x1", "completed", world.clock.t)
+    control.acquire(NewExecution("x2", "failover", "failover", PEER), now=world.clock.t, lease_seconds=120)
+    world.calls.clear()
+    monitor.run(ListSink())
+    assert world.calls.count("BatchGetItem") == 2  # something owed: its epoch item is read beside (one call)
 
 
 def test_after_an_unplanned_failover_the_active_region_asks_for_reconciliation_once_the_old_one_answers(
