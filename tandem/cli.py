@@ -22,7 +22,8 @@ from tandem.lambda_runtime import functions
 
 #: tandem.drill.SCENARIOS, named here so `tandem --help` does not import the drill (matplotlib, the twin)
 DRILL_SCENARIOS = (
-    "region-loss", "switchover", "blip", "dr-not-ready", "backlog", "partition", "retry-storm", "all", "steady",
+    "region-loss", "switchover", "blip", "dr-not-ready", "backlog", "partition", "retry-storm", "stuck-promotion",
+    "all", "steady",
 )  # fmt: skip
 
 
@@ -155,8 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
     rep = tsub.add_parser("replication", help="pause or resume replication between the regions (Aurora, DynamoDB, S3)")
     rep.add_argument("action", choices=["pause", "resume"])
     rep.add_argument("--store", choices=["aurora", "dynamodb", "s3"], help="one store (default: all three)")
+    fault = tsub.add_parser("fault", help="inject a fault (as AWS FIS would)")
+    fault.add_argument("what", choices=["promotion"], help="promotion: Aurora's switchover/failover API calls")
+    fault.add_argument(
+        "--fail", type=_count, default=1, metavar="N",
+        help="the next N promotions fail: the call errs, the writer stays (default 1; 0 clears it)",
+    )  # fmt: skip
     tsub.add_parser("down", help="stop the twin and remove everything it created")
     return parser
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
 
 
 def _non_negative_float(text: str) -> float:
@@ -222,6 +235,10 @@ def _twin(args: argparse.Namespace) -> int:
             pace = getattr(args, "backlog_pace", None)
             body = None if pace is None else {"backlog_pace": pace}
             print(_describe(call(state_dir, "POST", f"/{args.twin_command}/{args.region}", body=body)))
+            return 0
+        case "fault":
+            status = call(state_dir, "POST", "/faults/promotion", body={"fail": args.fail})
+            print(f"the next {status['promotions_to_fail']} Aurora promotion(s) fail")
             return 0
         case "replication":
             status = call(state_dir, "POST", f"/replication/{args.action}" + (f"/{args.store}" if args.store else ""))

@@ -1,6 +1,6 @@
 """The drill: a seeded workload through the twin, something done to a region, then an audit from the data.
 
-``tandem drill`` (``make drill``) runs one scenario, or ``all`` of them in turn (:mod:`tandem.drill.scenarios`;
+``tandem drill`` (``make drill``) runs one scenario, or ``all`` of them in turn (:mod:`tandem.drill.kinds`;
 ``steady`` is the processing path alone, :mod:`tandem.drill.steady`). It starts a twin at the scenario's
 clock when none is running - one per scenario for ``all``, so no scenario inherits another's state - and
 stops what it started. On a twin that is already running, every scenario runs there and the twin stays up
@@ -8,8 +8,9 @@ to be audited from outside; the audit compares before/after snapshots, so earlie
 every run's transaction ids are its own (the seed fixes the workload's shape, a per-run salt keeps runs apart).
 
 The package, one concern per module: ``workload`` (what is sent), ``producers`` (clients of the public
-name), ``scenarios``/``steady`` (what happens), ``observe`` (reading the twin), ``audit`` (the verdict from
-the data), ``render`` (report.md and timeline.png), ``progress`` (the live line), ``queues`` (SQS helpers).
+name), ``kinds``/``steady`` (what happens; ``scenarios`` the machinery the kinds share), ``observe`` (reading
+the twin), ``audit`` (the verdict from the data), ``render`` (report.md and timeline.png), ``progress`` (the
+live line), ``queues`` (SQS helpers).
 
 Two ways to end without PASSED, told apart by exit code: the audit found a problem (exit 1, full report)
 or the drill could not run (:class:`DrillError`, exit 2, one line and whatever partial report exists).
@@ -33,9 +34,10 @@ import pg8000.native
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tandem.drill.audit import Target
+from tandem.drill.kinds import KINDS, SCALES
 from tandem.drill.observe import TwinView
 from tandem.drill.queues import dead_letter_seconds
-from tandem.drill.scenarios import KINDS, SCALES, ScenarioOptions
+from tandem.drill.scenarios import ScenarioOptions
 from tandem.drill.steady import run_steady
 from tandem.drill.workload import generate
 from tandem.twin import launcher

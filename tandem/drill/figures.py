@@ -169,8 +169,10 @@ class Figures:
 
 
 def step_end(execution: dict[str, Any] | None, name: str) -> float | None:
+    """When the step completed (an attempt that failed before it - the execution was resumed - does not count)."""
     for step in (execution or {}).get("steps", []):
-        if step.get("name") == name and isinstance(step.get("finished_at"), int | float):
+        done = step.get("outcome", "completed") == "completed"
+        if step.get("name") == name and done and isinstance(step.get("finished_at"), int | float):
             return float(step["finished_at"])
     return None
 

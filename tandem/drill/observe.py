@@ -1,6 +1,6 @@
 """What the two-region scenarios read from the twin, always through the APIs a client has: the failover
 handler by Lambda Invoke, readiness and status items from DynamoDB, alarms and metrics from CloudWatch,
-queue depths from SQS. Nothing here changes the twin; the scenarios (:mod:`tandem.drill.scenarios`) do.
+queue depths from SQS. Nothing here changes the twin; the scenarios (:mod:`tandem.drill.kinds`) do.
 
 Two clocks meet here: the functions stamp their records with the machine's wall clock (epoch seconds), the
 twin's CloudWatch stamps metrics with its emulated clock. :class:`Clocks` maps one onto the other, so every

@@ -32,6 +32,7 @@ class Controlled(Protocol):
     def redeploy(self, region: str) -> None: ...
     def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]: ...
     def inject_fault(self, region: str, function: str, after_call: str, matching: str) -> None: ...
+    def fail_promotions(self, count: int) -> None: ...
 
 
 ROUTES = Map([
@@ -46,6 +47,7 @@ ROUTES = Map([
     Rule("/invoke/<region>/<function>", methods=["POST"], endpoint="invoke"),
     Rule("/deploy/<region>", methods=["POST"], endpoint="deploy"),
     Rule("/faults/kill/<region>/<function>", methods=["POST"], endpoint="kill_fault"),
+    Rule("/faults/promotion", methods=["POST"], endpoint="promotion_fault"),
 ])  # fmt: skip
 
 
@@ -118,6 +120,17 @@ class ControlApi:
         spec = _object(request, "the fault")
         self._twin.inject_fault(region, function, str(spec.get("after_call", "")), str(spec.get("matching", "")))
         return self._twin.status()
+
+    def _promotion_fault(self, request: Request) -> dict[str, Any]:
+        """``{"fail": N}``: the next N Aurora promotions fail (0 clears it)."""
+        self._twin.fail_promotions(_count(_object(request, "the fault").get("fail", 1)))
+        return self._twin.status()
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"fail must be a whole number of promotions >= 0, not {value!r}")
+    return value
 
 
 def _object(request: Request, what: str) -> dict[str, Any]:

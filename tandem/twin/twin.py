@@ -92,6 +92,8 @@ class Twin:
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict)
     _ticks: TickLoop | None = None
     _polling: TickLoop | None = None  # the SQS poller on its own thread (see _install_extensions)
+    #: Aurora promotions still to fail (``tandem twin fault promotion --fail N``): a grey database, a throttle
+    promotions_to_fail: int = 0
 
     def __post_init__(self) -> None:
         self.clock = TwinClock(self.config.scale)
@@ -269,6 +271,14 @@ class Twin:
         log.info("fault: kill %s in %s after %s matching %r", function, region, after_call, matching)
         self.endpoints[region].faults.add(Fault(after_call, matching, worker.kill))
 
+    def fail_promotions(self, count: int) -> None:
+        """The next ``count`` Aurora promotions (switchover or failover, from any region) fail, as a grey or
+        throttled control plane's would: the API call errs and the writer stays where it is."""
+        if count < 0:
+            raise ValueError(f"fail must be a count >= 0, not {count}")
+        self.promotions_to_fail = count
+        log.info("fault: the next %d promotion(s) fail", count)
+
     def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]:
         """Run a function in a region as Lambda would (refused while that region is down)."""
         self._check_region(region)
@@ -314,6 +324,7 @@ class Twin:
             "regions": regions,
             "global_cluster": self.deployed.global_stack(self.config.primary).outputs.get("GlobalClusterIdentifier"),
             "writer_region": self.aurora.writer,
+            "promotions_to_fail": self.promotions_to_fail,
             "hosted_zone": self.deployed.hosted_zone,
             "deploy_inputs": self.deployed.site,  # what `tandem deploy --target twin` adds to samconfig.toml
             "replication": {
@@ -370,6 +381,11 @@ class Twin:
         cloudformation.install(lambda region: (self._region(region), self._creators(region)))
 
         def promote(request: rds_global.PromotionRequest) -> None:
+            if self.promotions_to_fail > 0:  # the call fails, nothing flips (rds_global)
+                self.promotions_to_fail -= 1
+                log.info("fault: %s to %s fails (%d more to fail)", request.mode, request.to_region,
+                         self.promotions_to_fail)  # fmt: skip
+                raise RuntimeError(f"injected fault: the {request.mode} to {request.to_region} failed")
             if request.mode == "switchover":
                 aurora.switchover(request.to_region)
             else:

@@ -8,7 +8,8 @@ the data - the JSON, report.md and one timeline.png per scenario.
 - dr-not-ready: the automatic failover refused (region_not_ready) and paged, nothing lost;
 - backlog: the primary returns with a replication backlog; reconciliation waits, then nothing is lost;
 - partition: the primary cut off but alive commits alone; DR fails over; healed, reconciliation applies it;
-- retry-storm: producers retry with lost answers and re-stamped created_at; nothing applied twice.
+- retry-storm: producers retry with lost answers and re-stamped created_at; nothing applied twice;
+- stuck-promotion: the first two promotions fail; paged, resumed without a human, one completed failover.
 
 Every scenario: every accepted transaction in the ledger exactly once, and every status equal to the ledger.
 """
@@ -50,7 +51,7 @@ def test_every_scenario_does_what_it_promises_and_loses_nothing_it_accepted(tmp_
     assert (report["scenario"], report["passed"]) == ("all", True)
     scenarios = report["scenarios"]
     assert list(scenarios) == [
-        "region-loss", "switchover", "blip", "dr-not-ready", "backlog", "partition", "retry-storm",
+        "region-loss", "switchover", "blip", "dr-not-ready", "backlog", "partition", "retry-storm", "stuck-promotion",
     ]  # fmt: skip
     for name, sub in scenarios.items():
         assert sub["completed"], (name, sub.get("error"))
@@ -98,6 +99,13 @@ def test_every_scenario_does_what_it_promises_and_loses_nothing_it_accepted(tmp_
     storm = scenarios["retry-storm"]["producers"]
     assert storm["lost_answers"] > 0
     assert storm["restamped"] > 0
+
+    stuck = scenarios["stuck-promotion"]  # finding 1 of the failover issue: a failed step never wedges it
+    assert (stuck["failover"]["executions"], stuck["failover"]["outcome"]) == (1, "completed")
+    assert stuck["invariants"]["promotion_failed_then_completed"] is True
+    assert stuck["invariants"]["failure_paged"] is True
+    stuck_events = [e["event"] for e in stuck["failover"]["timeline"]]
+    assert stuck_events.count("failover: promote_database failed") == 2
 
     markdown = Path(report["artifacts"]["markdown"])
     text = markdown.read_text(encoding="utf-8")

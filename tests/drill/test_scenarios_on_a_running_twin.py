@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tandem.drill.scenarios import SCALES
+from tandem.drill.kinds import SCALES
 from tandem.twin import launcher
 from tandem.twin.control import call
 from tests.conftest import ROOT
