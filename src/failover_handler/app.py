@@ -81,6 +81,10 @@ def _build_service() -> FailoverService:
         runbook=Runbook(s, own, peer, accepted=accepted),
         facts=Facts(functools.partial(read_readiness, db, s.ledger_table), functools.partial(peer_reachable, s, peer)),
         metrics=EmfExecutionMetrics(aws.region), reconciler=reconciler(s, aws, own.lambda_),
+        peer_control=ControlStore(
+            peer_client("dynamodb", s.peer_region, s.peer_endpoint_url, s.peer_timeout_seconds), s.ledger_table,
+            primary,
+        ),
     )  # fmt: skip
 
 

@@ -37,7 +37,12 @@ from tandem_core.control import Acquired, ControlStore, LockRefused, NewExecutio
 from tandem_core.settings import FailoverSettings
 
 #: refusals worth a record and a page: a human must know the region could not take over
-NOTABLE = OVERRIDABLE | PLANNED_OVERRIDABLE | {"peer_never_seen_healthy", "peer_unreachable"}
+NOTABLE = (
+    OVERRIDABLE | PLANNED_OVERRIDABLE | {"peer_never_seen_healthy", "peer_unreachable", "lost_to_concurrent_execution"}
+)
+#: how long a new execution waits for its lock to show in the peer's replica (the global table replicates
+#: in about a second) before it acts - see ControlStore.confirm
+CONFIRM_SECONDS = 10.0
 #: refusals that make the rest moot: nothing to record (the alarm's retries, duplicates, a late event)
 MOOT = frozenset({"already_active", "execution_running"})
 
@@ -82,9 +87,13 @@ class FailoverService:
         facts: Facts,
         metrics: ExecutionMetrics,
         reconciler: Reconciler | None = None,
+        peer_control: ControlStore | None = None,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
         new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
+        """``peer_control``: the control record in the peer's replica (short timeouts), where a new execution
+        checks that its lock won before it acts."""
         self._s = settings
         self._region = region
         self._control = control
@@ -93,7 +102,9 @@ class FailoverService:
         self._facts = facts
         self._metrics = metrics
         self._reconciler = reconciler
+        self._peer_control = peer_control
         self._clock = clock
+        self._sleep = sleep
         self._new_id = new_id
 
     @property
@@ -215,6 +226,13 @@ class FailoverService:
             acquired = self._control.acquire(new, self._clock(), lease_seconds)
         except LockRefused as refused:
             return self._refuse(request, Plan(plan.action, self._region, plan.mode, (refused.reason,), (), None), s)
+        if not acquired.resumed:  # two regions may each have taken it in their own replica: one survives
+            try:
+                self._control.confirm(
+                    new.execution_id, self._peer_control, timeout=CONFIRM_SECONDS, clock=self._clock, sleep=self._sleep
+                )
+            except LockRefused as lost:
+                return self._refuse(request, Plan(plan.action, self._region, plan.mode, (lost.reason,), (), None), s)
         record = self._record_for(acquired, request, plan)
         target = acquired.record.active_region  # the record's target; only it takes an execution over
         assert target == self._region, f"execution {record.id} activates {target}, not {self._region}"

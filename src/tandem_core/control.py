@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 CONTROL_KEY = {"pk": {"S": "CONTROL"}, "sk": {"S": "ACTIVE"}}
 
@@ -326,6 +326,37 @@ class ControlStore:
                 raise
             raise LockRefused("execution_running", self.read()) from None  # another invocation took it first
         return Acquired(record, resumed=True)
+
+    def confirm(
+        self, execution_id: str, peer: ControlStore | None, *, timeout: float, clock: Callable[[], float],
+        sleep: Callable[[float], None], peer_errors: tuple[type[BaseException], ...] = (ClientError, BotoCoreError),
+    ) -> str:  # fmt: skip
+        """Before a new execution acts: the lock must hold in both replicas. Two regions can each take it in
+        their own replica at once (conditions are regional); the global table then keeps the later write whole
+        in both, so exactly one execution id survives. Waits until the peer's replica shows ours (said), or
+        refuses (LockRefused ``lost_to_concurrent_execution``) once ours is gone from our own replica - nothing
+        has run yet. A peer that does not answer cannot race us now (said); one that shows no other running
+        execution by ``timeout`` only has not received ours yet (said)."""
+        deadline = clock() + timeout
+        while True:
+            own = self.read()
+            if own.execution_id != execution_id or own.state is not State.RUNNING:
+                raise LockRefused("lost_to_concurrent_execution", own)
+            if peer is None:
+                return "no peer replica configured"
+            try:
+                theirs = peer.read()
+            except peer_errors:
+                return "the peer's replica does not answer: nothing there can race this execution now"
+            if theirs.execution_id == execution_id:
+                return "held in both replicas"
+            rival = theirs.state is State.RUNNING and theirs.execution_id != own.execution_id
+            if clock() >= deadline:
+                if rival:  # replication has not settled who won: act for nobody now; should ours win after
+                    self.release(execution_id, clock())  # all, its lapsed lease lets the monitor resume it
+                    raise LockRefused("lost_to_concurrent_execution", theirs)
+                return f"the peer's replica has not received it in {timeout:g} s (no other execution there)"
+            sleep(0.2)
 
     def step_done(self, execution_id: str, step: str, now: float, lease_seconds: float) -> None:
         """Record a completed step and renew the lease; fails if the execution is no longer ours."""

@@ -192,3 +192,38 @@ def last_writer_wins(replicas: dict[str, Any], baseline: dict[Any, Any], order: 
     for replica in replicas.values():
         for item in winners.values():
             replica.put_item(TableName=TABLE, Item=item)
+
+
+def test_two_regions_taking_the_lock_at_once_end_with_exactly_one_execution_that_acts(aws_env: None) -> None:
+    """Finding 5 of the failover issue: conditions are regional, so two replicas that disagree (the aftermath
+    of a partition) can each grant the lock. The global table keeps the later write whole in both; a new
+    execution acts only once its lock shows in both replicas, so the earlier one stands down before acting."""
+    with mock_aws():
+        replicas = {}
+        for region in (PRIMARY, DR):
+            replicas[region] = boto3.client("dynamodb", region_name=region)
+            replicas[region].create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
+        for region, active, epoch in ((PRIMARY, DR, "1"), (DR, PRIMARY, "2")):  # each sees the other active
+            record = {"active_region": {"S": active}, "epoch": {"N": epoch}, "state": {"S": "idle"}}
+            replicas[region].put_item(TableName=TABLE, Item={**CONTROL_KEY, **record})
+        baseline = {r: items(replicas[r]) for r in replicas}
+        primary, dr = store(replicas[PRIMARY]), store(replicas[DR])
+        primary.acquire(NewExecution("back", "failback", "switchover", PRIMARY, 0.0), T0, LEASE)
+        dr.acquire(NewExecution("over", "failover", "failover", DR, 0.0), T0 + 0.1, LEASE)  # the later write
+
+        def replicate_then_wait(_seconds: float) -> None:
+            for region in replicas:  # each replica's own baseline: they disagreed before either write
+                winners = {
+                    k: v for r in (PRIMARY, DR) for k, v in items(replicas[r]).items() if baseline[r].get(k) != v
+                }
+                for item in winners.values():
+                    replicas[region].put_item(TableName=TABLE, Item=item)
+
+        clock = iter(range(100))
+        with pytest.raises(LockRefused, match="lost_to_concurrent_execution"):
+            primary.confirm("back", dr, timeout=10, clock=lambda: float(next(clock)), sleep=replicate_then_wait)
+        assert dr.confirm("over", primary, timeout=10, clock=lambda: 0.0, sleep=lambda _s: None) == (
+            "held in both replicas"
+        )
+        for replica in replicas.values():
+            assert (store(replica).read().execution_id, store(replica).read().active_region) == ("over", DR)
