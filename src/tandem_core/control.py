@@ -280,6 +280,9 @@ class ControlStore:
         if owed:
             owe = ", owed = :owed"
             values[":owed"] = {"SS": sorted(owed)}
+        if current.reconciled_epoch is not None:  # the settled entries it drops no longer say which epoch
+            owe = ", reconciled_epoch = :reconciled" + owe
+            values[":reconciled"] = {"N": str(current.reconciled_epoch)}
         if not current.exists and current.active_region == new.target_region:
             raise LockRefused("already_active", current)
         try:

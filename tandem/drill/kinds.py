@@ -213,6 +213,10 @@ class Backlog(RegionLoss):
     #: so DR may still take over, but long enough for commits DR never gets
     stall_seconds = 3.0
 
+    def __init__(self, view: TwinView, options: ScenarioOptions, progress: Progress | None = None) -> None:
+        super().__init__(view, options, progress)
+        self.backlog = 0  # changes and objects held for the primary when it returned
+
     def disrupt(self) -> None:
         def stall_then_die() -> None:
             try:
@@ -239,7 +243,7 @@ class Backlog(RegionLoss):
 
     def expectations(self, found: Findings) -> dict[str, bool]:
         waited = (found.reconcile or {}).get("waited_for") or []
-        return {**super().expectations(found), "returned_with_a_backlog": getattr(self, "backlog", 0) > 0,
+        return {**super().expectations(found), "returned_with_a_backlog": self.backlog > 0,
                 "reconciliation_waited": bool(waited)}  # fmt: skip
 
 

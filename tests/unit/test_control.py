@@ -128,6 +128,8 @@ def test_an_unplanned_failover_owes_a_reconciliation_of_its_epoch_until_it_compl
     assert s.mark_reconciled(record.owed[0]) is False  # owed no more: nothing written
     after = s.read()
     assert (after.owed, after.old_fenced_at, after.reconciled_epoch, after.awaits_reconciliation) == ((), {}, 1, False)
+    s.acquire(NewExecution("x3", "switchover", "switchover", DR), T0 + 2000, LEASE)  # drops the settled entry
+    assert (s.read().owed, s.read().settled, s.read().reconciled_epoch) == ((), (), 1)  # and keeps what it said
 
 
 def test_a_planned_switchover_owes_nothing(db: Any) -> None:
