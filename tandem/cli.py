@@ -23,7 +23,7 @@ from tandem.lambda_runtime import functions
 #: tandem.drill.SCENARIOS, named here so `tandem --help` does not import the drill (matplotlib, the twin)
 DRILL_SCENARIOS = (
     "region-loss", "switchover", "blip", "dr-not-ready", "backlog", "partition", "retry-storm", "stuck-promotion",
-    "all", "steady",
+    "grey-database", "dr-fault", "all", "steady",
 )  # fmt: skip
 
 
@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "dr-not-ready: replication paused, then the outage; backlog: the primary dies with a "
                             "replication backlog that returns slowly; partition: the primary cut off but alive; "
                             "retry-storm: the region loss with clients that retry (lost answers, re-stamped "
-                            "created_at); all: each once; steady: one region, no outage")  # fmt: skip
+                            "created_at); stuck-promotion: the region loss with the first promotions failing; "
+                            "grey-database: only the primary's database dies; dr-fault: DR cut off from a healthy "
+                            "primary; all: each once; steady: one region, no outage")  # fmt: skip
     drill.add_argument(
         "--outage-at", type=float, default=0.3, help="fraction of the workload sent when the disruption starts"
     )
@@ -140,14 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     st = tsub.add_parser("status", help="regions, endpoints, databases, replication")
     st.add_argument("--json", action="store_true")
     for name, text in (
-        ("outage", "take a region down (APIs, ingress, database; its replication is held)"),
-        ("restore", "bring a region back (its replication backlog then arrives)"),
+        ("outage", "take a region down (APIs, ingress, database; its replication is held), or one part of it"),
+        ("restore", "bring a region (or the part an outage took) back (its replication backlog then arrives)"),
         ("partition", "cut a region off but keep it alive: nothing crosses between the regions (split brain)"),
         ("heal", "reconnect a partitioned region (its database rejoins; the replication backlog arrives)"),
         ("deploy", "deploy the region's app stack again, as `sam deploy --config-env <role>` would"),
     ):
         cmd = tsub.add_parser(name, help=text)
         cmd.add_argument("region")
+        if name == "outage":
+            cmd.add_argument(
+                "--only", choices=["database", "ingress", "functions"], default=None,
+                help="a grey failure: only the region's Aurora cluster, its ingress (HTTP API) or Lambda dies; "
+                     "the rest of the region keeps working",
+            )  # fmt: skip
         if name in ("restore", "heal"):
             cmd.add_argument(
                 "--backlog-pace", type=_positive_float, default=None, metavar="N",
@@ -159,8 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     fault = tsub.add_parser("fault", help="inject a fault (as AWS FIS would)")
     fault.add_argument("what", choices=["promotion"], help="promotion: Aurora's switchover/failover API calls")
     fault.add_argument(
-        "--fail", type=_count, default=1, metavar="N",
-        help="the next N promotions fail: the call errs, the writer stays (default 1; 0 clears it)",
+        "--fail", type=_count, default=None, metavar="N",
+        help="the next N promotions fail: the call errs, the writer stays (default 1 without --delay; 0 clears it)",
+    )  # fmt: skip
+    fault.add_argument(
+        "--delay", type=_seconds, default=None, metavar="SECONDS",
+        help="the next promotion is accepted at once and moves the writer SECONDS emulated seconds late "
+             "(a slow control plane; 0 clears it)",
     )  # fmt: skip
     tsub.add_parser("down", help="stop the twin and remove everything it created")
     return parser
@@ -170,6 +183,17 @@ def _count(text: str) -> int:
     if not text.strip().isdigit():
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
     return int(text)
+
+
+def _seconds(text: str) -> float:
+    """A duration in emulated seconds: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds >= 0")
+    return value
 
 
 def _non_negative_float(text: str) -> float:
@@ -232,13 +256,20 @@ def _twin(args: argparse.Namespace) -> int:
             print(json.dumps(status, indent=2) if args.json else _describe(status))
             return 0
         case "outage" | "restore" | "deploy" | "partition" | "heal":
-            pace = getattr(args, "backlog_pace", None)
-            body = None if pace is None else {"backlog_pace": pace}
+            pace, only = getattr(args, "backlog_pace", None), getattr(args, "only", None)
+            body = {"backlog_pace": pace} if pace is not None else {"only": only} if only is not None else None
             print(_describe(call(state_dir, "POST", f"/{args.twin_command}/{args.region}", body=body)))
             return 0
         case "fault":
-            status = call(state_dir, "POST", "/faults/promotion", body={"fail": args.fail})
-            print(f"the next {status['promotions_to_fail']} Aurora promotion(s) fail")
+            fault: dict[str, Any] = {} if args.fail is None else {"fail": args.fail}
+            if args.delay is not None:
+                fault["delay_seconds"] = args.delay
+            status = call(state_dir, "POST", "/faults/promotion", body=fault or {"fail": 1})
+            if "fail" in fault or not fault:
+                print(f"the next {status['promotions_to_fail']} Aurora promotion(s) fail")
+            if "delay_seconds" in fault:
+                print(f"the next Aurora promotion moves the writer {status['promotion_delay_seconds']:g} "
+                      "emulated seconds late")  # fmt: skip
             return 0
         case "replication":
             status = call(state_dir, "POST", f"/replication/{args.action}" + (f"/{args.store}" if args.store else ""))
@@ -355,7 +386,12 @@ def _describe(status: dict[str, Any]) -> str:
     lines = [f"twin ({status.get('startup_seconds', '?')} s to start, clock x{status['clock']['scale']:g})"]
     for region, info in status["regions"].items():
         state = ("up, CUT OFF" if info.get("partitioned") else "up") if info["up"] else "DOWN"
+        if info.get("outage") not in (None, "region"):
+            state = f"up, {str(info['outage']).upper()} DOWN"
         lines.append(f"  {region:<12} {info['role']:<8} {state:<5} api {info['endpoint']}  db {info['database']}")
+    if status.get("promotion_in_progress"):
+        moving = status["promotion_in_progress"]
+        lines.append(f"  a delayed {moving['mode']} to {moving['to_region']} is in progress")
     return "\n".join(lines)
 
 

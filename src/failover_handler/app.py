@@ -12,6 +12,7 @@ import gc
 gc.disable()  # until the end of this module (its cold start): see tandem_core.coldstart
 
 import functools
+import time
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -23,7 +24,8 @@ from failover_handler.history import ExecutionLog
 from failover_handler.metrics import EmfExecutionMetrics
 from failover_handler.reconcile import JournalReplay, OldRegion, Reconciler, processor_invoker
 from failover_handler.runbook import RegionApis, Runbook
-from failover_handler.service import Facts, FailoverService
+from failover_handler.service import Facts, FailoverService, no_witness
+from failover_handler.witness import Route53Witness
 from replication_monitor.probe import HttpProber
 from tandem_core import coldstart
 from tandem_core.clients import client_for, peer_client
@@ -53,6 +55,17 @@ def peer_reachable(settings: FailoverSettings, peer: RegionApis) -> bool:
     return True
 
 
+def peer_ledger_failing(dynamodb: Any, table: str, region: str, peer_region: str, stale_after: float) -> bool:
+    """The peer says, in a heartbeat our replica holds that is not stale, that its ledger cannot commit."""
+    from tandem_core.heartbeat import ControlItems  # pulls in the database driver: only when asked
+
+    try:
+        beat = ControlItems(dynamodb, table, region, peer_region).read_peer_heartbeat()
+    except (ClientError, BotoCoreError):
+        return False  # unread: no word from the peer either way (readiness judges our own table)
+    return beat is not None and beat.ledger_failing(time.time(), stale_after) is True
+
+
 @functools.cache
 def build_service() -> FailoverService:
     with coldstart.lasting():  # no cyclic collection while it is built (tandem_core.coldstart)
@@ -79,7 +92,16 @@ def _build_service() -> FailoverService:
         s, aws.region,
         control=ControlStore(db, s.ledger_table, primary), history=ExecutionLog(db, s.ledger_table),
         runbook=Runbook(s, own, peer, accepted=accepted),
-        facts=Facts(functools.partial(read_readiness, db, s.ledger_table), functools.partial(peer_reachable, s, peer)),
+        facts=Facts(
+            functools.partial(read_readiness, db, s.ledger_table), functools.partial(peer_reachable, s, peer),
+            peer_ledger_failing=functools.partial(
+                peer_ledger_failing, db, s.ledger_table, aws.region, s.peer_region, s.heartbeat_stale_seconds
+            ),
+            peer_seen_from_outside=(
+                Route53Witness(client_for("route53", aws), s.peer_endpoint_health_check_id).sighting
+                if s.peer_endpoint_health_check_id else no_witness
+            ),
+        ),
         metrics=EmfExecutionMetrics(aws.region), reconciler=reconciler(s, aws, own.lambda_),
         peer_control=ControlStore(
             peer_client("dynamodb", s.peer_region, s.peer_endpoint_url, s.peer_timeout_seconds), s.ledger_table,

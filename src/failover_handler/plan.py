@@ -12,9 +12,14 @@ Refusals are machine-readable and all of them are reported, not just the first:
 - ``already_active``: this region is active already;
 - alarm trigger only: ``alarm_not_in_alarm``; ``peer_never_seen_healthy`` (the bootstrap guard: the alarm
   must come from OK, i.e. both regions were seen healthy); ``no_automatic_failback`` (an alarm never
-  activates the primary-role region again);
+  activates the primary-role region again); ``peer_answers`` (the peer answers now and does not say its
+  ledger fails: the blip is over, or the fault was ours - an alarm never moves a working primary, not even
+  by a switchover); ``peer_healthy_from_outside`` (the peer does not answer us, but Route53's checkers,
+  outside this region, see it healthy: this region's own network is the suspect - see
+  :mod:`failover_handler.witness`);
 - ``minimum_delay_not_passed`` since the last execution;
-- ``peer_unreachable`` (a switchover or failback needs the peer); ``failback_only_to_primary``;
+- ``peer_unreachable`` (a switchover or failback needs the peer), ``peer_ledger_failing`` (and its writer);
+  ``failback_only_to_primary``;
   ``switchover_to_primary_is_failback``;
 - readiness (rule 3): ``no_readiness_record``, ``readiness_record_stale``, ``region_not_ready``, and for a
   planned move ``not_caught_up`` (anything short of ``ready``);
@@ -59,6 +64,11 @@ class Situation:
     readiness: Mapping[str, Any] | None  # this region's readiness record as its monitor wrote it
     peer_reachable: bool | None  # the peer's APIs and ingress answered just now (None: not checked)
     now: float
+    #: the peer says, with a fresh heartbeat, that its ledger cannot commit (a grey failure: it still answers)
+    peer_ledger_failing: bool = False
+    #: Route53's checkers' latest view of the peer (True: healthy; None: no view, or not asked)
+    peer_seen_from_outside: bool | None = None
+    witness: str | None = None  # what the witness said, for the record and the page
     min_delay_seconds: float = 1800.0
     readiness_max_age_seconds: float = 180.0
 
@@ -120,6 +130,10 @@ def make_plan(request: Request, s: Situation) -> Plan:
             refused.append("peer_never_seen_healthy")
         if s.region == s.primary_region:
             refused.append("no_automatic_failback")
+        if s.peer_reachable is True and not s.peer_ledger_failing:
+            refused.append("peer_answers")
+        if s.peer_reachable is False and s.peer_seen_from_outside is True:
+            refused.append("peer_healthy_from_outside")
     if action is Action.FAILBACK and s.region != s.primary_region:
         refused.append("failback_only_to_primary")
     if action is Action.SWITCHOVER and s.region == s.primary_region:
@@ -127,6 +141,8 @@ def make_plan(request: Request, s: Situation) -> Plan:
     planned = action in (Action.SWITCHOVER, Action.FAILBACK)
     if planned and s.peer_reachable is not True:
         refused.append("peer_unreachable")
+    if planned and s.peer_ledger_failing:
+        refused.append("peer_ledger_failing")  # a switchover needs the peer's writer to hand over
     if control.last_finished_at is not None and s.now - control.last_finished_at < s.min_delay_seconds:
         refused.append("minimum_delay_not_passed")
     if planned and control.owed:
@@ -141,7 +157,8 @@ def make_plan(request: Request, s: Situation) -> Plan:
     if request.force:
         refused = [r for r in refused if r not in (PLANNED_OVERRIDABLE if planned else OVERRIDABLE)]
 
-    caught_up = verdict == "ready" and s.peer_reachable is True
+    # a peer whose ledger cannot commit cannot hand its writer over: only a failover moves it
+    caught_up = verdict == "ready" and s.peer_reachable is True and not s.peer_ledger_failing
     mode = Mode.SWITCHOVER if planned or caught_up else Mode.FAILOVER
     rpo = 0.0 if mode is Mode.SWITCHOVER else _rpo_estimate(s.readiness)
     steps = () if refused else STEPS

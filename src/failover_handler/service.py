@@ -33,12 +33,26 @@ from failover_handler.history import ExecutionLog, ExecutionRecord, steps_of
 from failover_handler.plan import OVERRIDABLE, PLANNED_OVERRIDABLE, Plan, Situation, make_plan
 from failover_handler.reconcile import Reconciler
 from failover_handler.runbook import AWS_ERRORS, Order, Runbook
+from failover_handler.witness import Sighting
 from tandem_core.control import Acquired, ControlStore, LockRefused, NewExecution, Owed, State, primary_region
 from tandem_core.settings import FailoverSettings
 
 #: refusals worth a record and a page: a human must know the region could not take over
-NOTABLE = (
-    OVERRIDABLE | PLANNED_OVERRIDABLE | {"peer_never_seen_healthy", "peer_unreachable", "lost_to_concurrent_execution"}
+NOTABLE = OVERRIDABLE | PLANNED_OVERRIDABLE | {
+    "peer_never_seen_healthy", "peer_unreachable", "lost_to_concurrent_execution", "peer_answers",
+    "peer_healthy_from_outside", "peer_ledger_failing",
+}  # fmt: skip
+#: what a page says about a refusal, beyond the reasons
+HINTS = {
+    "peer_healthy_from_outside": "THIS region's own fault is suspected: the peer does not answer from here, but "
+    "Route53's health checkers outside this region see it healthy - check this region's network egress and the "
+    "replication into it; the peer keeps running. `tandem failover --force` only if you know the peer is lost",
+    "peer_answers": "the alarm fired but the peer answers now and its ledger commits: the blip is over, or the "
+    "fault was on this side; nothing was changed",
+}
+DEFAULT_HINT = (
+    "failover --force overrides readiness and the minimum delay; switchover or failback --force overrides the "
+    "minimum delay and a reconciliation still owed"
 )
 #: how long a new execution waits for its lock to show in the peer's replica (the global table replicates
 #: in about a second) before it acts - see ControlStore.confirm
@@ -67,12 +81,20 @@ class ExecutionMetrics(Protocol):
     def execution(self, outcome: str, seconds: float, rpo_estimate_seconds: float | None) -> None: ...
 
 
+def no_witness() -> Sighting:
+    return Sighting(None, detail="no witness configured (PeerEndpointHealthCheckId is empty)")
+
+
 @dataclass(frozen=True)
 class Facts:
     """How the service reads what the plan judges (each a callable, so ``plan`` and a run read the same)."""
 
     readiness: Callable[[str], dict[str, Any] | None]  # a region's readiness record from this region's replica
     peer_reachable: Callable[[], bool]  # the peer's ingress and APIs answer now (short timeouts)
+    #: the peer says, with a fresh heartbeat in our replica, that its ledger cannot commit
+    peer_ledger_failing: Callable[[], bool] = lambda: False
+    #: Route53's checkers' view of the peer (None: no view, no witness configured)
+    peer_seen_from_outside: Callable[[], Sighting] = lambda: no_witness()
 
 
 class FailoverService:
@@ -111,15 +133,19 @@ class FailoverService:
     def primary_region(self) -> str:
         return primary_region(self._region, self._s.region_role, self._s.peer_region)
 
-    def situation(self) -> Situation:
+    def situation(self, automatic: bool = False) -> Situation:
         """What the plan judges. The peer is probed on every trigger, the alarm's too (short timeouts, one
-        attempt): an alarm that fires while the peer still answers and DR is caught up is served by a planned
-        switchover (RPO 0), never by a failover that allows data loss."""
+        attempt): an alarm whose peer answers again moves nothing - unless the peer says its ledger cannot
+        commit. The witness (Route53's checkers) is asked only by an alarm whose peer does not answer."""
+        reachable = self._facts.peer_reachable()
+        witness = self._facts.peer_seen_from_outside() if automatic and not reachable else None
         return Situation(
             region=self._region, peer_region=self._s.peer_region, primary_region=self.primary_region,
             control=self._control.read(), readiness=self._facts.readiness(self._region),
-            peer_reachable=self._facts.peer_reachable(),
-            now=self._clock(), min_delay_seconds=self._s.min_delay_seconds,
+            peer_reachable=reachable, now=self._clock(), min_delay_seconds=self._s.min_delay_seconds,
+            peer_ledger_failing=self._facts.peer_ledger_failing(),
+            peer_seen_from_outside=None if witness is None else witness.healthy,
+            witness=None if witness is None else witness.detail,
         )  # fmt: skip
 
     def handle(self, request: Request, seconds_left: float = 0.0) -> dict[str, Any]:
@@ -128,7 +154,7 @@ class FailoverService:
             return self.status()
         if request.action is Action.RECONCILE:
             return self.reconcile(request)
-        s = self.situation()
+        s = self.situation(request.automatic)
         plan = make_plan(request, s)
         if request.action is Action.PLAN:
             return {"action": "plan", "plan": plan.as_dict(), "control": s.control.as_dict(), "changed": False}
@@ -204,11 +230,13 @@ class FailoverService:
                 self._region, now, "refused", reasons, now, rpo_estimate_seconds=plan.rpo_estimate_seconds,
             )  # fmt: skip
             self._history.write(record)
+            own_fault = "peer_healthy_from_outside" in reasons
             self._runbook.page(
-                f"Tandem {plan.action.value} to {self._region} REFUSED",
+                f"Tandem {plan.action.value} to {self._region} REFUSED"
+                + (f": {self._region}'s own fault suspected, {self._s.peer_region} is healthy" if own_fault else ""),
                 {"execution_id": record.id, "reasons": reasons, "readiness_reasons": list(plan.readiness_reasons),
-                 "hint": "failover --force overrides readiness and the minimum delay; switchover or failback "
-                         "--force overrides the minimum delay and a reconciliation still owed"},
+                 "witness": s.witness,
+                 "hint": next((HINTS[r] for r in reasons if r in HINTS), DEFAULT_HINT)},
             )  # fmt: skip
         return {
             "action": plan.action.value, "outcome": "refused", "reasons": reasons, "plan": plan.as_dict(),

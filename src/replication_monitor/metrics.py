@@ -1,10 +1,10 @@
 """The monitor's metrics as CloudWatch EMF lines (Powertools), namespace ``Tandem/Replication``.
 
 Dimension ``Region`` (the measuring region) and nothing else - no ``service`` dimension - so the alarms and
-the dashboard name each metric exactly. Peer liveness is published once per probe round at high resolution
-(1 s storage) with the round's own timestamp, so an alarm can judge consecutive 10-second periods; lags,
-readiness and whether automatic failover is armed (``FailoverArmed``) once per run, at standard resolution.
-An unknown lag is not published at all (never a fake 0).
+the dashboard name each metric exactly. Peer liveness (and the peer's own word on its ledger) is published
+once per probe round at high resolution (1 s storage) with the round's own timestamp, so an alarm can judge
+consecutive 10-second periods; lags, readiness and whether automatic failover is armed (``FailoverArmed``)
+once per run, at standard resolution. An unknown lag is not published at all (never a fake 0).
 """
 
 from __future__ import annotations
@@ -31,10 +31,21 @@ class EmfSink:
         provider.add_dimension(name="Region", value=self._region)
         return provider
 
-    def probe_round(self, at: float, peer_healthy: bool | None, peer_heartbeat_age: float | None) -> None:
+    def probe_round(
+        self,
+        at: float,
+        peer_healthy: bool | None,
+        peer_heartbeat_age: float | None,
+        peer_ledger_failing_seconds: float | None = None,
+    ) -> None:
         provider = self._provider()
         if peer_healthy is not None:
             provider.add_metric("PeerHealthy", MetricUnit.Count, 1 if peer_healthy else 0, MetricResolution.High)
+        if peer_ledger_failing_seconds is not None:  # the peer's own word on its ledger, in a heartbeat not stale
+            provider.add_metric(
+                "PeerLedgerFailingSeconds", MetricUnit.Seconds, round(peer_ledger_failing_seconds, 3),
+                MetricResolution.High,
+            )  # fmt: skip
         if peer_heartbeat_age is not None:
             provider.add_metric(
                 "PeerHeartbeatAgeSeconds", MetricUnit.Seconds, round(peer_heartbeat_age, 3), MetricResolution.High

@@ -5,22 +5,31 @@ A run (every minute) is one measurement pass followed by a probe loop:
 - once per run: ONE GetMetricData (this region's CloudWatch), the Aurora observation, the S3 heartbeat
   (PUT ours, HEAD the peer's copy), the queue check;
 - every probe round (``PROBE_COUNT`` rounds, ``PROBE_INTERVAL_SECONDS`` apart): GET the peer's /health and
-  read the peer's DynamoDB heartbeat from our replica, and publish both as high-resolution metrics; every
-  second round, counted back from the last one, write our own heartbeat (the last write also carries the
-  readiness record, in one BatchWriteItem). The heartbeat says how often it is written (2 x the interval),
-  so the peer can tell when one is overdue: DynamoDB's ReplicationLatency simply stops during a stall, and
-  two missing heartbeats while the peer answers its probe make the lag at least their age (see
-  :meth:`StoreReading.at_least_overdue`) - a stall shows as a rising lag within ~40 s, not only as unknown.
+  read the peer's DynamoDB heartbeat from our replica, and publish both as high-resolution metrics, with the
+  peer's word on its ledger when its heartbeat carries one and is not stale (``PeerLedgerFailingSeconds``: for how
+  long, by its own observations, its ledger has not committed; 0 while it does); every second
+  round, counted back from the last one, write our own heartbeat (the last write also carries the readiness
+  record, in one BatchWriteItem). In the active region each heartbeat says whether the ledger commits: the
+  Aurora observer is asked every round, and while the ledger fails the heartbeat goes every round too, so a
+  database that dies under a region whose ingress still answers (a grey failure) is seen within one round and
+  reaches the peer, seen twice, one round later. The
+  heartbeat says how often it is written (2 x the interval), so the peer can tell when one is overdue:
+  DynamoDB's ReplicationLatency simply stops during a stall, and two missing heartbeats while the peer
+  answers its probe make the lag at least their age (see :meth:`StoreReading.at_least_overdue`) - a stall
+  shows as a rising lag within ~40 s, not only as unknown.
 
-The last round reads our own last readiness record (it carries the last lag measured per store into this
+The first round reads the control record (is this region the active one?) with the peer's heartbeat; the
+last round reads our own last readiness record (it carries the last lag measured per store into this
 run: see :meth:`StoreReading.remembering`) and the control record together with the peer's heartbeat (one
 BatchGetItem). In a region that is not the active one the run then keeps the fence (:class:`FenceKeeper`):
 one ListEventSourceMappings, and only when needed, switching its processor off (the handler could not reach
 it during the failover) and forwarding what its queue holds to the active region once that region answers.
 
 AWS calls per run: 5 + PROBE_COUNT reads + ceil(PROBE_COUNT / 2) writes = 14 at the default 6 rounds, 7 for
-a single pass (PROBE_COUNT=1), + 1 in a region that is not active. Nothing here fails over; the only thing
-it changes beyond our heartbeats, readiness record and metrics is the fence of its own region.
+a single pass (PROBE_COUNT=1), + 1 in a region that is not active, + PROBE_COUNT - 1 observer invocations
+(5 at 6 rounds) in the active one, and while its ledger fails a heartbeat every round (+3). Nothing here
+fails over; the only thing it changes beyond our heartbeats, readiness record and metrics is the fence of its
+own region.
 """
 
 from __future__ import annotations
@@ -44,7 +53,9 @@ from tandem_core.heartbeat import (
     BucketHeartbeats,
     ControlItems,
     LastRound,
+    LedgerVerdict,
     PeerHeartbeat,
+    ledger_verdict,
     to_attributes,
 )
 from tandem_core.readiness import (
@@ -88,7 +99,13 @@ class Prober(Protocol):
 
 
 class MetricsSink(Protocol):
-    def probe_round(self, at: float, peer_healthy: bool | None, peer_heartbeat_age: float | None) -> None: ...
+    def probe_round(
+        self,
+        at: float,
+        peer_healthy: bool | None,
+        peer_heartbeat_age: float | None,
+        peer_ledger_failing_seconds: float | None,
+    ) -> None: ...
 
     def run(self, at: float, lags: Mapping[Store, float | None], ready: bool, armed: bool) -> None: ...
 
@@ -237,23 +254,36 @@ class ReplicationMonitor:
         run = _Run(dict.fromkeys(Dependency, OK))
         readings = self._read_metrics(started, run)
         outbound = OutboundLag.from_metrics(readings)
-        aurora = self._aurora.observe()
-        if not aurora.reachable:
-            run.failed(Dependency.DATABASE, aurora.error or "unreachable")
+        aurora, observed_at = self._observe(run), started
         queued = self._check_queue(run)
         self._write_bucket_heartbeat(started, run)
         found: LastRound | None = None
 
         probes: list[dict[str, Any]] = []
         record: dict[str, Any] = {}
+        active = False  # this region is the active one: its heartbeats say whether its ledger commits
+        verdict: LedgerVerdict | None = None  # the last one given (a failure streak continues from it)
         for i in range(s.probe_count):
             if i:
                 self._wait_until(started + i * s.probe_interval_seconds)
             at = self._clock()
             probe = self._prober.probe(s.peer_health_url, s.probe_timeout_seconds) if s.peer_health_url else None
             last = i == s.probe_count - 1 or not self._room_for_another_round(remaining_ms)
-            peer_hb, readable, found = self._read_peer_heartbeat(run, last=last)
+            peer_hb, readable, found = self._read_peer_heartbeat(run, last=last, first=i == 0)
+            if found is not None:
+                active = _ledger_is_ours(found, self._region)
+                if i == 0:  # a failure streak goes on across runs: the last verdict rides in our readiness record
+                    verdict = LedgerVerdict.from_dict((found.previous_readiness or {}).get("ledger"))
+            if active and at - observed_at >= 0.9 * s.probe_interval_seconds:
+                aurora, observed_at = self._observe(run), at  # every round: a dead ledger is seen within one
+            verdict = ledger_verdict(aurora, observed_at, verdict) if active else None
+            # the heartbeat goes every second round - every round while the ledger fails, so the failure's
+            # second observation, one round after the first, reaches the peer at once
+            writes = last or (s.probe_count - 1 - i) % 2 == 0 or (verdict is not None and not verdict.ok)
             hb_age = None if peer_hb is None else age(at, peer_hb.written_at)
+            stale = s.heartbeat_stale_seconds
+            peer_ledger = None if peer_hb is None else peer_hb.ledger_failing(at, stale)
+            peer_failing_for = None if peer_hb is None else peer_hb.ledger_failing_seconds(at, stale)
             probes.append(
                 {
                     "at": iso(at),
@@ -261,9 +291,11 @@ class ReplicationMonitor:
                     "status": None if probe is None else probe.status,
                     "error": None if probe is None else probe.error,
                     "heartbeat_age_seconds": None if hb_age is None else round(hb_age, 3),
+                    "ledger_failing": peer_ledger,
+                    "ledger_failing_seconds": peer_failing_for,
                 }
             )
-            sink.probe_round(at, None if probe is None else probe.healthy, hb_age)
+            sink.probe_round(at, None if probe is None else probe.healthy, hb_age, peer_failing_for)
             if last:  # judged on the freshest peer heartbeats: the ones this round reads
                 peer = self._peer_summary(probes)
                 s3_beat, s3_readable = self._read_bucket_heartbeat(run)
@@ -272,10 +304,10 @@ class ReplicationMonitor:
                     peer_alive=bool(peer["answered"]),
                     previous=None if found is None else found.previous_readiness,
                 )  # fmt: skip
-                record = self._finish(run, at, started, outbound, stores, aurora, peer)
+                record = self._finish(run, at, started, outbound, stores, aurora, peer, verdict)
                 break
-            if (s.probe_count - 1 - i) % 2 == 0:
-                self._write(run, at, outbound)
+            if writes:
+                self._write(run, at, outbound, ledger=verdict)
 
         lags = {st: record["lag_seconds"][st.value] for st in STORES}
         armed, why_not = failover_armed(s.peer_health_url, aurora, self._events, s.failover_rule_name)
@@ -300,12 +332,13 @@ class ReplicationMonitor:
         stores: Mapping[Store, StoreReading],
         aurora: AuroraObservation,
         peer: Mapping[str, Any],
+        ledger: LedgerVerdict | None,
     ) -> dict[str, Any]:
         """Judge, then write our last heartbeat together with the readiness record (one call)."""
-        record = self._record(run, started, stores, aurora, peer)
+        record = self._record(run, started, stores, aurora, peer, ledger)
         item = {**readiness_key(self._region), **to_attributes(record)}
-        if self._write(run, at, outbound, extra=item) is False:
-            record = self._record(run, started, stores, aurora, peer)  # the table failed: say so
+        if self._write(run, at, outbound, extra=item, ledger=ledger) is False:
+            record = self._record(run, started, stores, aurora, peer, ledger)  # the table failed: say so
         return record
 
     def _record(
@@ -315,9 +348,14 @@ class ReplicationMonitor:
         stores: Mapping[Store, StoreReading],
         aurora: AuroraObservation,
         peer: Mapping[str, Any],
+        ledger: LedgerVerdict | None = None,
     ) -> dict[str, Any]:
-        assessment = assess(run.dependencies, stores, peer["answered"], self.thresholds)
-        return readiness_record(
+        """The readiness record; ``ledger``: this region's last verdict on its own ledger (the next run goes on
+        with its failure streak)."""
+        assessment = assess(
+            run.dependencies, stores, peer["answered"], self.thresholds, peer_ledger_lost=peer["ledger_failing"] is True
+        )
+        record = readiness_record(
             region=self._region,
             role=self._s.region_role,
             assessment=assessment,
@@ -329,6 +367,7 @@ class ReplicationMonitor:
             measured_at_iso=iso(started),
             thresholds=self.thresholds,
         )
+        return {**record, "ledger": None if ledger is None else ledger.as_dict()}
 
     def _peer_summary(self, probes: list[dict[str, Any]]) -> dict[str, Any]:
         results = [p["healthy"] for p in probes if p["healthy"] is not None]
@@ -340,6 +379,8 @@ class ReplicationMonitor:
             "probes_healthy": sum(1 for r in results if r),
             "probes_failed": sum(1 for r in results if not r),
             "heartbeat_age_seconds": probes[-1]["heartbeat_age_seconds"] if probes else None,
+            # the peer's own word, with its latest heartbeat: its ledger cannot commit (None: no fresh verdict)
+            "ledger_failing": probes[-1]["ledger_failing"] if probes else None,
         }
 
     # ------------------------------------------------------------------------------------------ measurements
@@ -380,21 +421,37 @@ class ReplicationMonitor:
             run.failed(Dependency.BUCKET, problem(exc))
             return None, False
 
-    def _read_peer_heartbeat(self, run: _Run, *, last: bool) -> tuple[PeerHeartbeat | None, bool, LastRound | None]:
-        """The peer's heartbeat; in the last round also our previous record and (fencing) the control record."""
+    def _read_peer_heartbeat(
+        self, run: _Run, *, last: bool, first: bool = False
+    ) -> tuple[PeerHeartbeat | None, bool, LastRound | None]:
+        """The peer's heartbeat; in the first and the last round also our previous record and the control record
+        (the first round learns whether this region is the active one; the last one keeps the fence by it)."""
         try:
-            if last:
-                found = self._control.read_last_round(self._primary if self._fence is not None else None)
+            if last or first:
+                found = self._control.read_last_round(self._primary, settle=last)
                 return found.peer_heartbeat, True, found
             return self._control.read_peer_heartbeat(), True, None
         except (*_AWS_ERRORS, RuntimeError) as exc:
             run.failed(Dependency.TABLE, problem(exc))
             return None, False, None
 
-    def _write(self, run: _Run, at: float, outbound: OutboundLag, extra: dict[str, Any] | None = None) -> bool:
+    def _observe(self, run: _Run) -> AuroraObservation:
+        observation = self._aurora.observe()
+        if not observation.reachable:
+            run.failed(Dependency.DATABASE, observation.error or "unreachable")
+        return observation
+
+    def _write(
+        self,
+        run: _Run,
+        at: float,
+        outbound: OutboundLag,
+        extra: dict[str, Any] | None = None,
+        ledger: LedgerVerdict | None = None,
+    ) -> bool:
         every = None if self._s.run_seconds is None else 2 * self._s.probe_interval_seconds
         try:
-            self._control.write_heartbeat(at, outbound, () if extra is None else (extra,), every)
+            self._control.write_heartbeat(at, outbound, () if extra is None else (extra,), every, ledger)
         except (*_AWS_ERRORS, RuntimeError) as exc:
             run.failed(Dependency.TABLE, problem(exc))
             return False
@@ -447,6 +504,12 @@ class ReplicationMonitor:
             return True
         needed = self._s.probe_interval_seconds + self._s.probe_timeout_seconds + FINAL_ROUND_RESERVE
         return remaining_ms() / 1000 > needed
+
+
+def _ledger_is_ours(found: LastRound, region: str) -> bool:
+    """This region is the active one and no execution is moving it: its ledger must commit."""
+    control = found.control
+    return control is not None and control.active_region == region and control.state is not State.RUNNING
 
 
 def aurora_reading(obs: AuroraObservation, metric: MetricReading, now: float, stale_after: float) -> StoreReading:

@@ -4,7 +4,9 @@ The AWS lag metrics can simply stop (no datapoint is not "no lag"); a heartbeat 
 peer's heartbeat in our replica is old while the peer itself answers, replication has stalled.
 
 - DynamoDB: item ``pk=HEARTBEAT#<region>, sk=HEARTBEAT`` in the global table, written by its own region
-  only. It also carries the writer's outbound lag measurements (:class:`OutboundLag`) to the peer.
+  only. It also carries the writer's outbound lag measurements (:class:`OutboundLag`) to the peer and, from
+  the active region, whether its ledger database commits (:class:`LedgerVerdict`): a region whose ingress
+  answers while its database cannot commit looks alive from outside, and only it can say otherwise.
 - S3: object ``heartbeat/<region>`` in the region's own archive bucket (replicated with the archive, RTC);
   the written time is in the object's metadata, so the peer reads it with a HEAD (no KMS decrypt).
 - Aurora: a row of ``replication_heartbeat`` (migration 0002) upserted on the writer, read from the
@@ -34,7 +36,7 @@ from tandem_core.database import (
     sqlstate,
 )
 from tandem_core.readiness import readiness_key
-from tandem_core.replication import OutboundLag
+from tandem_core.replication import OutboundLag, age
 from tandem_core.settings import AwsSettings, LedgerDbSettings
 
 HEARTBEAT_SK = "HEARTBEAT"
@@ -91,11 +93,74 @@ class Beat:
 
 # ---------------------------------------------------------------------------------------------- DynamoDB
 @dataclass(frozen=True)
+class LedgerVerdict:
+    """The active region's own word on its ledger: did its writer just commit (the Aurora observer's heartbeat
+    row)? Written with each of its DynamoDB heartbeats, taken right before. A failing verdict says since when
+    the observations have failed without a break (``failing_since``), so the peer can tell one failed
+    observation (0 s) from a failure the region itself saw last across observations 20 s apart."""
+
+    ok: bool
+    error: str | None = None
+    failing_since: float | None = None  # the first failed observation of this streak (None when ok)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "error": self.error, "failing_since": self.failing_since}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LedgerVerdict | None:
+        """None for anything that is not a verdict our monitor wrote."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("ok"), bool):
+            return None
+        error, since = data.get("error"), data.get("failing_since")
+        return cls(data["ok"], None if error is None else str(error), None if since is None else float(since))
+
+
+#: observer answers that say nothing about the database's health: a writer being demoted on purpose (a
+#: switchover), a schema not migrated yet (a deploy) - failing over would not help, so no verdict is given
+_NO_VERDICT = ("writer is read-only", "replication_heartbeat table missing")
+
+
+def ledger_verdict(
+    observation: AuroraObservation, at: float, previous: LedgerVerdict | None = None
+) -> LedgerVerdict | None:
+    """The verdict of the active region's observation taken at ``at``; None when it says nothing either way.
+    ``previous``: the last verdict given, whose failure streak a failed observation continues."""
+    if observation.reachable and observation.heartbeat_written:
+        return LedgerVerdict(True)
+    if not observation.reachable:
+        error = observation.error or "unreachable"
+    else:
+        error = observation.heartbeat_error or ("not the writer" if not observation.writer else "heartbeat not written")
+        if any(error.startswith(prefix) for prefix in _NO_VERDICT):
+            return None
+    since = previous.failing_since if previous is not None and not previous.ok else None
+    return LedgerVerdict(False, error, at if since is None else min(since, at))
+
+
+@dataclass(frozen=True)
 class PeerHeartbeat(Beat):
-    """The peer's heartbeat item, with the outbound lags it carries."""
+    """The peer's heartbeat item, with the outbound lags and the ledger verdict it carries."""
 
     region: str = ""
     outbound: OutboundLag = field(default_factory=OutboundLag)
+    ledger: LedgerVerdict | None = None  # given by the active region only
+
+    def ledger_failing(self, now: float, stale_after: float) -> bool | None:
+        """Does the peer say its ledger cannot commit? None: no verdict, or one in a heartbeat older than
+        ``stale_after`` (the staleness threshold: a silent peer is the other signal's business, not this one's)."""
+        if self.ledger is None or age(now, self.written_at) > stale_after:
+            return None
+        return not self.ledger.ok
+
+    def ledger_failing_seconds(self, now: float, stale_after: float) -> float | None:
+        """For how long the peer says its ledger has failed, by its own observations (0: it commits; None: no
+        verdict, or a stale one). Measured by the peer up to its heartbeat, never extrapolated from here."""
+        failing = self.ledger_failing(now, stale_after)
+        if failing is None or self.ledger is None:
+            return None
+        if not failing or self.ledger.failing_since is None:
+            return 0.0
+        return age(self.written_at, self.ledger.failing_since)
 
 
 class ControlItems:
@@ -118,11 +183,15 @@ class ControlItems:
         outbound: OutboundLag,
         extra: Sequence[dict[str, Any]] = (),
         every_seconds: float | None = None,
+        ledger: LedgerVerdict | None = None,
     ) -> None:
-        """``every_seconds``: how often we write it (None: no promise), so the peer can tell it is overdue."""
-        data = {"region": self._region, "written_at": round(now, 3), "outbound": outbound.as_dict()}
+        """``every_seconds``: how often we write it (None: no promise), so the peer can tell it is overdue;
+        ``ledger``: the active region's verdict on its ledger (None: not the active region, or no verdict)."""
+        data: dict[str, Any] = {"region": self._region, "written_at": round(now, 3), "outbound": outbound.as_dict()}
         if every_seconds is not None:
             data["every_seconds"] = round(every_seconds, 3)
+        if ledger is not None:
+            data["ledger"] = ledger.as_dict()
         item = {**heartbeat_key(self._region), **to_attributes(data)}
         if not extra:
             self._db.put_item(TableName=self._table, Item=item)
@@ -138,12 +207,13 @@ class ControlItems:
         response = self._db.get_item(TableName=self._table, Key=heartbeat_key(self._peer), ConsistentRead=True)
         return _peer_heartbeat(response.get("Item"))
 
-    def read_last_round(self, initial_active_region: str | None) -> LastRound:
+    def read_last_round(self, initial_active_region: str | None, *, settle: bool = True) -> LastRound:
         """The peer's heartbeat, our own last readiness record and (``initial_active_region`` given) the control
         record, in one BatchGetItem: the run's last round judges by all three.
 
         Our previous record carries the last lag measured per store: once the peer goes silent the lag can no
-        longer be measured, and that carried value is what a failover would lose.
+        longer be measured, and that carried value is what a failover would lose. ``settle`` False: the control
+        record as stored, its reconciliation debts not checked against the epoch items (no second read).
         """
         keys = [heartbeat_key(self._peer), readiness_key(self._region)]
         if initial_active_region is not None:
@@ -157,7 +227,9 @@ class ControlItems:
         if initial_active_region is not None:
             record = (
                 ControlRecord(active_region=initial_active_region, epoch=0, exists=False)
-                if control is None  # what is owed is settled by the epoch items (one more read, only then)
+                if control is None
+                else control_from_item(control)
+                if not settle  # what is owed is settled by the epoch items (one more read, only then)
                 else ControlStore(self._db, self._table, initial_active_region).settled(control_from_item(control))
             )
         previous = items.get(readiness_key(self._region)["pk"]["S"])
@@ -185,9 +257,10 @@ def _peer_heartbeat(raw: Mapping[str, Any] | None) -> PeerHeartbeat | None:
         outbound = OutboundLag.from_dict(data.get("outbound"))
         every = data.get("every_seconds")
         every_seconds = float(every) if every is not None and float(every) > 0 else None
+        ledger = LedgerVerdict.from_dict(data.get("ledger"))
         return PeerHeartbeat(
             written_at=float(data["written_at"]), every_seconds=every_seconds, region=str(data["region"]),
-            outbound=outbound,
+            outbound=outbound, ledger=ledger,
         )  # fmt: skip
     except (KeyError, TypeError, ValueError, AttributeError):
         return None  # not a heartbeat our monitor wrote: as good as none

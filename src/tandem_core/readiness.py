@@ -101,11 +101,17 @@ def assess(
     stores: Mapping[Store, StoreReading],
     peer_answers: bool | None,
     thresholds: Thresholds,
+    *,
+    peer_ledger_lost: bool = False,
 ) -> Assessment:
     """The verdict and its reasons (in a fixed order: dependencies, then stores aurora, dynamodb, s3).
 
     ``dependencies`` maps each dependency to "ok" or what went wrong (a missing one counts as failed);
-    ``peer_answers`` is whether any probe of the peer's ingress succeeded in this run (None: not probed).
+    ``peer_answers`` is whether any probe of the peer's ingress succeeded in this run (None: not probed);
+    ``peer_ledger_lost``: the peer says (with a fresh heartbeat) that its ledger cannot commit. Its Aurora
+    heartbeat then stops because nothing commits there, not because replication stalled: for the ledger the
+    peer counts as silent (what it committed before is judged by the last lag measured, as after a region
+    loss), while its other stores keep their usual judgement.
     """
     found: list[tuple[str, Verdict]] = []
     for dep in DEPENDENCIES:
@@ -115,6 +121,9 @@ def assess(
         reading = stores.get(store)
         if reading is None:
             found.append((f"{store}_lag_unknown", Verdict.DEGRADED))
+            continue
+        if store is Store.AURORA and peer_ledger_lost:
+            found += _store_reasons(reading, False, thresholds, None)
             continue
         found += _store_reasons(reading, peer_answers, thresholds, _peer_alive_age(store, stores))
     verdict = max((severity for _, severity in found), key=_RANK.__getitem__, default=Verdict.READY)

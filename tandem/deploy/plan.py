@@ -1,15 +1,17 @@
 """The deploy order of both templates in both regions: one plan, for AWS and for the twin alike.
 
-Seven steps, each a samconfig.toml config env deployed as one stack (the order the global template's header
+Eight steps, each a samconfig.toml config env deployed as one stack (the order the global template's header
 explains): the DR region's keys first, then the primary's data layer, the DR cluster joining the global
-database, the app in each region, Route53's failover records from both apps' ingress, and last the step that
+database, the app in each region, Route53's failover records from both apps' ingress, then the step that
 **arms automatic failover** - the primary's monitor probing DR's ingress (``PeerHealthUrl``, from DR's
-``IngressApiEndpoint`` output; DR's monitor got the primary's at its own step).
+``IngressApiEndpoint`` output; DR's monitor got the primary's at its own step) - and last DR's **witness**:
+its failover handler learns Route53's endpoint check of the primary (``PeerEndpointHealthCheckId``), which it
+asks before failing over a primary that does not answer from DR (the primary got DR's at the step before).
 
 A step's parameters are samconfig's (plus a site's inputs: what the twin must give where an operator edits
 samconfig) with what the plan computes from the stacks' outputs as they are *now* (DescribeStacks), never
-hand-copied: the peers' key ARNs, the primary's secret, the ingress domains, the peer health URL, the peer
-region. An input whose stack does not exist yet is left at its default; so a second run computes every
+hand-copied: the peers' key ARNs, the primary's secret, the ingress domains, the peer health URL and health
+check, the peer region. An input whose stack does not exist yet is left at its default; so a second run computes every
 step's final values at once and changes nothing. Before changing anything the plan refuses, in one line,
 placeholders (REPLACE-ME), a hosted zone or certificate that is missing or does not exist, a parameter a
 template does not declare, and an SSM parameter name that neither exists nor is published by a global stack.
@@ -39,6 +41,7 @@ ORDER: tuple[tuple[str, str], ...] = (
     ("dr", "the app in the DR region; its monitor probes the primary's ingress"),
     ("global-primary", "Route53's failover records and health checks, from both apps' ingress"),
     ("primary", "arms automatic failover: the primary's monitor probes DR's ingress"),
+    ("dr", "DR's witness: Route53's checkers' view of the primary's ingress, asked before a failover"),
 )
 #: what the plan computes per env (samconfig's values for these, placeholders included, are not used)
 COMPUTED: dict[str, tuple[str, ...]] = {
@@ -51,8 +54,8 @@ COMPUTED: dict[str, tuple[str, ...]] = {
         "PrimaryHealthCheckDomain",
         "DrHealthCheckDomain",
     ),
-    "primary": ("PeerRegion", "PeerHealthUrl", VERSION_KEY),
-    "dr": ("PeerRegion", "PeerHealthUrl", VERSION_KEY),
+    "primary": ("PeerRegion", "PeerHealthUrl", "PeerEndpointHealthCheckId", VERSION_KEY),
+    "dr": ("PeerRegion", "PeerHealthUrl", "PeerEndpointHealthCheckId", VERSION_KEY),
 }
 _SSM_TYPE = "AWS::SSM::Parameter::Value"
 _SSM = "AWS::SSM::Parameter"
@@ -172,6 +175,10 @@ def parameters(plan: Plan, env: str, outputs: Outputs) -> dict[str, str]:
         peer = outputs(PEER[role])
         if peer is not None and peer.get("IngressApiEndpoint"):  # a peer stack of an older template has none yet
             values["PeerHealthUrl"] = peer["IngressApiEndpoint"].rstrip("/") + "/health"
+        checks = outputs("global-primary") or {}  # Route53's checks exist once the DNS step has run
+        witness = checks.get(f"{'Dr' if role == 'primary' else 'Primary'}EndpointHealthCheckId")
+        if witness:
+            values["PeerEndpointHealthCheckId"] = witness
     return values
 
 

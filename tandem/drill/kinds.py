@@ -24,6 +24,13 @@ to the primary region and what is expected of it (``tandem drill --scenario NAME
 - ``stuck-promotion``: the region loss, and the first two Aurora promotions fail (``tandem twin fault promotion``).
   Expected: the failure is paged (``FAILED at promote_database``), the execution is resumed without a human -
   Lambda's retry of the alarm's event, then the monitor's ``resume`` - and completes once; nothing lost.
+- ``grey-database``: only the primary's database dies; its ingress, queue, functions and monitor keep
+  working, so ``/health`` stays green and its heartbeat keeps arriving - the region-loss signals never fire.
+  The primary's heartbeat says its ledger cannot commit. Expected: one completed failover (not a switchover),
+  decided within the detection budget, nothing lost after reconciliation.
+- ``dr-fault``: DR itself is cut off (its calls to the primary fail, replication into it is held) while the
+  primary is healthy: from DR this is exactly the primary's loss. Expected: no failover - Route53's health
+  checkers, outside DR, still see the primary healthy - and a page that names DR's own fault; nothing lost.
 - ``retry-storm``: the region loss, with producers that retry like real clients: a fifth of first answers are
   lost on the way back (the message was accepted; the client sends it again) and half the retries re-stamp
   ``created_at``. Expected: as region-loss, and no transfer applied twice, every status equal to the ledger.
@@ -45,12 +52,24 @@ from tandem.twin.control import call
 #: each scenario's twin clock. x60 keeps the monitor's heartbeat within the scaled alarm threshold on this
 #: 2-core machine and lets poison reach the DLQ in 16 s. The blip runs at x30: the twin needs ~0.8 s of real
 #: time to kill and restore a region (a PostgreSQL crash restart), 48 emulated seconds at x60 - too close to
-#: the ~70 s detection window for a blip to be one.
+#: the ~70 s detection window for a blip to be one. The grey database runs at x30 too: its detection is judged
+#: against a budget in emulated seconds, and every real second the twin itself spends on the path costs 30
+#: of them there rather than 60.
 SCALES = {"region-loss": 60.0, "switchover": 60.0, "blip": 30.0, "dr-not-ready": 60.0, "backlog": 60.0,
-          "partition": 60.0, "retry-storm": 60.0, "stuck-promotion": 60.0}  # fmt: skip
+          "partition": 60.0, "retry-storm": 60.0, "stuck-promotion": 60.0, "grey-database": 30.0,
+          "dr-fault": 60.0}  # fmt: skip
 SCENARIOS = tuple(SCALES)
 #: after a blip, how long (emulated s) the alarms get to fire late before "no failover" is believed
 BLIP_SETTLE_SECONDS = 120.0
+#: a grey database failure is decided within this many seconds of the database's death in AWS: the first
+#: failed observation within a 10-s round, the fourth 30 s later (PeerLedgerFailingAlarmSeconds 30), ~1 s of
+#: replication, the peer's next 10-s round and the alarm's evaluation: ~55 s
+DETECTION_BUDGET_SECONDS = 60.0
+#: what the twin adds on that path in real seconds, whatever its clock: the global table's replication and
+#: the monitor's start of run under the drill's workload (0.5-1 s each), the EMF extraction, alarm and event
+#: ticks and the handler's own calls - 1.4 to 3.7 s measured on this 2-core machine under the workload (one
+#: loaded Python process serves both regions), x30 in emulated seconds. A faster twin would tighten it.
+TWIN_PATH_REAL_SECONDS = 4.0
 
 
 class RegionLoss(Scenario):
@@ -318,9 +337,84 @@ class StuckPromotion(RegionLoss):
         }
 
 
+class GreyDatabase(RegionLoss):
+    name = "grey-database"
+    expected = (
+        "the primary's database dies under an ingress that still answers: one completed failover (not a "
+        f"switchover), decided within {DETECTION_BUDGET_SECONDS:g} s, nothing lost after reconciliation"
+    )
+    cut_body = {"only": "database"}  # noqa: RUF012 - a ClassVar of the base
+    words = ("database down (its ingress, queue and functions still up)", "database back")
+    #: a dead cluster stays dead for a while: the failover completes before it returns
+    default_outage = 400.0
+
+    @property
+    def budget(self) -> float:
+        """The detection budget on this twin's clock: AWS's, plus what the twin's own path costs at its scale."""
+        return DETECTION_BUDGET_SECONDS + TWIN_PATH_REAL_SECONDS * self.scale
+
+    def expectations(self, found: Findings) -> dict[str, bool]:
+        """Not the durable ingress's promise: the primary's ingress never went away (its own monitor forwards
+        what its queue holds once it is fenced)."""
+        detection = (found.failover or {}).get("detection_seconds")
+        self.notes.append(
+            f"detection budget on this clock: {self.budget:g} emulated s "
+            f"({DETECTION_BUDGET_SECONDS:g} + {TWIN_PATH_REAL_SECONDS:g} real s of the twin's own path)"
+        )
+        return {
+            "one_completed_failover": found.ran == [("failover", "completed")],
+            "dr_active": found.active == self.dr,
+            "detected_within_budget": isinstance(detection, int | float) and detection <= self.budget,
+        }
+
+
+class DrFault(Scenario):
+    name = "dr-fault"
+    expected = ("DR cut off from a healthy primary (its calls out and the replication into it): no failover, a page "
+                "that names DR's own fault, nothing lost")  # fmt: skip
+    cut_and_mend = ("partition", "heal")
+    words = ("cut off from the primary (DR's own fault)", "connected again")
+    struck_role = "dr"
+    #: long enough for DR's alarm to fire (as a partition's, up to ~290 s here under the drill's load)
+    default_outage = 420.0
+    backlog_pace = 20.0
+
+    def __init__(self, view: TwinView, options: ScenarioOptions, progress: Progress | None = None) -> None:
+        super().__init__(view, options, progress)
+        self.pager: Pager | None = None
+        self.pages: list[dict[str, Any]] = []
+
+    def prepare(self, deadline: float) -> None:  # noqa: ARG002 - nothing to wait for
+        self.pager = Pager(self.view, self.dr)
+
+    def settle(self, deadline: float) -> None:
+        self.progress("waiting for DR's refusal")
+        self.wait(lambda: any(e["outcome"] == "refused" for e in self.view.executions("failover", self.began)),
+                  deadline, f"{self.dr}'s automatic failover to be refused")  # fmt: skip
+
+    def cleanup(self) -> None:
+        if self.disruption.started is not None and not self.disruption.over.is_set():
+            with contextlib.suppress(Exception):  # a run cut short must not leave the twin partitioned
+                call(self.view.state_dir, "POST", f"/heal/{self.dr}")
+        self.pages = [] if self.pager is None else [p for p in self.pager.take() if p.get("execution_id")]
+        self.notes.append(f"{len(self.pages)} refusal page(s): {[p.get('hint', '')[:60] for p in self.pages]}")
+
+    def expectations(self, found: Findings) -> dict[str, bool]:
+        refused = found.refused
+        return {
+            "no_failover": not found.ran,
+            "refused_as_drs_own_fault": bool(refused)
+            and all("peer_healthy_from_outside" in (e.get("reasons") or []) for e in refused),
+            "page_names_drs_own_fault": any("own fault" in str(p.get("hint", "")) for p in self.pages),
+            "primary_active": found.active == self.primary,
+        }
+
+
 KINDS: dict[str, type[Scenario]] = {
-    k.name: k for k in (RegionLoss, Switchover, Blip, DrNotReady, Backlog, Partition, RetryStorm, StuckPromotion)
-}
+    k.name: k
+    for k in (RegionLoss, Switchover, Blip, DrNotReady, Backlog, Partition, RetryStorm, StuckPromotion, GreyDatabase,
+              DrFault)
+}  # fmt: skip
 
 
 def _json_object(text: Any) -> dict[str, Any]:

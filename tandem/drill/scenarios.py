@@ -85,6 +85,10 @@ class Disruption:
     error: str | None = None
 
 
+#: how often a scenario's wait asks the twin (real seconds)
+POLL_SECONDS = 0.5
+
+
 class Scenario:
     """The machinery every two-region scenario shares; subclasses say what happens and what is expected."""
 
@@ -100,6 +104,9 @@ class Scenario:
     #: what the disruption does to the primary and what undoes it (the twin's control API), and their words
     cut_and_mend: ClassVar[tuple[str, str]] = ("outage", "restore")
     words: ClassVar[tuple[str, str]] = ("down", "back")
+    #: the disruption's request body (e.g. ``{"only": "database"}``: a grey failure) and the role it strikes
+    cut_body: ClassVar[dict[str, Any] | None] = None
+    struck_role: ClassVar[str] = "primary"
 
     def __init__(self, view: TwinView, options: ScenarioOptions, progress: Progress | None = None) -> None:
         self.view, self.options = view, options
@@ -265,11 +272,16 @@ class Scenario:
                 self.disruption.started = time.time()
                 self.disrupt()
 
+    @property
+    def struck(self) -> str:
+        """The region the disruption strikes (the primary, but for a scenario of DR's own fault)."""
+        return str(self.primary if self.struck_role == "primary" else self.dr)
+
     def kill_primary(self) -> None:
         """The outage (or the partition): the primary dies (or is cut off); a timer brings it back."""
         assert self.outage_for is not None
-        call(self.view.state_dir, "POST", f"/{self.cut_and_mend[0]}/{self.primary}")
-        self.progress(f"{self.primary} is {self.words[0]} (for {self.outage_for:g} emulated s)")
+        call(self.view.state_dir, "POST", f"/{self.cut_and_mend[0]}/{self.struck}", body=self.cut_body)
+        self.progress(f"{self.struck} is {self.words[0]} (for {self.outage_for:g} emulated s)")
         timer = threading.Timer(self.outage_for / self.scale, self._restore)
         timer.daemon = True
         timer.start()
@@ -277,15 +289,18 @@ class Scenario:
     def _restore(self) -> None:
         try:
             body = None if self.backlog_pace is None else {"backlog_pace": self.backlog_pace}
-            call(self.view.state_dir, "POST", f"/{self.cut_and_mend[1]}/{self.primary}", body=body)
+            call(self.view.state_dir, "POST", f"/{self.cut_and_mend[1]}/{self.struck}", body=body)
             self.disruption.ended = time.time()
-            self.progress(f"{self.primary} is {self.words[1]}")
+            self.progress(f"{self.struck} is {self.words[1]}")
         except Exception as exc:  # the waiting scenario reports it; a timer thread must not die silently
-            self.disruption.error = f"bringing {self.primary} back failed: {exc}"
+            self.disruption.error = f"bringing {self.struck} back failed: {exc}"
         finally:
             self.disruption.over.set()
 
     def wait(self, check: Callable[[], Any], deadline: float, what: str) -> Any:
+        """Poll ``check`` every half second: most checks invoke a function of the twin (the handler's status),
+        and at 10 a second the drill's own polling starved the twin it watches (its replication fell seconds
+        behind). What a scenario reports is measured from the data, not from when a wait noticed it."""
         note = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             found = check()
@@ -294,7 +309,7 @@ class Scenario:
             if time.monotonic() >= note:
                 self.progress(f"waiting for {what}")
                 note = time.monotonic() + 5.0
-            time.sleep(0.1)
+            time.sleep(POLL_SECONDS)
         raise TimeoutError(f"timed out waiting for {what}")
 
     def completed(self, action: str) -> Callable[[], dict[str, Any] | None]:
@@ -308,5 +323,5 @@ class Scenario:
     def disruption_events(self) -> list[dict[str, Any]]:
         zero = self.disruption.started or self.began
         back = self.clocks.since(zero, self.disruption.ended)
-        return [{"event": f"{self.primary} {self.words[0]}", "at": 0.0},
-                {"event": f"{self.primary} {self.words[1]}", "at": back}]  # fmt: skip
+        return [{"event": f"{self.struck} {self.words[0]}", "at": 0.0},
+                {"event": f"{self.struck} {self.words[1]}", "at": back}]  # fmt: skip

@@ -175,6 +175,15 @@ class AuroraGlobal:
                     self._query(node, "SELECT pg_wal_replay_pause()")
 
     # ------------------------------------------------------------------ role changes
+    def promote(self, to_region: str, mode: str) -> None:
+        """What the global cluster's promotion asks for: ``switchover`` (planned) or ``failover`` (unplanned)."""
+        if mode == "switchover":
+            self.switchover(to_region)
+        elif mode == "failover":
+            self.failover(to_region)
+        else:
+            raise AuroraError(f"a promotion is a switchover or a failover, not {mode!r}")
+
     def failover(self, to_region: str) -> None:
         """Unplanned: promote ``to_region`` now, with what it has replayed (AllowDataLoss)."""
         with self._lock:

@@ -5,8 +5,9 @@ that network while each region stays alive for itself and for its own clients. T
 machine, so the border is explicit: each region's API endpoint and ingress is also served through a relay
 (:class:`tandem.twin.relay.Relay`), and *that* is the address the other region is deployed with
 (``PeerAwsEndpointUrl``; the ingress's ``ApiEndpoint`` output, from which the deploy plan computes
-``PeerHealthUrl``). Producers, Route53's checkers and operators use the direct addresses. A partition closes
-every relay - new calls are refused and open connections cut - and healing opens them again.
+``PeerHealthUrl``). Producers and operators use the direct addresses. A partition closes every relay - new
+calls are refused and open connections cut - and healing opens them again. Route53's checkers run outside
+both regions, so a partitioned region is cut off from them too (the twin's probe, ``Twin._probe``, says so).
 """
 
 from __future__ import annotations

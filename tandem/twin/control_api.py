@@ -17,6 +17,8 @@ from werkzeug.routing import Map, Rule
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
+from tandem.twin.promotions import check_delay, check_fail_count
+
 log = logging.getLogger("tandem.twin")
 
 
@@ -24,7 +26,7 @@ class Controlled(Protocol):
     """What the control API drives (the Twin)."""
 
     def status(self) -> dict[str, Any]: ...
-    def outage(self, region: str) -> None: ...
+    def outage(self, region: str, only: str | None = None) -> None: ...
     def restore(self, region: str, backlog_pace: float | None = ...) -> None: ...
     def partition(self, region: str) -> None: ...
     def heal(self, region: str, backlog_pace: float | None = ...) -> None: ...
@@ -33,6 +35,7 @@ class Controlled(Protocol):
     def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]: ...
     def inject_fault(self, region: str, function: str, after_call: str, matching: str) -> None: ...
     def fail_promotions(self, count: int) -> None: ...
+    def delay_promotion(self, seconds: float) -> None: ...
 
 
 ROUTES = Map([
@@ -80,8 +83,12 @@ class ControlApi:
         self._shutdown.set()
         return {"stopping": True}
 
-    def _outage(self, _request: Request, region: str) -> dict[str, Any]:
-        self._twin.outage(region)
+    def _outage(self, request: Request, region: str) -> dict[str, Any]:
+        """``{"only": "database" | "ingress" | "functions"}`` (optional): that part of the region only."""
+        only = _object(request, "the outage").get("only")
+        if only is not None and not isinstance(only, str):
+            raise ValueError(f"only must be database, ingress or functions (or null: the whole region), not {only!r}")
+        self._twin.outage(region, only)
         return self._twin.status()
 
     def _restore(self, request: Request, region: str) -> dict[str, Any]:
@@ -122,15 +129,16 @@ class ControlApi:
         return self._twin.status()
 
     def _promotion_fault(self, request: Request) -> dict[str, Any]:
-        """``{"fail": N}``: the next N Aurora promotions fail (0 clears it)."""
-        self._twin.fail_promotions(_count(_object(request, "the fault").get("fail", 1)))
+        """``{"fail": N}``: the next N Aurora promotions fail (0 clears it); ``{"delay_seconds": S}``: the next
+        promotion moves the writer S emulated seconds late (0 clears it). Either or both; neither: fail 1."""
+        spec = _object(request, "the fault")
+        delay = check_delay(spec["delay_seconds"]) if "delay_seconds" in spec else None
+        fail = check_fail_count(spec.get("fail", 1)) if "fail" in spec or delay is None else None
+        if fail is not None:  # both checked before either is set
+            self._twin.fail_promotions(fail)
+        if delay is not None:
+            self._twin.delay_promotion(delay)
         return self._twin.status()
-
-
-def _count(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"fail must be a whole number of promotions >= 0, not {value!r}")
-    return value
 
 
 def _object(request: Request, what: str) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Routes come from the API's definition as deployed (the ``Body`` SAM's transform 
 ``DefinitionBody`` and the functions' ``HttpApi`` events): ``POST /transactions``, an ``SQS-SendMessage``
 integration straight to the queue (a 200 means the message is durable), and ``GET /health``, a Lambda proxy
 integration of region_health (API Gateway's payload format 2.0).
-The ingress dies with its region in an outage (port closed, connections cut) and comes back on restore.
+The ingress dies with its region in an outage, or alone (``tandem twin outage REGION --only ingress``): port
+closed, connections cut; it comes back on restore.
 SigV4 on ``POST /transactions`` is not checked: the twin has no IAM to check it against.
 """
 

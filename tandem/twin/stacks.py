@@ -1,5 +1,5 @@
 """The twin deploys itself with `tandem deploy`'s plan (:mod:`tandem.deploy.plan`): both templates, both
-regions, the same seven steps, each stack's inputs computed from the others' outputs, ending armed.
+regions, the same eight steps, each stack's inputs computed from the others' outputs, ending armed.
 
 The steps go straight to each region's CloudFormation API (:mod:`tandem.twin.deployer` does what
 ``sam deploy`` does), not through SAM CLI each time; ``tandem deploy --target twin`` runs the same plan
@@ -98,8 +98,8 @@ def site_inputs(
 ) -> dict[str, dict[str, str]]:
     """What the twin writes where an operator edits samconfig.toml, per env. On one machine: each region's
     database port and CA, the peer's API endpoint (AWS derives it from the region), the probe spacing, the
-    peer-heartbeat alarm threshold, the replication metrics' period and reconciliation's wait for the old
-    region's last batches on the twin clock (the functions sleep and measure ages in real time, so an
+    peer-heartbeat and peer-ledger alarm thresholds, the replication metrics' period and reconciliation's wait
+    for the old region's last batches on the twin clock (the functions sleep and measure ages in real time, so an
     emulated 10 s is 10/scale real seconds); ``app_overrides``: `twin up --parameter-overrides`."""
     site: dict[str, dict[str, str]] = {"global-primary": {"HostedZoneId": hosted_zone, "RecordName": RECORD_NAME}}
     for env, region, peer in (("primary", primary, dr), ("dr", dr, primary)):
@@ -108,6 +108,7 @@ def site_inputs(
             "LedgerDbRootCert": database_ca[region],
             "ProbeIntervalSeconds": f"{10.0 / clock_scale:.6g}",
             "PeerHeartbeatAlarmSeconds": f"{40.0 / clock_scale:.6g}",
+            "PeerLedgerFailingAlarmSeconds": f"{30.0 / clock_scale:.6g}",
             "ReconcileQuietSeconds": f"{35.0 / clock_scale:.6g}",
             # the replicators stamp their latency datapoints with real time: a minute's period is 1/scale of it
             "ReplicationMetricPeriodSeconds": str(max(1, round(60.0 / clock_scale))),
@@ -128,7 +129,7 @@ def deploy_regions(
     clock_scale: float = 1.0,
     app_overrides: dict[str, str] | None = None,
 ) -> Deployed:
-    """The hosted zone (an operator's prerequisite), then the plan's seven steps through each region's
+    """The hosted zone (an operator's prerequisite), then the plan's eight steps through each region's
     CloudFormation. ``templates`` (global, app) are the repository's; a test passes edited copies."""
     global_template, app_template = templates
     zone = primary.client("route53").create_hosted_zone(Name=TWIN_ZONE, CallerReference=str(uuid.uuid4()))
@@ -164,3 +165,24 @@ def deploy_one_region(region: Region, *, database_port: int, database_ca: str) -
     deploy_stack(region, name, GLOBAL_TEMPLATE, params)
     app_name, app_params = _values("primary", LedgerDbPort=str(database_port), LedgerDbRootCert=database_ca)
     return deploy_stack(region, app_name, APP_TEMPLATE, app_params)
+
+
+def cluster_of(stack: Stack) -> str:
+    """The region's member of the global database, as its global stack created it."""
+    return next(stack.ref(k) for k in stack.template.resources_of_type("AWS::RDS::DBCluster") if k in stack.physical)
+
+
+def app_resources(app: Stack) -> dict[str, Any]:
+    """What a client of the region needs, read from the app stack (parameters as deployed, physical ids)."""
+    tpl = app.template
+    return {
+        "stack": app.name,
+        "ledger_table": tpl.parameter("LedgerTableName"),
+        "archive_bucket": tpl.parameter("ArchiveBucketName"),
+        "queue_url": app.ref("TransactionQueue"),
+        "dlq_url": app.ref("TransactionDLQ"),
+        "db_secret_arn": tpl.parameter("LedgerDbSecretArn"),
+        "alarm_topic_arn": app.ref("AlarmTopic"),
+        "ingress_domain": app.outputs.get("IngressHealthCheckDomain"),  # what the failover record answers
+        "durable_ingress": tpl.parameter("DurableIngress") == "enabled",
+    }

@@ -3,8 +3,9 @@
 What each part does lives in its own module - endpoints (:mod:`.regions`), the database pair
 (:mod:`.aurora`), provisioning from the templates (:mod:`.provision`, :mod:`.stacks`), functions and
 workers (:mod:`.lambdas`, :mod:`.worker`), what moto lacks (:mod:`.extensions`), the clock and its tick
-loop. This class puts them together in the deploy order and carries the operator's operations: outage,
-restore, replication pause/resume, invoke, status.
+loop. This class puts them together in the deploy order and carries the operator's operations: outage (of a
+region or one part of it, :mod:`.outages`), restore, partition, heal, replication pause/resume, faults
+(:mod:`.faults`, :mod:`.promotions`), invoke, status.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import math
 import shutil
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -34,11 +36,13 @@ from tandem.twin.faults import Fault
 from tandem.twin.ingress import Ingress
 from tandem.twin.lambdas import AsyncInvocations, LambdaService
 from tandem.twin.log_metrics import EmfExtractor
+from tandem.twin.outages import REGION, Outages, ingress_answers, outage_kind
 from tandem.twin.ownership import new_postgres_root, stop_postgres_under
-from tandem.twin.provision import Creator, Region, Stack
+from tandem.twin.promotions import Promotions
+from tandem.twin.provision import Creator, Region
 from tandem.twin.regions import RegionEndpoint
 from tandem.twin.service_metrics import ServiceMetrics
-from tandem.twin.stacks import Deployed, deploy_regions, redeploy_app
+from tandem.twin.stacks import Deployed, app_resources, cluster_of, deploy_regions, redeploy_app
 from tandem.twin.ticks import TickLoop
 
 log = logging.getLogger("tandem.twin")
@@ -92,8 +96,9 @@ class Twin:
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict)
     _ticks: TickLoop | None = None
     _polling: TickLoop | None = None  # the SQS poller on its own thread (see _install_extensions)
-    #: Aurora promotions still to fail (``tandem twin fault promotion --fail N``): a grey database, a throttle
-    promotions_to_fail: int = 0
+    outages: Outages = field(default_factory=Outages)  # per region: the whole region or one part down
+    promotions: Promotions = field(init=False)  # Aurora's promotions and their faults (set by _install_extensions)
+    _operating: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one outage/partition at a time
 
     def __post_init__(self) -> None:
         self.clock = TwinClock(self.config.scale)
@@ -161,6 +166,8 @@ class Twin:
         for loop in (self._polling, self._ticks):
             if loop is not None:
                 loop.stop()
+        if hasattr(self, "promotions"):
+            self.promotions.stop()  # a delayed promotion not yet due never starts
         self.async_invocations.stop()
         log.info("stopping workers")
         self.lambdas.stop(grace=0.5)  # the twin is going away: a run still going (a monitor's probes) is cut
@@ -181,62 +188,85 @@ class Twin:
             shutil.rmtree(self.pg_root, ignore_errors=True)
 
     # ------------------------------------------------------------------ operations
-    def outage(self, region: str) -> None:
+    def outage(self, region: str, only: str | None = None) -> None:
         """The region dies: its APIs, ingress and database, and its replication - what it wrote and had not
-        copied yet (S3 objects, DynamoDB items) stays behind, as does what the other region writes for it."""
+        copied yet (S3 objects, DynamoDB items) stays behind, as does what the other region writes for it.
+
+        ``only`` (database, ingress or functions): that part of the region dies and the rest keeps working,
+        a grey failure (see :mod:`tandem.twin.outages`). One outage per region at a time."""
         self._check_region(region)
-        if not self.endpoints[region].up:
-            raise ValueError(f"{region} is already down")
-        if self.partitioned:
-            raise ValueError(f"{', '.join(sorted(self.partitioned))} is cut off; heal it before an outage")
-        self.holds.hold(region)
-        self.endpoints[region].stop()
-        self.ingress[region].stop()
+        kind = outage_kind(only)
         assert self.aurora is not None
-        self.aurora.outage(region)
+        with self._operating:
+            if self.partitioned:
+                raise ValueError(f"{', '.join(sorted(self.partitioned))} is cut off; heal it before an outage")
+            self.outages.begin(region, kind)
+            log.info("outage: %s (%s)", region, kind if kind == REGION else f"{kind} only")
+            if kind == REGION:
+                self.holds.hold(region)
+                self.endpoints[region].stop()
+            if kind in (REGION, "ingress"):
+                self.ingress[region].stop()
+            if kind in (REGION, "database"):
+                self.aurora.outage(region)
+            # functions: nothing stops; invoke refuses while it lasts (and Lambda's SQS pollers stand still)
 
     def restore(self, region: str, backlog_pace: float | None = DEFAULT_PACE) -> None:
-        """The region comes back; its replication backlog (both ways) arrives at ``backlog_pace`` changes per
-        emulated second per store (None: at once)."""
+        """The region (or the part an outage took) comes back; after a whole-region outage its replication
+        backlog (both ways) arrives at ``backlog_pace`` changes per emulated second per store (None: at once)."""
         self._check_region(region)
-        if self.endpoints[region].up:
-            raise ValueError(f"{region} is not down; nothing to restore")
         assert self.aurora is not None
-        self.aurora.restore(region)
-        self.endpoints[region].start()
-        self.ingress[region].start()
-        self.holds.release(region, self.clock.now(), backlog_pace)
+        with self._operating:
+            kind = self.outages.require(region)
+            if kind in (REGION, "database"):
+                self.aurora.restore(region)
+            if kind == REGION:
+                self.endpoints[region].start()
+            if kind in (REGION, "ingress"):
+                self.ingress[region].start()
+            if kind == REGION:
+                self.holds.release(region, self.clock.now(), backlog_pace)
+            self.outages.end(region)
 
     def partition(self, region: str) -> None:
         """The region is cut off but alive: it keeps serving itself and its clients (ingress, queue,
         processors, monitor, database), while nothing crosses between the regions - the other region's calls
         into it and its calls out fail, replication is held both ways and its database stops streaming to
-        the standby (a failover now promotes without what it commits from here on: split brain)."""
+        the standby (a failover now promotes without what it commits from here on: split brain).
+
+        Cut off from the internet, the region is cut off from Route53's health checkers too (they run
+        outside both regions): its endpoint checks fail (:meth:`_probe`), so DNS failover sees it unhealthy.
+        Its producers and operators still reach it directly (they are in it, as far as the twin is concerned)."""
         self._check_region(region)
-        if not self.endpoints[region].up:
-            raise ValueError(f"{region} is down; an outage already cuts it off")
-        if self.partitioned:
-            raise ValueError(f"{', '.join(sorted(self.partitioned))} is already cut off; heal it first")
         assert self.border is not None
         assert self.aurora is not None
-        self.partitioned.add(region)
-        self.holds.hold(region)
-        self.border.cut()
-        self.aurora.partition(region)
+        with self._operating:
+            kind = self.outages.of(region)
+            if kind == REGION:
+                raise ValueError(f"{region} is down; an outage already cuts it off")
+            if kind is not None:
+                raise ValueError(f"{region} has an outage ({kind} only); restore it before a partition")
+            if self.partitioned:
+                raise ValueError(f"{', '.join(sorted(self.partitioned))} is already cut off; heal it first")
+            self.partitioned.add(region)
+            self.holds.hold(region)
+            self.border.cut()
+            self.aurora.partition(region)
 
     def heal(self, region: str, backlog_pace: float | None = DEFAULT_PACE) -> None:
         """The network is back: calls cross again, the database rejoins (demoted when the other region took the
         writer meanwhile: what it committed alone is gone from it), and the held replication arrives as a
         backlog at ``backlog_pace`` changes per emulated second per store (None: at once)."""
         self._check_region(region)
-        if region not in self.partitioned:
-            raise ValueError(f"{region} is not cut off; nothing to heal")
         assert self.border is not None
         assert self.aurora is not None
-        self.aurora.heal(region)
-        self.border.mend()
-        self.holds.release(region, self.clock.now(), backlog_pace)
-        self.partitioned.discard(region)
+        with self._operating:
+            if region not in self.partitioned:
+                raise ValueError(f"{region} is not cut off; nothing to heal")
+            self.aurora.heal(region)
+            self.border.mend()
+            self.holds.release(region, self.clock.now(), backlog_pace)
+            self.partitioned.discard(region)
 
     def replication(self, action: str, store: str | None = None) -> None:
         """Pause or resume one store's replication for real, or all three (``store`` None).
@@ -259,6 +289,8 @@ class Twin:
     def redeploy(self, region: str) -> None:
         """The app stack of ``region`` deployed again with its samconfig env, as an operator's ``sam deploy``."""
         self._check_region(region)
+        if (kind := self.outages.of(region)) in (REGION, "ingress"):  # a deploy would bring its ingress back
+            raise ValueError(f"{region} has an outage ({kind}); restore it before a deploy")
         redeploy_app(self.deployed, self._region(region))
 
     def inject_fault(self, region: str, function: str, after_call: str, matching: str) -> None:
@@ -272,19 +304,21 @@ class Twin:
         self.endpoints[region].faults.add(Fault(after_call, matching, worker.kill))
 
     def fail_promotions(self, count: int) -> None:
-        """The next ``count`` Aurora promotions (switchover or failover, from any region) fail, as a grey or
-        throttled control plane's would: the API call errs and the writer stays where it is."""
-        if count < 0:
-            raise ValueError(f"fail must be a count >= 0, not {count}")
-        self.promotions_to_fail = count
-        log.info("fault: the next %d promotion(s) fail", count)
+        """The next ``count`` Aurora promotions fail: the API call errs, the writer stays (see promotions.py)."""
+        self.promotions.fail(count)
+
+    def delay_promotion(self, seconds: float) -> None:
+        """The next Aurora promotion moves the writer ``seconds`` emulated seconds late (see promotions.py)."""
+        self.promotions.delay(seconds)
 
     def invoke(self, region: str, function: str, event: dict[str, Any]) -> dict[str, Any]:
-        """Run a function in a region as Lambda would (refused while that region is down)."""
+        """Run a function in a region as Lambda would (refused while that region, or Lambda in it, is down)."""
         self._check_region(region)
         worker = self.lambdas.worker(region, function)
         if not self.endpoints[region].up:
             return {"ok": False, "errorType": "RegionDown", "errorMessage": f"{region} is down"}
+        if self.outages.of(region) == "functions":
+            return {"ok": False, "errorType": "ServiceUnavailable", "errorMessage": f"Lambda in {region} is down"}
         reply = worker.invoke(event)
         name = self.lambdas.deployed_name(region, function)
         self.metrics.record_invocation(region, name, bool(reply.get("ok")), self.clock.now())
@@ -301,12 +335,13 @@ class Twin:
                 "ingress": self.ingress[region].url,
                 "postgres": self.aurora.uri(region),
                 "up": self.endpoints[region].up,
+                "outage": self.outages.of(region),  # None, "region" or the part down: database|ingress|functions
                 "partitioned": region in self.partitioned,
                 # where the other region reaches it (tandem.twin.border): what a partition cuts
                 "peer_endpoint": None if self.border is None else self.border.api_url(region),
                 "peer_ingress": None if self.border is None else self.border.ingress_url(region),
                 "database": self.aurora.role(region),
-                "cluster": _cluster_of(self.deployed.global_stack(region)),
+                "cluster": cluster_of(self.deployed.global_stack(region)),
                 "functions": {
                     fn: {
                         "name": self.lambdas.deployed_name(r, fn),
@@ -317,14 +352,16 @@ class Twin:
                     for (r, fn), w in self.lambdas.workers.items()
                     if r == region
                 },
-                "resources": _app_resources(app),
+                "resources": app_resources(app),
                 "faults_pending": self.endpoints[region].faults.pending,
             }
         return {
             "regions": regions,
             "global_cluster": self.deployed.global_stack(self.config.primary).outputs.get("GlobalClusterIdentifier"),
             "writer_region": self.aurora.writer,
-            "promotions_to_fail": self.promotions_to_fail,
+            "promotions_to_fail": self.promotions.to_fail,
+            "promotion_delay_seconds": self.promotions.delay_seconds,  # for the next promotion
+            "promotion_in_progress": self.promotions.in_progress,  # a delayed one: mode, to_region, moves_at
             "hosted_zone": self.deployed.hosted_zone,
             "deploy_inputs": self.deployed.site,  # what `tandem deploy --target twin` adds to samconfig.toml
             "replication": {
@@ -380,19 +417,9 @@ class Twin:
         aurora, clock, up = self.aurora, self.clock, (lambda r: self.endpoints[r].up)
         cloudformation.install(lambda region: (self._region(region), self._creators(region)))
 
-        def promote(request: rds_global.PromotionRequest) -> None:
-            if self.promotions_to_fail > 0:  # the call fails, nothing flips (rds_global)
-                self.promotions_to_fail -= 1
-                log.info("fault: %s to %s fails (%d more to fail)", request.mode, request.to_region,
-                         self.promotions_to_fail)  # fmt: skip
-                raise RuntimeError(f"injected fault: the {request.mode} to {request.to_region} failed")
-            if request.mode == "switchover":
-                aurora.switchover(request.to_region)
-            else:
-                aurora.failover(request.to_region)
-
+        self.promotions = Promotions(clock, lambda request: aurora.promote(request.to_region, request.mode))
         rds_global.install()
-        rds_global.set_promotion_handler(promote)
+        rds_global.set_promotion_handler(self.promotions)
         lambda_invoke.install()
         lambda_snapstart.install()
         lambda_invoke.set_invoker(self._invoke_by_api)
@@ -403,7 +430,7 @@ class Twin:
         self.alarms = cloudwatch_alarms.AlarmEvaluator(clock, is_region_up=up)
         self.router = event_routing.EventRouter(self._deliver, clock, is_region_up=up)
         self.alarms.add_listener(self.router.on_alarm_state_change)
-        self.poller = event_routing.SqsPoller(self._invoke_arn, clock, is_region_up=up)
+        self.poller = event_routing.SqsPoller(self._invoke_arn, clock, is_region_up=self._lambda_up)
         self.health = route53_health.HealthChecker(clock, endpoint_probe=self._probe)
         route53_health.install()
         cloudwatch = functools.partial(self.client, service="cloudwatch")
@@ -446,31 +473,16 @@ class Twin:
         else:
             log.warning("event target %s is not a kind the twin delivers to", target_arn)
 
+    def _lambda_up(self, region: str) -> bool:
+        """Lambda serves in ``region`` (its SQS pollers are Lambda's: they stand still in a functions outage)."""
+        return self.endpoints[region].up and self.outages.of(region) != "functions"
+
     def _probe(self, config: dict[str, Any]) -> bool:
-        """Route53 endpoint checks: the ingress of a region answers while that region is up."""
+        """Route53 endpoint checks, from outside both regions: a region's ingress answers ``GET /health`` while
+        its endpoint and ingress serve, its functions run and it is not partitioned (see outages.py)."""
         target = str(config.get("FullyQualifiedDomainName") or config.get("IPAddress") or "")
         for region, endpoint in self.endpoints.items():
             if region in target:
-                return endpoint.up
+                serving = endpoint.up and self.ingress[region].up
+                return serving and ingress_answers(self.outages.of(region), partitioned=region in self.partitioned)
         return True
-
-
-def _cluster_of(stack: Stack) -> str:
-    """The region's member of the global database, as its global stack created it."""
-    return next(stack.ref(k) for k in stack.template.resources_of_type("AWS::RDS::DBCluster") if k in stack.physical)
-
-
-def _app_resources(app: Stack) -> dict[str, Any]:
-    """What a client of the region needs, read from the app stack (parameters as deployed, physical ids)."""
-    tpl = app.template
-    return {
-        "stack": app.name,
-        "ledger_table": tpl.parameter("LedgerTableName"),
-        "archive_bucket": tpl.parameter("ArchiveBucketName"),
-        "queue_url": app.ref("TransactionQueue"),
-        "dlq_url": app.ref("TransactionDLQ"),
-        "db_secret_arn": tpl.parameter("LedgerDbSecretArn"),
-        "alarm_topic_arn": app.ref("AlarmTopic"),
-        "ingress_domain": app.outputs.get("IngressHealthCheckDomain"),  # what the failover record answers
-        "durable_ingress": tpl.parameter("DurableIngress") == "enabled",
-    }

@@ -10,6 +10,8 @@ the data - the JSON, report.md and one timeline.png per scenario.
 - partition: the primary cut off but alive commits alone; DR fails over; healed, reconciliation applies it;
 - retry-storm: producers retry with lost answers and re-stamped created_at; nothing applied twice;
 - stuck-promotion: the first two promotions fail; paged, resumed without a human, one completed failover.
+- grey-database: only the primary's database dies; one failover within the detection budget, nothing lost;
+- dr-fault: DR cut off from a healthy primary; no failover, a page naming DR's own fault, nothing lost.
 
 Every scenario: every accepted transaction in the ledger exactly once, and every status equal to the ledger.
 """
@@ -36,7 +38,7 @@ def _drill(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "TANDEM_TWIN_DIR": str(state_dir)}
     proc = subprocess.run(
         [sys.executable, "-m", "tandem.cli", "drill", *args, "--report", str(report_path)],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=900,
     )  # fmt: skip
     assert not launcher.is_running(state_dir)  # the drill stopped every twin it started
     return proc, json.loads(report_path.read_text())
@@ -52,6 +54,7 @@ def test_every_scenario_does_what_it_promises_and_loses_nothing_it_accepted(tmp_
     scenarios = report["scenarios"]
     assert list(scenarios) == [
         "region-loss", "switchover", "blip", "dr-not-ready", "backlog", "partition", "retry-storm", "stuck-promotion",
+        "grey-database", "dr-fault",
     ]  # fmt: skip
     for name, sub in scenarios.items():
         assert sub["completed"], (name, sub.get("error"))
@@ -106,6 +109,17 @@ def test_every_scenario_does_what_it_promises_and_loses_nothing_it_accepted(tmp_
     assert stuck["invariants"]["failure_paged"] is True
     stuck_events = [e["event"] for e in stuck["failover"]["timeline"]]
     assert stuck_events.count("failover: promote_database failed") == 2
+
+    grey = scenarios["grey-database"]["failover"]  # finding 3: the ingress answers, the ledger cannot commit
+    assert (grey["executions"], grey["outcome"], grey["mode"]) == (1, "completed", "failover")
+    # AWS's 60 s, and the twin's own path (up to 4 s of real time at x30): see tandem.drill.kinds
+    assert 0 < grey["detection_seconds"] <= 180.0
+    assert grey["timeline"][0]["event"].startswith("us-east-1 database down")
+
+    own = scenarios["dr-fault"]  # finding 4: DR's own fault never fails over a healthy primary
+    assert (own["failover"]["executions"], own["failover"]["refusal_reasons"]) == (0, ["peer_healthy_from_outside"])
+    assert own["invariants"]["page_names_drs_own_fault"] is True
+    assert own["failover"]["timeline"][0]["event"].startswith("us-west-2 cut off")
 
     markdown = Path(report["artifacts"]["markdown"])
     text = markdown.read_text(encoding="utf-8")

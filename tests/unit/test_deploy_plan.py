@@ -101,12 +101,16 @@ def test_the_plan_deploys_in_the_order_the_templates_need_and_ends_by_arming_fai
     plan = make_plan()
     assert [(s.env, s.region) for s in plan.steps] == [
         ("global-secondary", DR), ("global-primary", PRIMARY), ("global-secondary", DR),
-        ("primary", PRIMARY), ("dr", DR), ("global-primary", PRIMARY), ("primary", PRIMARY),
+        ("primary", PRIMARY), ("dr", DR), ("global-primary", PRIMARY), ("primary", PRIMARY), ("dr", DR),
     ]  # fmt: skip
     assert [s.env for s in plan.steps] == [env for env, _ in ORDER]
-    assert "arms automatic failover" in plan.steps[-1].why
+    assert "arms automatic failover" in plan.steps[-2].why
+    assert "witness" in plan.steps[-1].why
     assert plan.step_of("global-primary").template == (ROOT / "infra_global" / "template.yaml")
     assert plan.step_of("dr").stack == "tandem-app-dr"
+
+
+PRIMARY_CHECK, DR_CHECK = "0f0e0d0c-0000-4000-8000-00000000000a", "0f0e0d0c-0000-4000-8000-00000000000b"
 
 
 def _outputs_after(done: set[str]) -> Any:
@@ -114,7 +118,8 @@ def _outputs_after(done: set[str]) -> Any:
     outputs = {
         "global-secondary": {"DataKeyArn": "arn:aws:kms:us-west-2:111122223333:key/dr"},
         "global-primary": {"DataKeyArn": "arn:aws:kms:us-east-1:111122223333:key/primary",
-                           "LedgerDbSecretArn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:ledger"},
+                           "LedgerDbSecretArn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:ledger",
+                           "PrimaryEndpointHealthCheckId": PRIMARY_CHECK, "DrEndpointHealthCheckId": DR_CHECK},
         "primary": {"IngressApiEndpoint": "https://p1.execute-api.us-east-1.amazonaws.com",
                     "IngressHealthCheckDomain": "p1.execute-api.us-east-1.amazonaws.com",
                     "IngressRegionalDomain": "d-p1.execute-api.us-east-1.amazonaws.com"},
@@ -132,7 +137,7 @@ def test_each_step_computes_its_inputs_from_the_outputs_of_the_stacks_before_it(
     for step in plan.steps:
         seen.append(parameters(plan, step.env, _outputs_after(done)))
         done.add(step.env)
-    first_secondary, primary_data, second_secondary, app_primary, app_dr, dns, armed = seen
+    first_secondary, primary_data, second_secondary, app_primary, app_dr, dns, armed, witness = seen
     assert "PeerDataKeyArn" not in first_secondary  # REPLACE-ME in samconfig is never passed
     assert primary_data["PeerDataKeyArn"].endswith(":key/dr")
     assert "HostedZoneId" not in primary_data  # the DNS inputs go together, once both apps exist
@@ -143,6 +148,9 @@ def test_each_step_computes_its_inputs_from_the_outputs_of_the_stacks_before_it(
     assert dns["PrimaryIngressDomain"] == "d-p1.execute-api.us-east-1.amazonaws.com"
     assert dns["DrHealthCheckDomain"] == "d2.execute-api.us-west-2.amazonaws.com"
     assert armed["PeerHealthUrl"] == "https://d2.execute-api.us-west-2.amazonaws.com/health"
+    assert armed["PeerEndpointHealthCheckId"] == DR_CHECK  # Route53's view of the peer: each handler's witness
+    assert witness["PeerEndpointHealthCheckId"] == PRIMARY_CHECK
+    assert witness["PeerHealthUrl"] == app_dr["PeerHealthUrl"]
     assert {s["PeerRegion"] for s in (first_secondary, app_primary, dns)} == {PRIMARY, DR}
 
 
@@ -150,7 +158,7 @@ def test_a_second_run_passes_each_stack_its_final_values_at_its_first_step() -> 
     """Every step of an env computes the same values once all stacks exist: a second run changes nothing."""
     plan = make_plan(site={"global-primary": {"HostedZoneId": "ZTANDEM", "RecordName": RECORD}})
     everything = _outputs_after({"global-secondary", "global-primary", "primary", "dr"})
-    for env in ("global-secondary", "global-primary", "primary"):
+    for env in ("global-secondary", "global-primary", "primary", "dr"):
         runs = [parameters(plan, s.env, everything) for s in plan.steps if s.env == env]
         assert len(runs) == 2
         assert runs[0] == runs[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import boto3
@@ -183,3 +184,47 @@ def test_global_cluster_from_an_existing_cluster_has_that_cluster_as_writer(aws_
         client.create_global_cluster(GlobalClusterIdentifier="g", SourceDBClusterIdentifier=source)
         members = client.describe_global_clusters(GlobalClusterIdentifier="g")["GlobalClusters"][0]
         assert [(m["DBClusterArn"], m["IsWriter"]) for m in members["GlobalClusterMembers"]] == [(source, True)]
+
+
+def test_a_handler_that_finishes_later_is_accepted_at_once_and_flips_when_done(rds: dict[str, Any]) -> None:
+    """A slow control plane: the call returns, the switch shows in progress, the writer flips on completion."""
+    pending: list[Future[None]] = []
+
+    def handler(request: PromotionRequest) -> Future[None]:
+        pending.append(Future())
+        return pending[-1]
+
+    rds_global.set_promotion_handler(handler)
+    out = rds[DR].switchover_global_cluster(GlobalClusterIdentifier=GLOBAL, TargetDbClusterIdentifier=arn(rds, DR))
+    assert out["GlobalCluster"]["Status"] == "switching-over"
+    described = rds[PRIMARY].describe_global_clusters(GlobalClusterIdentifier=GLOBAL)["GlobalClusters"][0]
+    assert (described["Status"], described["FailoverState"]["Status"]) == ("switching-over", "switching-over")
+    assert writers(rds[PRIMARY]) == {PRIMARY: True, DR: False}
+    with pytest.raises(ClientError) as exc:  # one operation at a time, as AWS
+        rds[DR].failover_global_cluster(
+            GlobalClusterIdentifier=GLOBAL, TargetDbClusterIdentifier=arn(rds, DR), AllowDataLoss=True
+        )
+    assert error_code(exc) == "InvalidGlobalClusterStateFault"
+
+    pending[0].set_result(None)
+    assert writers(rds[PRIMARY]) == writers(rds[DR]) == {PRIMARY: False, DR: True}
+    described = rds[DR].describe_global_clusters(GlobalClusterIdentifier=GLOBAL)["GlobalClusters"][0]
+    assert described["Status"] == "available"
+    assert "FailoverState" not in described
+
+
+@pytest.mark.parametrize("outcome", ["failed", "cancelled"])
+def test_a_promotion_that_fails_or_is_cancelled_later_leaves_the_writer(rds: dict[str, Any], outcome: str) -> None:
+    pending: Future[None] = Future()
+    rds_global.set_promotion_handler(lambda request: pending)
+    rds[DR].failover_global_cluster(
+        GlobalClusterIdentifier=GLOBAL, TargetDbClusterIdentifier=arn(rds, DR), AllowDataLoss=True
+    )
+    if outcome == "failed":
+        pending.set_exception(RuntimeError("the standby is gone"))
+    else:
+        assert pending.cancel()
+    assert writers(rds[DR]) == {PRIMARY: True, DR: False}
+    described = rds[DR].describe_global_clusters(GlobalClusterIdentifier=GLOBAL)["GlobalClusters"][0]
+    assert described["Status"] == "available"
+    assert "FailoverState" not in described

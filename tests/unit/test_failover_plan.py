@@ -56,7 +56,7 @@ def test_a_reachable_caught_up_peer_makes_even_a_failover_a_switchover_with_rpo_
 def test_a_degraded_region_may_take_over_unplanned_and_the_rpo_falls_back_to_the_last_known_lag() -> None:
     record = readiness("degraded", aurora_lag=None)
     record["stores"]["aurora"]["last_known_lag_seconds"] = 3.2
-    plan = make_plan(ALARM, situation(readiness=record, peer_reachable=True))
+    plan = make_plan(ALARM, situation(readiness=record, peer_reachable=False))
     assert (plan.allowed, plan.mode, plan.rpo_estimate_seconds) == (True, Mode.FAILOVER, 3.2)
 
 
@@ -153,3 +153,26 @@ def test_no_failback_or_switchover_while_a_reconciliation_is_owed_unless_forced(
     assert make_plan(operator(Action.FAILOVER), back).refused == ()  # an unplanned move is never held by it
     stranded = situation(region=PRIMARY, peer_region=DR, control=owed, peer_reachable=False)
     assert make_plan(operator(Action.FAILBACK, force=True), stranded).refused == ("peer_unreachable",)
+
+
+# ---------------------------------------------------------------------------------------------- grey and own faults
+def test_an_alarm_whose_peer_answers_and_commits_is_refused_whatever_the_readiness() -> None:
+    for verdict in ("ready", "degraded"):
+        plan = make_plan(ALARM, situation(readiness=readiness(verdict), peer_reachable=True))
+        assert plan.refused == ("peer_answers",), verdict
+
+
+def test_a_peer_that_answers_but_says_its_ledger_cannot_commit_is_failed_over_never_switched_over() -> None:
+    grey = situation(peer_reachable=True, peer_ledger_failing=True)
+    for request in (ALARM, operator(Action.FAILOVER)):
+        plan = make_plan(request, grey)
+        assert (plan.allowed, plan.mode, plan.rpo_estimate_seconds) == (True, Mode.FAILOVER, 0.4)
+    assert "peer_ledger_failing" in make_plan(operator(Action.SWITCHOVER, force=True), grey).refused
+
+
+def test_an_alarm_against_a_peer_route53_sees_healthy_is_refused_an_operator_is_not() -> None:
+    seen = situation(peer_seen_from_outside=True, witness="3 of 3 checkers see the peer healthy")
+    assert make_plan(ALARM, seen).refused == ("peer_healthy_from_outside",)
+    assert make_plan(operator(Action.FAILOVER), seen).allowed
+    assert make_plan(ALARM, situation(peer_seen_from_outside=False)).allowed
+    assert make_plan(ALARM, situation(peer_seen_from_outside=None)).allowed  # no view: this region's signals

@@ -12,7 +12,15 @@ from failover_handler.history import ExecutionLog, ExecutionRecord
 from failover_handler.metrics import EmfExecutionMetrics
 from failover_handler.plan import STEPS
 from failover_handler.runbook import Order, Runbook
-from failover_handler.service import LEASE_MARGIN_SECONDS, ExecutionFailed, ExecutionInProgress, Facts, FailoverService
+from failover_handler.service import (
+    LEASE_MARGIN_SECONDS,
+    ExecutionFailed,
+    ExecutionInProgress,
+    Facts,
+    FailoverService,
+    no_witness,
+)
+from failover_handler.witness import Sighting
 from tandem.twin.extensions import rds_global
 from tandem.twin.log_metrics import parse_emf
 from tandem_core.control import CONTROL_KEY, ControlStore, LockRefused, NewExecution
@@ -38,12 +46,20 @@ def ready(world: World, verdict: str = "ready", at: float = NOW - 20) -> None:
     world.clients[DR]["dynamodb"].put_item(TableName=TABLE, Item={**readiness_key(DR), **to_attributes(record)})
 
 
-def service(world: World, clock: FakeClock, peer_reachable: bool = False) -> FailoverService:
+def service(
+    world: World, clock: FakeClock, peer_reachable: bool = False, *, ledger_failing: bool = False,
+    witness: Sighting | None = None,
+) -> FailoverService:  # fmt: skip
+    """``ledger_failing``: the peer's heartbeat says its ledger cannot commit; ``witness``: Route53's view."""
     db = world.clients[DR]["dynamodb"]
     ids = iter(f"exec-{i}" for i in range(100))
+    facts = Facts(
+        lambda r: read_readiness(db, TABLE, r), lambda: peer_reachable, lambda: ledger_failing,
+        (lambda: witness) if witness is not None else no_witness,
+    )  # fmt: skip
     return FailoverService(
         world.settings(), DR, control=ControlStore(db, TABLE, PRIMARY), history=ExecutionLog(db, TABLE),
-        runbook=world.runbook(), facts=Facts(lambda r: read_readiness(db, TABLE, r), lambda: peer_reachable),
+        runbook=world.runbook(), facts=facts,
         metrics=EmfExecutionMetrics(DR), clock=clock.now, new_id=lambda: next(ids),
     )  # fmt: skip
 
@@ -159,12 +175,47 @@ def test_a_reachable_caught_up_primary_makes_the_operators_failover_a_switchover
     assert [p.mode for p in world.promotions] == ["switchover"]
 
 
-def test_an_alarm_while_the_primary_still_answers_and_dr_is_caught_up_is_served_by_a_switchover(world: World) -> None:
-    """The alarm does not exempt the peer from its probe: no data-loss failover when none is needed."""
+def test_an_alarm_whose_peer_answers_again_moves_nothing_and_pages(world: World) -> None:
+    """Finding 4: the blip was over (or the fault was ours) by the time the handler planned - it still ran, as a
+    switchover. An alarm never moves a primary that answers and commits."""
     ready(world)
     reply = service(world, FakeClock(NOW), peer_reachable=True).handle(ALARM)
-    assert (reply["outcome"], reply["execution"]["mode"]) == ("completed", "switchover")
-    assert [p.mode for p in world.promotions] == ["switchover"]
+    assert (reply["outcome"], reply["reasons"]) == ("refused", ["peer_answers"])
+    (notice,) = world.notices()
+    assert notice["reasons"] == ["peer_answers"]
+    assert "the peer answers now" in notice["hint"]
+    assert world.promotions == []
+    assert live_state(world)["control"].active_region == PRIMARY
+
+
+def test_an_alarm_whose_peer_answers_but_says_its_ledger_cannot_commit_fails_over(world: World) -> None:
+    """Finding 3: a grey database failure - the primary's ingress answers, its writer is gone. Only a failover
+    moves the writer (a switchover needs the old one to hand over)."""
+    ready(world)
+    reply = service(world, FakeClock(NOW), peer_reachable=True, ledger_failing=True).handle(ALARM)
+    assert (reply["outcome"], reply["execution"]["mode"]) == ("completed", "failover")
+    assert [p.mode for p in world.promotions] == ["failover"]
+
+
+def test_an_alarm_whose_peer_is_seen_healthy_from_outside_pages_this_regions_own_fault(world: World) -> None:
+    """Finding 4: DR cut off from a healthy primary (its egress, a replication stall into it) fires the same
+    alarm as the primary's loss. Route53's checkers, outside DR, see the primary healthy: no failover."""
+    ready(world)
+    reply = service(world, FakeClock(NOW), witness=Sighting(True, 15, 1, "15 of 16 see it healthy")).handle(ALARM)
+    assert (reply["outcome"], reply["reasons"]) == ("refused", ["peer_healthy_from_outside"])
+    (notice,) = world.notices()
+    assert notice["hint"].startswith("THIS region's own fault is suspected")
+    assert notice["witness"] == "15 of 16 see it healthy"
+    assert world.promotions == []
+    assert live_state(world)["control"].active_region == PRIMARY
+    operator = service(world, FakeClock(NOW + 10)).handle(Request(Action.FAILOVER, "operator"))
+    assert operator["outcome"] == "completed"  # an operator who knows the primary is lost is not second-guessed
+
+
+def test_a_witness_without_a_view_leaves_the_decision_to_this_regions_signals(world: World) -> None:
+    ready(world)
+    witness = Sighting(None, detail="Route53 did not answer")
+    assert service(world, FakeClock(NOW), witness=witness).handle(ALARM)["outcome"] == "completed"
 
 
 def test_status_shows_the_control_record_and_the_executions_newest_first(world: World) -> None:
@@ -247,8 +298,8 @@ def test_only_the_region_being_activated_takes_over_its_execution(world: World) 
 def test_a_forced_failover_resumes_a_stuck_switchover_as_a_failover_that_owes_reconciliation(world: World) -> None:
     ready(world)
     refuse_promotions(world, 5)
-    with pytest.raises(ExecutionFailed):
-        service(world, FakeClock(NOW), peer_reachable=True).handle(ALARM)
+    first = service(world, FakeClock(NOW), peer_reachable=True).handle(Request(Action.SWITCHOVER, "operator"))
+    assert first["outcome"] == "failed"
     again = service(world, FakeClock(NOW + 60)).handle(Request(Action.RESUME, "monitor"))  # peer gone now
     assert (again["outcome"], again["execution"]["mode"]) == ("failed", "switchover")  # as decided, in vain
     refuse_promotions(world, 0)

@@ -165,6 +165,15 @@ def test_probe_rounds_are_high_resolution_with_their_own_timestamp(capsys: pytes
     assert line["_aws"]["Timestamp"] == int(NOW * 1000)
 
 
+def test_the_peers_word_on_its_ledger_is_a_high_resolution_duration(capsys: pytest.CaptureFixture[str]) -> None:
+    EmfSink("us-west-2").probe_round(NOW, True, 3.0, 20.125)
+    (line,) = emf_lines(capsys.readouterr().out)
+    metrics = {m["Name"]: m for m in line["_aws"]["CloudWatchMetrics"][0]["Metrics"]}
+    assert metrics["PeerLedgerFailingSeconds"] == {"Name": "PeerLedgerFailingSeconds", "Unit": "Seconds",
+                                                   "StorageResolution": 1}  # fmt: skip
+    assert line["PeerLedgerFailingSeconds"] == 20.125
+
+
 def test_an_unknown_lag_is_not_published(capsys: pytest.CaptureFixture[str]) -> None:
     EmfSink("us-east-1").run(NOW, {Store.AURORA: 0.0, Store.DYNAMODB: None, Store.S3: 4.25}, False, False)
     (line,) = emf_lines(capsys.readouterr().out)

@@ -24,6 +24,7 @@ from tandem_core.heartbeat import (
     BucketHeartbeats,
     ControlItems,
     InvokedAurora,
+    LedgerVerdict,
     from_attributes,
     heartbeat_key,
 )
@@ -60,9 +61,13 @@ class ListSink:
     rounds: list[tuple[float, bool | None, float | None]] = field(default_factory=list)
     runs: list[tuple[float, dict[Store, float | None], bool]] = field(default_factory=list)
     armed: list[bool] = field(default_factory=list)
+    peer_ledger: list[float | None] = field(default_factory=list)  # PeerLedgerFailingSeconds per round
 
-    def probe_round(self, at: float, peer_healthy: bool | None, peer_heartbeat_age: float | None) -> None:
+    def probe_round(
+        self, at: float, peer_healthy: bool | None, peer_heartbeat_age: float | None, failing_seconds: float | None
+    ) -> None:
         self.rounds.append((at, peer_healthy, peer_heartbeat_age))
+        self.peer_ledger.append(failing_seconds)
 
     def run(self, at: float, lags: Mapping[Store, float | None], ready: bool, armed: bool) -> None:
         self.runs.append((at, dict(lags), ready))
@@ -124,6 +129,7 @@ class World:
         every_seconds: float | None = None,
         s3_seconds_ago: float | None = None,
         s3_every_seconds: float | None = None,
+        ledger: LedgerVerdict | None = None,
     ) -> None:
         """The peer's heartbeats, written by the peer's own code, as replication delivers them into this region's
         table and bucket (``s3_seconds_ago``: the object's age when it differs from the item's)."""
@@ -134,7 +140,7 @@ class World:
             "s3_pending_operations": 0.0,
         })  # fmt: skip
         ControlItems(self.clients["dynamodb"], TABLE, PEER, REGION).write_heartbeat(
-            written, outbound, every_seconds=every_seconds
+            written, outbound, every_seconds=every_seconds, ledger=ledger
         )
         s3_written = written if s3_seconds_ago is None else self.clock.t - s3_seconds_ago
         BucketHeartbeats(self.clients["s3"], BUCKET, PEER, REGION).write(s3_written, s3_every_seconds)
@@ -188,8 +194,9 @@ def test_a_default_run_probes_every_10_s_and_stays_within_15_aws_calls(world: Wo
     assert len(world.calls) == 14
     assert sorted(world.calls) == sorted(
         ["GetMetricData", "Invoke observer", "GetQueueAttributes", "PutObject", "HeadObject"]
-        + ["GetItem"] * 5
-        + ["BatchGetItem"]  # the last round: the peer's heartbeat and our own last readiness record
+        + ["GetItem"] * 4
+        # the first and the last round: the peer's heartbeat, our own last readiness record, the control record
+        + ["BatchGetItem"] * 2
         + ["PutItem"] * 2
         + ["BatchWriteItem"]
     )
@@ -577,7 +584,8 @@ def test_the_active_region_keeps_its_processing_and_costs_no_extra_call(world: W
     control.acquire(NewExecution("x2", "failover", "failover", PEER), now=world.clock.t, lease_seconds=120)
     world.calls.clear()
     monitor.run(ListSink())
-    assert world.calls.count("BatchGetItem") == 2  # something owed: its epoch item is read beside (one call)
+    # the first and the last round's reads, and - something owed - its epoch item, read beside the last one
+    assert world.calls.count("BatchGetItem") == 3
 
 
 def test_after_an_unplanned_failover_the_active_region_asks_for_reconciliation_once_the_old_one_answers(
@@ -652,3 +660,93 @@ def test_every_run_says_whether_automatic_failover_is_armed_from_here(world: Wor
     assert reasons == ["the ledger database is not observable: connection refused"]
     events.disable_rule(Name="tandem-app-dr-peer-region-impaired")
     assert run()[1] == ["the failover rule tandem-app-dr-peer-region-impaired is DISABLED"]
+
+
+# ---------------------------------------------------------------------------------------------- grey failures
+WRITER = AuroraObservation(True, writer=True, rpo_lag_seconds=0.0, heartbeat_written=True)
+
+
+def own_heartbeat(world: World) -> dict[str, Any]:
+    item = world.item(heartbeat_key(REGION))
+    assert item is not None
+    return item
+
+
+def test_the_active_region_says_with_each_heartbeat_whether_its_ledger_commits(world: World) -> None:
+    """The ingress of a region whose database died still answers: only the region itself can tell. Each of
+    its heartbeats carries the verdict of an observation taken right before it (the observer is asked again),
+    and a failure streak says since when - across runs too (the last verdict rides in the readiness record)."""
+    world.peer_writes(seconds_ago=1.0)
+    world.calls.clear()
+    monitor, _ = world.monitor(WRITER, TANDEM_REGION_ROLE="primary")  # no control record: the primary is active
+    monitor.run(ListSink())
+    assert own_heartbeat(world)["ledger"] == {"ok": True, "error": None, "failing_since": None}
+    assert world.calls.count("Invoke observer") == 6  # every round: a dead ledger is seen within one
+    assert world.calls.count("PutItem") == 2  # heartbeats every second round while the ledger commits
+
+    dead = AuroraObservation(False, error="observer failed: connection refused")
+    first = world.clock.t
+    world.calls.clear()
+    monitor, _ = world.monitor(dead, TANDEM_REGION_ROLE="primary")
+    report = monitor.run(ListSink())
+    verdict = own_heartbeat(world)["ledger"]
+    assert (verdict["ok"], verdict["error"]) == (False, "observer failed: connection refused")
+    assert verdict["failing_since"] == pytest.approx(first)  # the run's first observation
+    assert world.calls.count("PutItem") == 5  # while it fails, a heartbeat every round (the last with the record)
+    assert "own_database_unreachable" in report["reasons"]
+    world.clock.t += 10
+    monitor.run(ListSink())
+    assert own_heartbeat(world)["ledger"]["failing_since"] == pytest.approx(first)  # the streak goes on
+
+
+def test_a_region_that_is_not_active_gives_no_ledger_verdict_and_asks_the_observer_once(world: World) -> None:
+    world.peer_writes(seconds_ago=1.0)
+    monitor, _ = world.monitor(AuroraObservation(False, error="down"))  # DR: the primary is active
+    monitor.run(ListSink())
+    assert "ledger" not in own_heartbeat(world)
+    assert world.calls.count("Invoke observer") == 1
+
+
+def test_a_demoted_writer_or_a_schema_not_migrated_says_nothing_about_the_ledger(world: World) -> None:
+    for error in ("writer is read-only", "replication_heartbeat table missing (ledger schema not migrated)"):
+        observation = AuroraObservation(True, writer=True, heartbeat_error=error)
+        monitor, _ = world.monitor(observation, TANDEM_REGION_ROLE="primary")
+        monitor.run(ListSink())
+        assert "ledger" not in own_heartbeat(world), error
+
+
+def test_the_peer_saying_its_ledger_fails_is_published_each_round_and_does_not_block_the_takeover(
+    world: World,
+) -> None:
+    """Grey database failure seen from DR: the peer answers, its DynamoDB heartbeat is fresh and says its
+    ledger has not committed for 25 s; Aurora's heartbeat here stopped because nothing commits there, not
+    because replication stalled - DR stays a takeover target (degraded), and the alarm's metric says 25 s."""
+    world.peer_writes(seconds_ago=1.0, ledger=LedgerVerdict(False, "connection refused", world.clock.t - 26.0))
+    stopped = replace(SECONDARY, rpo_lag_seconds=None, status_error="no WAL receiver", heartbeat_age_seconds=300.0)
+    monitor, _ = world.monitor(stopped)
+    sink = ListSink()
+    report = monitor.run(sink)
+    assert sink.peer_ledger == [pytest.approx(25.0)] * 6  # measured by the peer up to its heartbeat
+    assert report["peer"]["ledger_failing"] is True
+    assert report["verdict"] == "degraded", report["reasons"]
+    assert "aurora_heartbeat_stale" in report["reasons"]
+
+    world.peer_writes(seconds_ago=1.0)  # no verdict: the same Aurora picture is a stall
+    report = monitor.run(ListSink())
+    assert report["verdict"] == "not_ready"
+
+
+def test_one_failed_observation_reads_zero_seconds_and_a_committing_peer_zero(world: World) -> None:
+    for ledger in (LedgerVerdict(False, "blip", world.clock.t - 1.0), LedgerVerdict(True)):
+        world.peer_writes(seconds_ago=1.0, ledger=ledger)
+        sink = ListSink()
+        world.monitor()[0].run(sink)
+        assert sink.peer_ledger == [0.0] * 6
+
+
+def test_a_ledger_verdict_in_a_stale_heartbeat_is_not_published(world: World) -> None:
+    world.peer_writes(seconds_ago=31.0, ledger=LedgerVerdict(False, "connection refused"))
+    monitor, _ = world.monitor(HEARTBEAT_STALE_SECONDS="30")
+    sink = ListSink()
+    monitor.run(sink)
+    assert sink.peer_ledger[0] is None

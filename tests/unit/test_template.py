@@ -103,7 +103,7 @@ def test_alarms_cover_dlq_age_and_errors_into_the_topic(tpl: Template) -> None:
     paged_through_a_composite = {
         logical for c in composites for logical in alarms if f"${{{logical}}}" in str(c["AlarmRule"])
     }
-    assert paged_through_a_composite == {"PeerHeartbeatStaleAlarm", "PeerUnhealthyAlarm"}
+    assert paged_through_a_composite == {"PeerHeartbeatStaleAlarm", "PeerUnhealthyAlarm", "PeerLedgerFailingAlarm"}
     for logical, props in alarms.items():
         if logical not in paged_through_a_composite:
             assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}]
@@ -197,11 +197,12 @@ def _monitor_template(**params: str) -> Template:
 
 
 def _policy_statements(tpl: Template, logical_id: str) -> list[dict[str, Any]]:
+    """The inline statements this deployment gets (a statement under ``Fn::If`` only when its condition holds)."""
     return [
         st
         for policy in tpl.properties(logical_id)["Policies"]
         if isinstance(policy, dict)
-        for st in policy["Statement"]
+        for st in tpl.expand(policy["Statement"])
     ]
 
 
@@ -429,7 +430,7 @@ def test_the_peer_health_url_is_https_or_the_twins_loopback_ingress(url: str, ac
             tpl.parameter("PeerHealthUrl")
 
 
-def test_peer_region_impaired_needs_both_signals_sustained_and_only_it_triggers_the_handler() -> None:
+def test_peer_region_impaired_needs_both_signals_sustained_or_the_peers_word_and_only_it_triggers_the_handler() -> None:
     tpl = _monitor_template()
     stale, unhealthy = tpl.properties("PeerHeartbeatStaleAlarm"), tpl.properties("PeerUnhealthyAlarm")
     assert (stale["MetricName"], stale["Period"], stale["EvaluationPeriods"], stale["DatapointsToAlarm"]) == (
@@ -440,12 +441,39 @@ def test_peer_region_impaired_needs_both_signals_sustained_and_only_it_triggers_
     assert (unhealthy["MetricName"], unhealthy["Period"], unhealthy["DatapointsToAlarm"]) == ("PeerHealthy", 10, 4)
     assert (unhealthy["Threshold"], unhealthy["ComparisonOperator"]) == (1, "LessThanThreshold")
     assert stale["TreatMissingData"] == unhealthy["TreatMissingData"] == "missing"
+    # the grey path: the peer's own word that its ledger has not committed for longer than the threshold, by
+    # its own observations a round apart (one failed observation reads 0 s): one datapoint is enough, 1 of 3
+    ledger = tpl.properties("PeerLedgerFailingAlarm")
+    assert (ledger["MetricName"], ledger["Period"], ledger["EvaluationPeriods"], ledger["DatapointsToAlarm"]) == (
+        "PeerLedgerFailingSeconds", 10, 3, 1,
+    )  # fmt: skip
+    assert (ledger["Threshold"], ledger["ComparisonOperator"], ledger["TreatMissingData"]) == (
+        {"Ref": "PeerLedgerFailingAlarmSeconds"}, "GreaterThanOrEqualToThreshold", "missing",
+    )  # fmt: skip
+    assert tpl.parameter("PeerLedgerFailingAlarmSeconds") == "30"  # 4 failed observations in a row
     composite = tpl.properties("PeerRegionImpairedAlarm")
     assert composite["AlarmRule"] == {
-        "Fn::Sub": 'ALARM("${PeerHeartbeatStaleAlarm}") AND ALARM("${PeerUnhealthyAlarm}")'
+        "Fn::Sub": '(ALARM("${PeerHeartbeatStaleAlarm}") AND ALARM("${PeerUnhealthyAlarm}"))'
+        ' OR ALARM("${PeerLedgerFailingAlarm}")'
     }
     (event,) = tpl.properties("FailoverHandlerFunction")["Events"].values()
     assert event["Properties"]["Pattern"]["detail"] == {
         "alarmName": [{"Ref": "PeerRegionImpairedAlarm"}], "state": {"value": ["ALARM"]},
     }  # fmt: skip
     assert event["Properties"]["State"] == {"Fn::If": ["IsAutomaticFailover", "ENABLED", "DISABLED"]}
+
+
+def test_the_handlers_witness_reads_only_the_peers_endpoint_check_and_only_when_given() -> None:
+    handler = "FailoverHandlerFunction"
+    without = {st["Sid"] for st in _policy_statements(_monitor_template(), handler)}
+    assert "TheWitnessRoute53sCheckersViewOfThePeer" not in without
+    check = "0f0e0d0c-0000-4000-8000-00000000000a"
+    tpl = _monitor_template(PeerEndpointHealthCheckId=check)
+    wanted = ("TheWitnessRoute53sCheckersViewOfThePeer", "ThisRegionsReadinessAndThePeersWordOnItsLedger")
+    statements = {st["Sid"]: tpl.resolve(st) for st in _policy_statements(tpl, handler) if st["Sid"] in wanted}
+    witness = statements["TheWitnessRoute53sCheckersViewOfThePeer"]
+    assert (witness["Action"], witness["Resource"]) == (
+        "route53:GetHealthCheckStatus", f"arn:aws:route53:::healthcheck/{check}",
+    )  # fmt: skip
+    leading = statements["ThisRegionsReadinessAndThePeersWordOnItsLedger"]["Condition"]["ForAllValues:StringEquals"]
+    assert leading["dynamodb:LeadingKeys"] == ["READINESS#us-west-2", "HEARTBEAT#us-east-1"]

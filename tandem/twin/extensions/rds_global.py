@@ -7,7 +7,10 @@ backend logic they need); both moto servers of the twin, and moto in-process, sh
 backends, so a switchover requested via one region's endpoint is visible from the other.
 
 The twin backs the clusters with real PostgreSQL: before the writer flips, the registered promotion handler
-(:func:`set_promotion_handler`) makes the database follow; if it raises, the call fails and nothing flips.
+(:func:`set_promotion_handler`) makes the database follow; if it raises, the call fails and nothing flips. A
+handler that takes the promotion on in the background (a slow control plane) returns a ``Future``: the call
+is accepted at once, the global cluster stays ``switching-over``/``failing-over`` and the writer flips when
+the future succeeds (a future that fails or is cancelled leaves the writer where it was).
 
 While a promotion runs, ``DescribeGlobalClusters`` shows the global cluster as ``switching-over`` /
 ``failing-over`` with a ``FailoverState``, as AWS does; once it completes, the state is ``available`` and
@@ -23,8 +26,10 @@ cluster with ``IsWriter`` false, so such a global cluster would have no writer t
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,6 +45,8 @@ from moto.rds.models import DBCluster, GlobalCluster, RDSBackend, rds_backends
 from moto.rds.responses import RDSResponse
 
 from tandem import moto_ext
+
+log = logging.getLogger("tandem.twin")
 
 Mode = Literal["switchover", "failover"]
 
@@ -59,7 +66,8 @@ class PromotionRequest:
     mode: Mode
 
 
-PromotionHandler = Callable[[PromotionRequest], None]
+#: Returns None once the database has followed, or a Future that completes when it has (see the docstring).
+PromotionHandler = Callable[[PromotionRequest], "Future[None] | None"]
 
 
 class GlobalClusterNotFoundFault(RDSClientError):
@@ -259,6 +267,7 @@ def promote(account_id: str, global_cluster_id: str, target: str, mode: Mode = "
             )
         global_cluster.status = _IN_PROGRESS[mode]
         setattr(global_cluster, FAILOVER_STATE_ATTR, {**failover_state, "Status": _IN_PROGRESS[mode]})
+    pending: Future[None] | None = None
     try:
         handler = _handler
         if handler is not None:
@@ -270,17 +279,46 @@ def promote(account_id: str, global_cluster_id: str, target: str, mode: Mode = "
                 mode=mode,
             )
             try:
-                handler(request)
+                pending = handler(request)
             except Exception as exc:
                 raise InvalidGlobalClusterStateFault(
                     f"{mode.capitalize()} of global cluster {global_cluster.global_cluster_identifier} to "
                     f"{to_cluster.db_cluster_arn} failed: {exc}"
                 ) from exc
-        with _state_lock:
-            for member in global_cluster.members:
-                member.is_writer = member is to_cluster
+        if pending is None:
+            _flip(global_cluster, to_cluster)
     finally:
-        with _state_lock:
-            global_cluster.status = "available"
-            setattr(global_cluster, FAILOVER_STATE_ATTR, None)
+        if pending is None:
+            _settle(global_cluster)
+    # accepted; in progress until the handler's future completes (at once if it has already)
+    if pending is not None:
+        pending.add_done_callback(functools.partial(_finish, global_cluster, to_cluster))
     return _GlobalClusterView(global_cluster, _IN_PROGRESS[mode], failover_state)
+
+
+def _flip(global_cluster: GlobalCluster, to_cluster: DBCluster) -> None:
+    with _state_lock:
+        for member in global_cluster.members:
+            member.is_writer = member is to_cluster
+
+
+def _settle(global_cluster: GlobalCluster) -> None:
+    """The operation is over: the global cluster is available again, with no FailoverState."""
+    with _state_lock:
+        global_cluster.status = "available"
+        setattr(global_cluster, FAILOVER_STATE_ATTR, None)
+
+
+def _finish(global_cluster: GlobalCluster, to_cluster: DBCluster, done: Future[None]) -> None:
+    """A promotion the handler finished in the background: the writer flips if it succeeded."""
+    try:
+        error = None if not done.cancelled() else "cancelled"
+        if error is None and done.exception() is not None:
+            error = str(done.exception())
+        if error is None:
+            _flip(global_cluster, to_cluster)
+        else:
+            log.warning("promotion of %s to %s failed: %s", global_cluster.global_cluster_identifier,
+                        to_cluster.db_cluster_arn, error)  # fmt: skip
+    finally:
+        _settle(global_cluster)
