@@ -118,6 +118,9 @@ class LedgerVerdict:
 #: observer answers that say nothing about the database's health: a writer being demoted on purpose (a
 #: switchover), a schema not migrated yet (a deploy) - failing over would not help, so no verdict is given
 _NO_VERDICT = ("writer is read-only", "replication_heartbeat table missing")
+#: a writer recovering from a crash by itself (SQLSTATE 57P03 "the database system is starting up"): Aurora's
+#: own recovery, which a region's failover would only race; a writer that is gone refuses or times out instead
+_RECOVERING = "57P03"
 
 
 def ledger_verdict(
@@ -129,6 +132,8 @@ def ledger_verdict(
         return LedgerVerdict(True)
     if not observation.reachable:
         error = observation.error or "unreachable"
+        if _RECOVERING in error:
+            return None
     else:
         error = observation.heartbeat_error or ("not the writer" if not observation.writer else "heartbeat not written")
         if any(error.startswith(prefix) for prefix in _NO_VERDICT):

@@ -163,20 +163,36 @@ class Pager:
         return self._taken
 
 
-class DrNotReady(Scenario):
+class Paging(Scenario):
+    """A scenario whose expectations read the on-call's pager: an SQS queue on DR's alarm topic from
+    :meth:`prepare` on, emptied and removed by :meth:`take_pages`."""
+
+    def __init__(self, view: TwinView, options: ScenarioOptions, progress: Progress | None = None) -> None:
+        super().__init__(view, options, progress)
+        self.pager: Pager | None = None
+        self.pages: list[dict[str, Any]] = []
+
+    def prepare(self, deadline: float) -> None:  # noqa: ARG002 - nothing to wait for
+        self.pager = Pager(self.view, self.dr)
+
+    def take_pages(self) -> list[dict[str, Any]]:
+        """Every message the pager received (once; later calls answer the same)."""
+        return [] if self.pager is None else self.pager.take()
+
+
+class DrNotReady(Paging):
     name = "dr-not-ready"
     expected = "the automatic failover refused and paged, nothing changed, nothing lost once the primary returns"
     default_outage = 240.0
 
     def __init__(self, view: TwinView, options: ScenarioOptions, progress: Progress | None = None) -> None:
         super().__init__(view, options, progress)
-        self.pager: Pager | None = None
         self.paged: set[str] = set()  # execution ids the pager received
         self.paged_reasons: set[str] = set()  # the readiness reasons those pages gave
         self.paused = False
 
     def prepare(self, deadline: float) -> None:
-        self.pager = Pager(self.view, self.dr)
+        super().prepare(deadline)
         call(self.view.state_dir, "POST", "/replication/pause/aurora")
         self.paused = True
         self.progress(f"Aurora replication to {self.dr} paused: waiting for the stall to show")
@@ -196,7 +212,7 @@ class DrNotReady(Scenario):
 
     def cleanup(self) -> None:
         self._resume()
-        messages = [] if self.pager is None else self.pager.take()
+        messages = self.take_pages()
         pages = [m for m in messages if m.get("execution_id")]  # the rest: CloudWatch's alarm notifications
         self.paged = {str(page["execution_id"]) for page in pages}
         self.paged_reasons = {str(r) for page in pages for r in page.get("readiness_reasons") or []}
@@ -303,7 +319,7 @@ class RetryStorm(RegionLoss):
                 "retries_were_restamped": self.sent.restamped > 0}  # fmt: skip
 
 
-class StuckPromotion(RegionLoss):
+class StuckPromotion(Paging, RegionLoss):
     name = "stuck-promotion"
     expected = ("the primary dies and the first promotion fails: the failure is paged, the execution is resumed "
                 "without a human and completes; nothing lost after reconciliation")  # fmt: skip
@@ -311,18 +327,13 @@ class StuckPromotion(RegionLoss):
     #: then by the monitor every minute)
     failed_promotions = 2
 
-    def __init__(self, view: TwinView, options: ScenarioOptions, progress: Progress | None = None) -> None:
-        super().__init__(view, options, progress)
-        self.pager: Pager | None = None
-        self.pages: list[dict[str, Any]] = []
-
-    def prepare(self, deadline: float) -> None:  # noqa: ARG002 - nothing to wait for
-        self.pager = Pager(self.view, self.dr)
+    def prepare(self, deadline: float) -> None:
+        super().prepare(deadline)
         call(self.view.state_dir, "POST", "/faults/promotion", body={"fail": self.failed_promotions})
 
     def cleanup(self) -> None:
         call(self.view.state_dir, "POST", "/faults/promotion", body={"fail": 0})
-        self.pages = [] if self.pager is None else [p for p in self.pager.take() if p.get("failed_steps")]
+        self.pages = [p for p in self.take_pages() if p.get("failed_steps")]
         self.notes.append(
             f"{len(self.pages)} page(s) of a failed step: {[sorted(p['failed_steps']) for p in self.pages]}"
         )
@@ -368,7 +379,7 @@ class GreyDatabase(RegionLoss):
         }
 
 
-class DrFault(Scenario):
+class DrFault(Paging):
     name = "dr-fault"
     expected = ("DR cut off from a healthy primary (its calls out and the replication into it): no failover, a page "
                 "that names DR's own fault, nothing lost")  # fmt: skip
@@ -379,14 +390,6 @@ class DrFault(Scenario):
     default_outage = 420.0
     backlog_pace = 20.0
 
-    def __init__(self, view: TwinView, options: ScenarioOptions, progress: Progress | None = None) -> None:
-        super().__init__(view, options, progress)
-        self.pager: Pager | None = None
-        self.pages: list[dict[str, Any]] = []
-
-    def prepare(self, deadline: float) -> None:  # noqa: ARG002 - nothing to wait for
-        self.pager = Pager(self.view, self.dr)
-
     def settle(self, deadline: float) -> None:
         self.progress("waiting for DR's refusal")
         self.wait(lambda: any(e["outcome"] == "refused" for e in self.view.executions("failover", self.began)),
@@ -396,7 +399,7 @@ class DrFault(Scenario):
         if self.disruption.started is not None and not self.disruption.over.is_set():
             with contextlib.suppress(Exception):  # a run cut short must not leave the twin partitioned
                 call(self.view.state_dir, "POST", f"/heal/{self.dr}")
-        self.pages = [] if self.pager is None else [p for p in self.pager.take() if p.get("execution_id")]
+        self.pages = [p for p in self.take_pages() if p.get("execution_id")]
         self.notes.append(f"{len(self.pages)} refusal page(s): {[p.get('hint', '')[:60] for p in self.pages]}")
 
     def expectations(self, found: Findings) -> dict[str, bool]:

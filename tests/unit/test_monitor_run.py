@@ -707,7 +707,15 @@ def test_a_region_that_is_not_active_gives_no_ledger_verdict_and_asks_the_observ
     assert world.calls.count("Invoke observer") == 1
 
 
-def test_a_demoted_writer_or_a_schema_not_migrated_says_nothing_about_the_ledger(world: World) -> None:
+def test_a_demoted_writer_a_schema_not_migrated_or_a_crash_recovery_says_nothing_about_the_ledger(
+    world: World,
+) -> None:
+    """A switchover demotes the writer on purpose, a deploy migrates later, and a writer recovering from a crash
+    answers 57P03 until it is back (Aurora's own recovery: a region's failover would only race it)."""
+    recovering = AuroraObservation(False, error="57P03 the database system is starting up")
+    monitor, _ = world.monitor(recovering, TANDEM_REGION_ROLE="primary")
+    monitor.run(ListSink())
+    assert "ledger" not in own_heartbeat(world)
     for error in ("writer is read-only", "replication_heartbeat table missing (ledger schema not migrated)"):
         observation = AuroraObservation(True, writer=True, heartbeat_error=error)
         monitor, _ = world.monitor(observation, TANDEM_REGION_ROLE="primary")
