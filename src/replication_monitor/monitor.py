@@ -276,7 +276,7 @@ class ReplicationMonitor:
                     verdict = LedgerVerdict.from_dict((found.previous_readiness or {}).get("ledger"))
             if active and at - observed_at >= 0.9 * s.probe_interval_seconds:
                 aurora, observed_at = self._observe(run), at  # every round: a dead ledger is seen within one
-            verdict = ledger_verdict(aurora, observed_at, verdict) if active else None
+            verdict = ledger_verdict(aurora, observed_at, verdict, 3 * s.probe_interval_seconds) if active else None
             # the heartbeat goes every second round - every round while the ledger fails, so the failure's
             # second observation, one round after the first, reaches the peer at once
             writes = last or (s.probe_count - 1 - i) % 2 == 0 or (verdict is not None and not verdict.ok)

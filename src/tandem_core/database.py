@@ -153,6 +153,11 @@ class LedgerConnector:
                 raise
         return conn
 
+    @property
+    def holds_connection(self) -> bool:
+        """A connection is open (or opening) from an earlier use: it may have died since."""
+        return self._connection is not None or self._opening is not None
+
     def connection(self) -> pg8000.native.Connection:
         if self._connection is None:
             opening, self._opening = self._opening, None

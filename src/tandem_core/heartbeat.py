@@ -102,17 +102,23 @@ class LedgerVerdict:
     ok: bool
     error: str | None = None
     failing_since: float | None = None  # the first failed observation of this streak (None when ok)
+    observed_at: float | None = None  # the observation this verdict is (a streak goes on only from a recent one)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "error": self.error, "failing_since": self.failing_since}
+        return {
+            "ok": self.ok, "error": self.error, "failing_since": self.failing_since, "observed_at": self.observed_at,
+        }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: Any) -> LedgerVerdict | None:
         """None for anything that is not a verdict our monitor wrote."""
         if not isinstance(data, Mapping) or not isinstance(data.get("ok"), bool):
             return None
-        error, since = data.get("error"), data.get("failing_since")
-        return cls(data["ok"], None if error is None else str(error), None if since is None else float(since))
+        error, since, at = data.get("error"), data.get("failing_since"), data.get("observed_at")
+        return cls(
+            data["ok"], None if error is None else str(error), None if since is None else float(since),
+            None if at is None else float(at),
+        )  # fmt: skip
 
 
 #: observer answers that say nothing about the database's health: a writer being demoted on purpose (a
@@ -124,12 +130,14 @@ _RECOVERING = "57P03"
 
 
 def ledger_verdict(
-    observation: AuroraObservation, at: float, previous: LedgerVerdict | None = None
+    observation: AuroraObservation, at: float, previous: LedgerVerdict | None = None, max_gap: float = 30.0
 ) -> LedgerVerdict | None:
     """The verdict of the active region's observation taken at ``at``; None when it says nothing either way.
-    ``previous``: the last verdict given, whose failure streak a failed observation continues."""
+    ``previous``: the last verdict given, whose failure streak a failed observation continues - only when it was
+    observed at most ``max_gap`` seconds before: after a gap (the region itself was down, its monitor silent)
+    nothing says the database failed all along, so a new streak starts."""
     if observation.reachable and observation.heartbeat_written:
-        return LedgerVerdict(True)
+        return LedgerVerdict(True, observed_at=at)
     if not observation.reachable:
         error = observation.error or "unreachable"
         if _RECOVERING in error:
@@ -138,8 +146,10 @@ def ledger_verdict(
         error = observation.heartbeat_error or ("not the writer" if not observation.writer else "heartbeat not written")
         if any(error.startswith(prefix) for prefix in _NO_VERDICT):
             return None
-    since = previous.failing_since if previous is not None and not previous.ok else None
-    return LedgerVerdict(False, error, at if since is None else min(since, at))
+    since = None
+    if previous is not None and not previous.ok and previous.observed_at is not None:
+        since = previous.failing_since if 0 <= at - previous.observed_at <= max_gap else None
+    return LedgerVerdict(False, error, at if since is None else min(since, at), at)
 
 
 @dataclass(frozen=True)
@@ -374,6 +384,13 @@ class LedgerAurora:
         self._region = region
 
     def observe(self) -> AuroraObservation:
+        """One observation; a failure on a connection kept from an earlier run (a Lambda environment thawed after
+        the database restarted) is tried once more on a fresh one - a dead connection is not a dead database."""
+        reused = self._reader.holds_connection
+        observation = self._observe_once()
+        return self._observe_once() if reused and not observation.reachable else observation
+
+    def _observe_once(self) -> AuroraObservation:
         try:
             conn = self._reader.connection()
             rows = conn.run("SELECT pg_is_in_recovery()") or [[None]]

@@ -195,6 +195,24 @@ def test_the_writer_writes_the_heartbeat_and_the_secondary_reads_it_replicated(
     assert on_secondary.status_age_seconds is not None
 
 
+def test_a_connection_that_died_since_the_last_run_is_not_a_dead_database(
+    pair: tuple[LocalPostgres, LocalPostgres], secret: str
+) -> None:
+    """A Lambda environment keeps its connection between runs; the database may have dropped it meanwhile (a
+    restart, an idle timeout). One observation on that dead connection must not read as a ledger that cannot
+    commit - the active region's heartbeat would say so to the peer."""
+    observer = ledger_aurora(pair[0], PRIMARY, secret)
+    assert observer.observe().heartbeat_written
+    admin = pair[0].connect()
+    killed = admin.run(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        " AND datname = 'ledger' AND pid <> pg_backend_pid()"
+    )
+    assert killed
+    again = observer.observe()
+    assert (again.reachable, again.writer, again.heartbeat_written) == (True, True, True)
+
+
 def test_a_secondary_whose_writer_endpoint_is_inactive_is_observed_through_its_reader_endpoint(
     pair: tuple[LocalPostgres, LocalPostgres], secret: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -68,13 +68,16 @@ def test_tandem_deploy_runs_the_whole_order_through_sam_deploy_and_a_second_run_
 ) -> None:
     first = _tandem_deploy(twin_dir)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert sorted(_results(first.stdout)) == [1, 2, 3, 4, 5, 6, 7]
+    assert sorted(_results(first.stdout)) == [1, 2, 3, 4, 5, 6, 7, 8]
     again = _tandem_deploy(twin_dir)
     assert again.returncode == 0, again.stderr[-3000:]
     assert set(_results(again.stdout).values()) == {"unchanged"}, again.stdout
     for region, peer in ((PRIMARY, DR), (DR, PRIMARY)):  # armed: each monitor probes the other's ingress
         app = _parameters(twin, region, twin["regions"][region]["resources"]["stack"])
         assert app["PeerHealthUrl"] == twin["regions"][peer]["peer_ingress"] + "/health"  # through the border
+    for region, peer_check in ((PRIMARY, "DrEndpointHealthCheckId"), (DR, "PrimaryEndpointHealthCheckId")):
+        app = _parameters(twin, region, twin["regions"][region]["resources"]["stack"])  # each handler's witness
+        assert app["PeerEndpointHealthCheckId"] == _output(twin, PRIMARY, "tandem-global-primary", peer_check)
     dns = _parameters(twin, PRIMARY, "tandem-global-primary")
     assert dns["HostedZoneId"] == twin["hosted_zone"]
     dr_app = twin["regions"][DR]["resources"]["stack"]
@@ -153,7 +156,9 @@ def test_a_changed_template_reaches_the_twin_through_tandem_deploy_and_a_dry_run
     done = _tandem_deploy(twin_dir, "--config-file", str(tmp_path / "samconfig.toml"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = _results(done.stdout)  # both apps run the edited template; the global stacks did not change
-    assert [results[n] for n in (1, 2, 4, 5, 7)] == ["unchanged", "unchanged", "updated", "updated", "unchanged"]
+    assert [results[n] for n in (1, 2, 4, 5, 7, 8)] == [
+        "unchanged", "unchanged", "updated", "updated", "unchanged", "unchanged",
+    ]  # fmt: skip
     resources = {r["LogicalResourceId"]: r for r in cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]}
     queue = aws(twin, PRIMARY, "sqs").get_queue_attributes(
         QueueUrl=resources["TandemDeployProbe"]["PhysicalResourceId"], AttributeNames=["VisibilityTimeout"]

@@ -122,6 +122,7 @@ def test_a_fresh_twin_is_ready_in_both_regions_within_three_monitor_periods(
         *LAG_METRIC.values(),
         "PeerHealthy",
         "PeerHeartbeatAgeSeconds",
+        "PeerLedgerFailingSeconds",  # the active primary's word on its ledger (0: it commits)
         "Ready",
         "FailoverArmed",
     }

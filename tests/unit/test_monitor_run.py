@@ -680,7 +680,8 @@ def test_the_active_region_says_with_each_heartbeat_whether_its_ledger_commits(w
     world.calls.clear()
     monitor, _ = world.monitor(WRITER, TANDEM_REGION_ROLE="primary")  # no control record: the primary is active
     monitor.run(ListSink())
-    assert own_heartbeat(world)["ledger"] == {"ok": True, "error": None, "failing_since": None}
+    ledger = own_heartbeat(world)["ledger"]
+    assert (ledger["ok"], ledger["error"], ledger["failing_since"]) == (True, None, None)
     assert world.calls.count("Invoke observer") == 6  # every round: a dead ledger is seen within one
     assert world.calls.count("PutItem") == 2  # heartbeats every second round while the ledger commits
 
@@ -697,6 +698,22 @@ def test_the_active_region_says_with_each_heartbeat_whether_its_ledger_commits(w
     world.clock.t += 10
     monitor.run(ListSink())
     assert own_heartbeat(world)["ledger"]["failing_since"] == pytest.approx(first)  # the streak goes on
+
+
+def test_a_failure_streak_does_not_go_on_across_a_gap_in_the_observations(world: World) -> None:
+    """The region was down (its monitor silent) after a failed observation: when it is back, one more failed
+    observation (a connection the restart dropped) starts a new streak - nothing says the ledger failed all
+    along, and 0 s never reaches the alarm."""
+    dead = AuroraObservation(False, error="ConnectionRefusedError: [Errno 111] Connection refused")
+    monitor, _ = world.monitor(dead, TANDEM_REGION_ROLE="primary", PROBE_COUNT="1")
+    monitor.run(ListSink())
+    first = own_heartbeat(world)["ledger"]["failing_since"]
+    world.clock.t += 25.0  # within three probe intervals: the same streak
+    monitor.run(ListSink())
+    assert own_heartbeat(world)["ledger"]["failing_since"] == first
+    world.clock.t += 31.0  # a gap longer than three probe intervals: a new streak
+    monitor.run(ListSink())
+    assert own_heartbeat(world)["ledger"]["failing_since"] == pytest.approx(world.clock.t)
 
 
 def test_a_region_that_is_not_active_gives_no_ledger_verdict_and_asks_the_observer_once(world: World) -> None:
