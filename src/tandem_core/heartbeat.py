@@ -97,7 +97,7 @@ class LedgerVerdict:
     """The active region's own word on its ledger: did its writer just commit (the Aurora observer's heartbeat
     row)? Written with each of its DynamoDB heartbeats, taken right before. A failing verdict says since when
     the observations have failed without a break (``failing_since``), so the peer can tell one failed
-    observation (0 s) from a failure the region itself saw last across observations 20 s apart."""
+    observation (0 s) from a failure the region itself saw last across rounds (30 s: four in a row)."""
 
     ok: bool
     error: str | None = None
