@@ -45,43 +45,13 @@ class Applied:
     held: dict[str, Entry] = field(default_factory=dict)  # transaction id -> the row's transfer and message id
 
 
-_APPLY = """
-WITH input AS (
-    SELECT * FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:accounts AS text[]), CAST(:counterparties AS text[]),
-        CAST(:amounts AS bigint[]), CAST(:currencies AS text[]), CAST(:created AS timestamptz[]),
-        CAST(:hashes AS text[]), CAST(:messages AS text[])
-    ) AS t(transaction_id, account_id, counterparty_id, amount_minor, currency, created_at, payload_hash,
-           message_id)
-),
-inserted AS (
-    INSERT INTO ledger_transaction
-        (transaction_id, account_id, counterparty_id, amount_minor, currency, created_at, payload_hash,
-         message_id)
-    SELECT transaction_id, account_id, counterparty_id, amount_minor, currency, created_at, payload_hash,
-           message_id
-    FROM input ORDER BY transaction_id
-    ON CONFLICT (transaction_id) DO NOTHING
-    RETURNING transaction_id, account_id, counterparty_id, amount_minor, currency
-),
-legs AS (
-    SELECT account_id, currency, -amount_minor AS delta FROM inserted
-    UNION ALL
-    SELECT counterparty_id, currency, amount_minor FROM inserted
-),
-balances AS (
-    INSERT INTO account_balance AS b (account_id, currency, balance_minor)
-    SELECT account_id, currency, sum(delta) FROM legs GROUP BY account_id, currency
-    ORDER BY account_id, currency
-    ON CONFLICT (account_id, currency) DO UPDATE SET balance_minor = b.balance_minor + EXCLUDED.balance_minor
-    RETURNING 1
+#: the exactly-once statement, a SECURITY DEFINER function of the schema (migration 0003): the processor's role
+#: may run it and read the ledger rows, nothing else - no INSERT, UPDATE or DELETE of its own
+_APPLY = (
+    "SELECT * FROM ledger_apply(CAST(:ids AS uuid[]), CAST(:accounts AS text[]), CAST(:counterparties AS text[]),"
+    " CAST(:amounts AS bigint[]), CAST(:currencies AS text[]), CAST(:created AS timestamptz[]),"
+    " CAST(:hashes AS text[]), CAST(:messages AS text[]))"
 )
-SELECT CAST(i.transaction_id AS text), n.transaction_id IS NOT NULL, e.account_id, e.counterparty_id,
-       e.amount_minor, CAST(e.currency AS text), e.created_at, e.message_id, (SELECT count(*) FROM balances)
-FROM input i
-LEFT JOIN inserted n ON n.transaction_id = i.transaction_id
-LEFT JOIN ledger_transaction e ON e.transaction_id = i.transaction_id
-"""
 
 _EXISTING = (
     "SELECT CAST(transaction_id AS text), account_id, counterparty_id, amount_minor, CAST(currency AS text),"

@@ -172,10 +172,10 @@ def test_a_failing_migration_leaves_nothing_half_applied(db: pg8000.native.Conne
 
 @pytest.fixture
 def app_role(pg_server: LocalPostgres, database: str, ledger_db: pg8000.native.Connection) -> Iterator[dict[str, Any]]:
-    """A login role with its password in (moto's) Secrets Manager, as Aurora's managed secret holds it."""
+    """A login role of the processor's with its password in (moto's) Secrets Manager."""
     role, password = f"app_{database}", uuid.uuid4().hex
     ledger_db.run(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-    ledger_db.run(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+    ledger_db.run(f"GRANT tandem_processor TO {role}")  # the processor's privileges, nothing more
     with mock_aws():
         sm = boto3.client("secretsmanager", region_name="us-east-1")
         arn = sm.create_secret(Name=role, SecretString=json.dumps({"username": role, "password": password}))["ARN"]
