@@ -57,7 +57,7 @@ def peer_reachable(settings: FailoverSettings, peer: RegionApis) -> bool:
 
 def peer_ledger_failing(dynamodb: Any, table: str, region: str, peer_region: str, stale_after: float) -> bool:
     """The peer says, in a heartbeat our replica holds that is not stale, that its ledger cannot commit."""
-    from tandem_core.heartbeat import ControlItems  # pulls in the database driver: only when asked
+    from tandem_core.heartbeat import ControlItems  # only when asked
 
     try:
         beat = ControlItems(dynamodb, table, region, peer_region).read_peer_heartbeat()

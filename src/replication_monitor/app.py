@@ -24,16 +24,11 @@ from replication_monitor.metrics import EmfSink
 from replication_monitor.monitor import FenceKeeper, ReplicationMonitor
 from replication_monitor.probe import HttpProber
 from tandem_core import coldstart
+from tandem_core.aurora_observer import AuroraSource, InvokedAurora, ledger_aurora_from_env
 from tandem_core.clients import client_for, peer_client
 from tandem_core.fencing import ProcessingSwitch
 from tandem_core.forwarding import DlqRedrive, QueueForwarder
-from tandem_core.heartbeat import (
-    AuroraSource,
-    BucketHeartbeats,
-    ControlItems,
-    InvokedAurora,
-    ledger_aurora_from_env,
-)
+from tandem_core.heartbeat import BucketHeartbeats, ControlItems
 from tandem_core.settings import AwsSettings, ConfigurationError, MonitorSettings
 
 logger = Logger(service="replication_monitor")

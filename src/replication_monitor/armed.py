@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from tandem_core.heartbeat import AuroraObservation
+from tandem_core.aurora_observer import AuroraObservation
 
 
 def failover_armed(

@@ -15,7 +15,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tandem_core.heartbeat import LedgerAurora, ledger_aurora_from_env
+from tandem_core.aurora_observer import LedgerAurora, ledger_aurora_from_env
 from tandem_core.settings import AwsSettings
 
 logger = Logger(service="replication_monitor_aurora")

@@ -43,12 +43,11 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from replication_monitor.armed import failover_armed
+from tandem_core.aurora_observer import AuroraObservation, AuroraSource
 from tandem_core.control import ControlRecord, State, primary_region
 from tandem_core.fencing import ProcessingSwitch
 from tandem_core.forwarding import DlqRedrive, QueueForwarder
 from tandem_core.heartbeat import (
-    AuroraObservation,
-    AuroraSource,
     Beat,
     BucketHeartbeats,
     ControlItems,

@@ -219,7 +219,7 @@ def readiness_record(
 
 def read_readiness(dynamodb: Any, table: str, region: str) -> dict[str, Any] | None:
     """``region``'s readiness record as this region's replica holds it (None: its monitor has not written one)."""
-    from tandem_core.heartbeat import from_attributes  # heartbeat pulls in the database driver: only when read
+    from tandem_core.heartbeat import from_attributes  # only when read: cold starts that never read it skip it
 
     item = dynamodb.get_item(TableName=table, Key=readiness_key(region), ConsistentRead=True).get("Item")
     return None if item is None else from_attributes(item)

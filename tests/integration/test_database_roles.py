@@ -18,8 +18,8 @@ import pytest
 from moto import mock_aws
 
 from tandem.localpg import LocalPostgres
+from tandem_core.aurora_observer import LedgerAurora
 from tandem_core.database import LedgerConnector, SecretCredentials, sqlstate
-from tandem_core.heartbeat import LedgerAurora
 from tandem_core.ledger import Ledger, Outcome
 from tandem_core.models import Entry, parse_transaction
 from tandem_core.schema import migrate

@@ -28,8 +28,9 @@ from tandem.lambda_runtime import LambdaContext
 from tandem.local import ledger_table_keys
 from tandem.localpg import LocalPostgres
 from tandem_core import clients
+from tandem_core.aurora_observer import LedgerAurora, ledger_aurora_from_env
 from tandem_core.database import LedgerConnector, SecretCredentials
-from tandem_core.heartbeat import LedgerAurora, heartbeat_key, ledger_aurora_from_env, to_attributes
+from tandem_core.heartbeat import heartbeat_key, to_attributes
 from tandem_core.readiness import readiness_key
 from tandem_core.schema import migrate
 from tandem_core.settings import AwsSettings, LedgerDbSettings

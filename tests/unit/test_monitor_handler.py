@@ -20,7 +20,7 @@ from replication_monitor.metrics import EmfSink
 from tandem.lambda_runtime import LambdaContext
 from tandem.local import function_environment, ledger_table_keys
 from tandem_core import clients
-from tandem_core.heartbeat import AuroraObservation, InvokedAurora
+from tandem_core.aurora_observer import AuroraObservation, InvokedAurora
 from tandem_core.replication import Store
 from tandem_core.settings import ConfigurationError, MonitorSettings
 from tests.conftest import load_event

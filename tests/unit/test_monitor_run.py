@@ -16,18 +16,11 @@ from moto import mock_aws
 
 from replication_monitor.monitor import FenceKeeper, ProbeResult, ReplicationMonitor
 from tandem.local import ledger_table_keys
+from tandem_core.aurora_observer import AuroraObservation, InvokedAurora
 from tandem_core.control import ControlStore, NewExecution
 from tandem_core.fencing import ProcessingSwitch
 from tandem_core.forwarding import REDRIVES, DlqRedrive, QueueForwarder
-from tandem_core.heartbeat import (
-    AuroraObservation,
-    BucketHeartbeats,
-    ControlItems,
-    InvokedAurora,
-    LedgerVerdict,
-    from_attributes,
-    heartbeat_key,
-)
+from tandem_core.heartbeat import BucketHeartbeats, ControlItems, LedgerVerdict, from_attributes, heartbeat_key
 from tandem_core.readiness import readiness_key
 from tandem_core.replication import OutboundLag, Store
 from tandem_core.settings import MonitorSettings

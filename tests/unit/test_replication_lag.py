@@ -11,7 +11,8 @@ import pytest
 from moto import mock_aws
 
 from replication_monitor.monitor import aurora_reading
-from tandem_core.heartbeat import AuroraObservation, from_attributes, to_attributes
+from tandem_core.aurora_observer import AuroraObservation
+from tandem_core.heartbeat import from_attributes, to_attributes
 from tandem_core.replication import (
     AURORA_IN,
     DDB_OUT,
