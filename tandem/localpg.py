@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 import pg8000.native
 from pg8000.native import identifier, literal
 
+#: where a cluster endpoint's logins come from (tandem.twin.endpoints): the only address rds_iam members log in from
+ENDPOINT_SOURCE = "127.0.0.4"
 SERVER_USER = "postgres"  # OS user that runs the server when we are root
 
 
@@ -150,6 +152,7 @@ class LocalPostgres:
             )  # fmt: skip
         finally:
             pwfile.unlink(missing_ok=True)
+        self._trust_endpoint_logins()
         conf = [
             "listen_addresses = '127.0.0.1'",
             f"port = {self.port}",
@@ -288,6 +291,17 @@ class LocalPostgres:
             shutil.chown(self.base_dir, SERVER_USER, SERVER_USER)
         return self.base_dir
 
+    def _trust_endpoint_logins(self) -> None:
+        """Logins passed on by a cluster endpoint come from :data:`ENDPOINT_SOURCE`: there members of ``rds_iam``
+        need no password (the endpoint has checked their IAM token, :mod:`tandem.twin.endpoints`); they have none
+        anywhere else, as in Aurora. Everyone else logs in with a password, there as here."""
+        with open(self.data_dir / "pg_hba.conf", "a", encoding="utf-8") as f:
+            f.write(
+                "\n# tandem: logins through the cluster endpoints (IAM tokens checked there)\n"
+                f"host all +rds_iam {ENDPOINT_SOURCE}/32 trust\n"
+                f"host all all {ENDPOINT_SOURCE}/32 scram-sha-256\n"
+            )
+
     def _append_conf(self, lines: list[str]) -> None:
         with open(self.data_dir / "postgresql.conf", "a", encoding="utf-8") as f:
             f.write("\n# tandem local server\n" + "\n".join(lines) + "\n")
@@ -327,7 +341,8 @@ class LocalPostgres:
         )  # fmt: skip
         extensions = self.base_dir / "server.ext"
         extensions.write_text(
-            "subjectAltName=IP:127.0.0.1,IP:127.0.0.2,DNS:localhost\nextendedKeyUsage=serverAuth\n", encoding="utf-8"
+            "subjectAltName=IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+            encoding="utf-8",
         )
         subprocess.run(
             [*openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key), "-CAcreateserial",

@@ -16,14 +16,7 @@ from typing import Any, Protocol
 import pg8000.native
 from botocore.exceptions import ClientError
 
-from tandem_core.clients import client_for
-from tandem_core.database import (
-    CONNECTION_ERRORS,
-    IamTokenCredentials,
-    LedgerConnector,
-    SecretCredentials,
-    sqlstate,
-)
+from tandem_core.database import CONNECTION_ERRORS, LedgerConnector, credentials_for, sqlstate
 from tandem_core.settings import AwsSettings, LedgerDbSettings
 
 
@@ -165,16 +158,11 @@ def ledger_aurora_from_env(aws: AwsSettings) -> LedgerAurora:
     """A :class:`LedgerAurora` on this region's ledger database, configured by the LEDGER_DB_* variables: the
     reader endpoint (LEDGER_DB_READER_HOST) for reading when set, the cluster endpoint for the heartbeat."""
     db = LedgerDbSettings.from_env()
-    credentials: SecretCredentials | IamTokenCredentials
-    if db.auth == "iam":
-        credentials = IamTokenCredentials(client_for("rds", aws), db, aws.region)
-    else:
-        credentials = SecretCredentials(client_for("secretsmanager", aws), db.secret_arn or "")
-    writer = LedgerConnector(db, credentials)
+    writer = LedgerConnector(db, credentials_for(db, aws))
     if not db.reader_host or db.reader_host == db.host:
         return LedgerAurora(writer, aws.region)
-    reader = LedgerConnector(db.model_copy(update={"host": db.reader_host}), credentials)
-    return LedgerAurora(reader, aws.region, writer=writer)
+    reader_db = db.model_copy(update={"host": db.reader_host})  # an IAM token names the endpoint it is for
+    return LedgerAurora(LedgerConnector(reader_db, credentials_for(reader_db, aws)), aws.region, writer=writer)
 
 
 class InvokedAurora:

@@ -30,7 +30,7 @@ from tandem_core import coldstart
 from tandem_core.archive import Journal
 from tandem_core.clients import client_for
 from tandem_core.control import ControlStore, primary_region
-from tandem_core.database import IamTokenCredentials, LedgerConnector, SecretCredentials
+from tandem_core.database import LedgerConnector, credentials_for
 from tandem_core.fencing import Fence, Fenced
 from tandem_core.ledger import Ledger
 from tandem_core.settings import AwsSettings, LedgerDbSettings, ProcessorSettings
@@ -68,13 +68,7 @@ def _build_processor(connect_ahead: bool) -> tuple[Processor, Ledger]:
     aws = AwsSettings.from_env()
     settings = ProcessorSettings.from_env()
     db = LedgerDbSettings.from_env()
-    if db.auth == "iam":
-        credentials: SecretCredentials | IamTokenCredentials = IamTokenCredentials(
-            client_for("rds", aws), db, aws.region
-        )
-    else:
-        credentials = SecretCredentials(client_for("secretsmanager", aws), db.secret_arn or "")
-    ledger = Ledger(LedgerConnector(db, credentials), auto_migrate=db.auto_migrate)
+    ledger = Ledger(LedgerConnector(db, credentials_for(db, aws)), auto_migrate=db.auto_migrate)
     if connect_ahead:
         ledger.open_ahead()
     dynamodb = client_for("dynamodb", aws)

@@ -5,8 +5,8 @@ failover promotes the standby with whatever it has replayed; a planned switchove
 down cleanly (PostgreSQL then ships every WAL record to the standby), waits until the standby has replayed
 up to the writer's last checkpoint, and only then promotes - no loss. The old writer comes back as a
 standby of the new one (rebuilt from a base backup, as Aurora re-creates a secondary). Each cluster has a
-reader endpoint (the server itself) and a writer endpoint that answers only in the writer region
-(:mod:`tandem.twin.relay`), as a global secondary's writer endpoint is inactive.
+reader endpoint and a writer endpoint that answers only in the writer region, as a global secondary's writer
+endpoint is inactive; both check IAM database authentication tokens at login (:mod:`tandem.twin.endpoints`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pg8000.native
 from pg8000.native import literal
 
 from tandem.localpg import LocalPostgres, pg_bin
-from tandem.twin.relay import READER_HOST, WRITER_HOST, WriterGate
+from tandem.twin.endpoints import READER_HOST, WRITER_HOST, ClusterEndpoints
 
 STATUS_SQL = Path(__file__).with_name("aurora_global_db_status.sql")
 
@@ -40,7 +40,7 @@ class AuroraGlobal:
     nodes: dict[str, LocalPostgres] = field(default_factory=dict)
     writer: str = ""
     down: set[str] = field(default_factory=set)
-    gates: dict[str, WriterGate] = field(default_factory=dict)  # each region's writer (cluster) endpoint
+    gates: dict[str, ClusterEndpoints] = field(default_factory=dict)  # each region's reader and writer endpoints
     stale: set[str] = field(default_factory=set)  # regions whose data diverged: rebuild before serving
     replay_paused: bool = False  # WAL replay paused on the standby (also on one rebuilt meanwhile)
     cut: bool = False  # the regions are partitioned: the standby replays nothing more until healed
@@ -66,7 +66,14 @@ class AuroraGlobal:
         self.nodes[self.secondary_region] = LocalPostgres(base_dir=self.base_dir / self.secondary_region)
         self.writer = self.primary_region
         for region, node in self.nodes.items():
-            self.gates[region] = WriterGate(node.port, self.base_dir / f"{region}.writer")
+            primary = self.nodes[self.primary_region]  # its certificate: the CA the functions verify against
+            self.gates[region] = ClusterEndpoints(
+                node.port,
+                self.base_dir / f"{region}.writer",
+                region,
+                primary.data_dir / "server.crt",
+                primary.data_dir / "server.key",
+            )
             self.gates[region].start()
         self._open_writer_gate()
         self._starting = threading.Thread(target=self._bring_up, name="aurora-start", daemon=True)
@@ -281,13 +288,17 @@ class AuroraGlobal:
 
     @staticmethod
     def _install_schema(node: LocalPostgres) -> None:
-        """The ledger migrations and the status function on the writer; the standby gets both by replication."""
+        """What Aurora PostgreSQL has built in - the status function, the ``rds_iam`` role whose members log in
+        with IAM tokens (:mod:`tandem.twin.endpoints`) - and the ledger migrations, on the writer; the standby
+        gets them by replication."""
         from tandem_core.schema import migrate
 
         conn = node.connect()
         try:
-            migrate(conn)
             conn.run(STATUS_SQL.read_text(encoding="utf-8"))
+            if not conn.run("SELECT 1 FROM pg_roles WHERE rolname = 'rds_iam'"):
+                conn.run("CREATE ROLE rds_iam NOLOGIN")
+            migrate(conn)
         finally:
             conn.close()
 

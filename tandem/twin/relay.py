@@ -1,15 +1,8 @@
-"""A loopback TCP relay that can be closed: how the twin models an endpoint that stops answering.
+"""A loopback TCP relay that can be closed: how the twin models the border between the regions.
 
-Two uses, one implementation:
-
-- a region's Aurora **cluster (writer) endpoint** (:class:`WriterGate`): in Aurora Global Database a
-  secondary cluster's writer endpoint is inactive until a switchover or failover promotes it, and the old
-  primary's goes inactive when it is demoted; only the reader endpoint answers everywhere. The twin's clusters
-  are one PostgreSQL server each, on 127.0.0.1 (the reader endpoint); the gate listens on 127.0.0.2 with the
-  same port (the cluster endpoint) and relays to the server while the region is the writer;
-- the **border** between the regions (:mod:`tandem.twin.border`): what one region's functions call in the other
-  (its APIs, its ingress) goes through a relay that a partition closes - and then it also cuts the
-  connections already open, as a network cut does.
+What one region's functions call in the other (its APIs, its ingress) goes through a relay that a partition
+closes (:mod:`tandem.twin.border`) - and then it also cuts the connections already open, as a network cut does.
+(The Aurora clusters' endpoints, which also stop answering, are :mod:`tandem.twin.endpoints`.)
 
 The relay is open while its flag file exists. It runs as its own small process (its relaying never waits on
 the twin's interpreter): ``python -m tandem.twin.relay LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT FLAG
@@ -27,9 +20,6 @@ import sys
 from pathlib import Path
 
 from tandem.template import ROOT
-
-WRITER_HOST = "127.0.0.2"  # the cluster endpoint's address; the server's own (the reader endpoint) is 127.0.0.1
-READER_HOST = "127.0.0.1"
 
 
 class Relay:
@@ -63,14 +53,6 @@ class Relay:
         if process is not None:
             process.kill()
             process.wait(timeout=10)
-
-
-class WriterGate(Relay):
-    """A region's cluster endpoint: WRITER_HOST:port relays to its server (READER_HOST:port) in the writer region."""
-
-    def __init__(self, port: int, flag: Path) -> None:
-        super().__init__((WRITER_HOST, port), (READER_HOST, port), flag)
-        self.port = port
 
 
 def serve(listen: tuple[str, int], target: tuple[str, int], flag: Path, cut: bool = False) -> None:
