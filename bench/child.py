@@ -171,7 +171,7 @@ def throughput(result: str, seed: int, seconds: float, warmup: float, accounts: 
             raise RuntimeError(f"handler rejected records of a valid batch: {response}")
         return elapsed * 1000
 
-    first_ms = invoke()  # connects, migrates, builds the clients
+    first_ms = invoke()  # connects, checks the schema, builds the clients
     warm_batches = 1
     end = time.perf_counter() + warmup
     while time.perf_counter() < end:

@@ -16,13 +16,20 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
 
+from tandem.lambda_runtime import LambdaContext, load_handler
 from tandem.localpg import LocalPostgres, free_port
 from tandem.template import GLOBAL_TEMPLATE, Template, TemplateError, load
+from tandem.twin.aurora import install_aurora_builtins
+from tandem.twin.custom_resources import CustomResources, Invoke
+from tandem.twin.endpoints import READER_HOST, WRITER_HOST, ClusterEndpoints
+
+if TYPE_CHECKING:
+    from tandem.twin.lambdas import LambdaService
 
 
 @functools.cache
@@ -87,16 +94,48 @@ class LocalRegion:
 
 
 class _OneWriter:
-    """The Aurora side of a one-region deployment: its only cluster is this server."""
+    """The Aurora side of a one-region deployment: its only cluster is this server, behind the same endpoints as
+    the twin's (IAM database authentication at login, :mod:`tandem.twin.endpoints`), both always active."""
 
     def __init__(self, server: LocalPostgres) -> None:
         self._server = server
+        self.endpoints: ClusterEndpoints | None = None
 
-    def attach_cluster(self, region: str, props: dict[str, Any]) -> tuple[str, str, int]:  # noqa: ARG002 - one region
+    def attach_cluster(self, region: str, props: dict[str, Any]) -> tuple[str, str, int]:
+        server = self._server
         user, password = props.get("MasterUsername"), props.get("MasterUserPassword")
         if user and password:
-            self._server.ensure_superuser(str(user), str(password))
-        return "127.0.0.1", "127.0.0.1", self._server.port  # one server: its endpoints are the same
+            server.ensure_superuser(str(user), str(password))
+        install_aurora_builtins(server)
+        if self.endpoints is None:
+            assert server.base_dir is not None
+            tls = server.data_dir
+            self.endpoints = ClusterEndpoints(
+                server.port, server.base_dir / "writer.endpoint", region, tls / "server.crt", tls / "server.key"
+            )
+            self.endpoints.open(True)
+            self.endpoints.start()
+        return WRITER_HOST, READER_HOST, server.port
+
+    def stop(self) -> None:
+        if self.endpoints is not None:
+            self.endpoints.stop()
+
+
+def _in_process(lambdas: LambdaService) -> Invoke:
+    """Invoke a function in this process, as the integration tests run handlers (what a custom resource needs)."""
+
+    def invoke(region: str, function: str, event: dict[str, Any]) -> dict[str, Any]:
+        env = lambdas.environments[(region, function)]
+        with function_environment(env):
+            handler = load_handler(function)
+            context = LambdaContext(env["AWS_LAMBDA_FUNCTION_NAME"], region, timeout_s=180.0)
+            try:
+                return {"ok": True, "result": handler(event, context)}
+            except Exception as exc:  # a handler's exception is its invoker's reply, as Lambda reports it
+                return {"ok": False, "errorType": type(exc).__name__, "errorMessage": str(exc)}
+
+    return invoke
 
 
 def _no_workers(region: str, function: str, _event: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +155,7 @@ def local_region(region: str = "us-east-1") -> Iterator[LocalRegion]:
 
     endpoint = RegionEndpoint(region, free_port())
     server = LocalPostgres()
+    writer = _OneWriter(server)
     endpoint.start()
     try:
         # moto keeps its state per process, not per server: start every local region from a clean slate.
@@ -130,8 +170,9 @@ def local_region(region: str = "us-east-1") -> Iterator[LocalRegion]:
 
         lambdas = LambdaService(None, lambda _r: endpoint.url)
         ingress = Ingress(region, free_port(), _no_workers, client, lambda arn: lambdas.function_of(region, arn))
-        here = Region(region, client, databases=_OneWriter(server))
-        creators = {**lambdas.creators(), **ingress.creators()}
+        here = Region(region, client, databases=writer)
+        custom = CustomResources(_in_process(lambdas), lambdas.function_of)
+        creators = {**lambdas.creators(), **ingress.creators(), **custom.creators()}
         cloudformation.install(lambda _region: (here, creators))
         app = deploy_one_region(here, database_port=server.port, database_ca=str(server.ca_file))
         tpl = app.template
@@ -144,6 +185,7 @@ def local_region(region: str = "us-east-1") -> Iterator[LocalRegion]:
         yield LocalRegion(region, endpoint.url, server, tpl, resources, environments)
     finally:
         cloudformation.uninstall()
+        writer.stop()
         server.stop()
         ingress.stop()
         endpoint.stop()

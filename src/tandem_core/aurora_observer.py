@@ -64,6 +64,23 @@ _READ_HEARTBEAT = (
 _UNDEFINED_FUNCTION, _UNDEFINED_TABLE = "42883", "42P01"
 
 
+def holds_writer(conn: pg8000.native.Connection, region: str) -> bool:
+    """Whether the cluster behind ``conn`` (its reader endpoint, which answers in every region) holds the global
+    database's writer: the endpoint reached the writer instance itself (not in recovery: a cluster without
+    replicas), or ``aurora_global_db_status()`` marks this region as the primary (-1). Asked of the database,
+    never of a deployment parameter, so it stays right after a failover."""
+    rows = conn.run("SELECT pg_is_in_recovery()") or [[None]]
+    if rows[0][0] is False:
+        return True
+    try:
+        status = conn.run(_STATUS, region=region) or []
+    except pg8000.native.DatabaseError as exc:
+        if sqlstate(exc) != _UNDEFINED_FUNCTION:
+            raise
+        return False
+    return bool(status) and status[0][0] is not None and int(status[0][0]) == -1
+
+
 class LedgerAurora:
     """Reads through the cluster's reader endpoint and, in the writer region, writes the heartbeat through its
     writer (cluster) endpoint - with the ledger connection code: TLS, secret credentials.

@@ -25,7 +25,7 @@ import pg8000.native
 from tandem_core.database import CONNECTION_ERRORS, LedgerConnector
 from tandem_core.database import sqlstate as _sqlstate
 from tandem_core.models import Entry, Transaction, one_line
-from tandem_core.schema import SqlRunner, migrate
+from tandem_core.schema import SqlRunner, require_current
 
 
 class Outcome(enum.StrEnum):
@@ -187,21 +187,22 @@ _TRANSIENT_SQLSTATES = {"40P01", "40001", "57P01", "57P02", "57P03", "25006"}  #
 
 
 class Ledger:
-    """The ledger as the processor sees it: migrated on first use, one retry on a broken connection."""
+    """The ledger as the processor sees it: the schema checked once per connection, one retry on a broken one."""
 
-    def __init__(self, connector: LedgerConnector, *, auto_migrate: bool) -> None:
+    def __init__(self, connector: LedgerConnector) -> None:
         self._connector = connector
-        self._auto_migrate = auto_migrate
-        self._migrated = False
+        self._checked: pg8000.native.Connection | None = None
 
     def open_ahead(self) -> None:
         """Connect and check the schema on a background thread (a cold start's other work overlaps the waits)."""
-        self._connector.open_ahead(prepare=self._migrate_once)
+        self._connector.open_ahead(prepare=self._check_schema)
 
-    def _migrate_once(self, conn: pg8000.native.Connection) -> None:
-        if self._auto_migrate and not self._migrated:
-            migrate(conn)
-            self._migrated = True
+    def _check_schema(self, conn: pg8000.native.Connection) -> None:
+        """The schema must be this code's (it is changed at deploy, never here): checked on each new connection,
+        which also follows the writer to another instance after a failover."""
+        if self._checked is not conn:
+            require_current(conn)
+            self._checked = conn
 
     def apply(self, entries: Sequence[Entry]) -> Applied:
         """Apply the batch; a retry after a failure in mid-bisection reports what the first try wrote as DUPLICATE."""
@@ -210,7 +211,7 @@ class Ledger:
         for attempt in (1, 2):
             try:
                 conn = self._connector.connection()
-                self._migrate_once(conn)
+                self._check_schema(conn)
                 return apply_batch(conn, entries)
             except CONNECTION_ERRORS:
                 self._connector.discard()

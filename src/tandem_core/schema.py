@@ -26,6 +26,10 @@ class MigrationError(RuntimeError):
     pass
 
 
+class SchemaBehind(RuntimeError):
+    """The database lacks migrations this code needs. Schema changes run at deploy, never from a function."""
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -99,3 +103,15 @@ def migrate(db: SqlRunner, migrations: list[Migration] | None = None) -> list[in
         return done
     finally:
         db.run("SELECT pg_advisory_unlock(:key)", key=_LOCK_KEY)
+
+
+def require_current(db: SqlRunner, migrations: list[Migration] | None = None) -> None:
+    """Refuse to work on a schema older than this code (or one whose applied migrations were edited): a function
+    fails loudly rather than migrate - its role cannot, and a deploy's migration must not race live traffic."""
+    missing = pending(db, load_migrations() if migrations is None else migrations)
+    if missing:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
+        raise SchemaBehind(
+            f"the ledger schema lacks {names}: schema changes run at deploy (the app stack's LedgerSchema step, as"
+            " the schema owner), never from a function - deploy this code's stack, the writer region's first"
+        )

@@ -58,7 +58,6 @@ class LedgerDbSettings(_EnvModel):
     #: the region the function runs in: verify-full loads only that region's RDS roots
     region: str | None = Field(default=None, alias="AWS_REGION")
     timeout: float = Field(default=10.0, alias="LEDGER_DB_TIMEOUT", gt=0)
-    auto_migrate: bool = Field(default=True, alias="LEDGER_AUTO_MIGRATE")
 
     @model_validator(mode="after")
     def _credentials(self) -> Self:

@@ -68,7 +68,7 @@ def _build_processor(connect_ahead: bool) -> tuple[Processor, Ledger]:
     aws = AwsSettings.from_env()
     settings = ProcessorSettings.from_env()
     db = LedgerDbSettings.from_env()
-    ledger = Ledger(LedgerConnector(db, credentials_for(db, aws)), auto_migrate=db.auto_migrate)
+    ledger = Ledger(LedgerConnector(db, credentials_for(db, aws)))
     if connect_ahead:
         ledger.open_ahead()
     dynamodb = client_for("dynamodb", aws)

@@ -93,7 +93,7 @@ class AuroraGlobal:
                 primary, standby = self.nodes[self.primary_region], self.nodes[self.secondary_region]
                 primary.start()
                 self._name_region(primary, self.primary_region)
-                self._install_schema(primary)
+                install_aurora_builtins(primary)  # the ledger's schema is the deploy's (LedgerSchema), as in AWS
                 standby.standby_of(primary, application_name=self.secondary_region)
                 self._name_region(standby, self.secondary_region)
         except Exception as exc:
@@ -287,22 +287,6 @@ class AuroraGlobal:
             conn.close()
 
     @staticmethod
-    def _install_schema(node: LocalPostgres) -> None:
-        """What Aurora PostgreSQL has built in - the status function, the ``rds_iam`` role whose members log in
-        with IAM tokens (:mod:`tandem.twin.endpoints`) - and the ledger migrations, on the writer; the standby
-        gets them by replication."""
-        from tandem_core.schema import migrate
-
-        conn = node.connect()
-        try:
-            conn.run(STATUS_SQL.read_text(encoding="utf-8"))
-            if not conn.run("SELECT 1 FROM pg_roles WHERE rolname = 'rds_iam'"):
-                conn.run("CREATE ROLE rds_iam NOLOGIN")
-            migrate(conn)
-        finally:
-            conn.close()
-
-    @staticmethod
     def _checkpoint_lsn(node: LocalPostgres) -> str:
         out = subprocess.run(
             [pg_bin("pg_controldata"), str(node.data_dir)], capture_output=True, text=True, check=True
@@ -329,3 +313,16 @@ class AuroraGlobal:
             return rows[0][0]
         finally:
             conn.close()
+
+
+def install_aurora_builtins(node: LocalPostgres) -> None:
+    """What Aurora PostgreSQL has built in that a plain server lacks: ``aurora_global_db_status()`` (computed
+    from the real streaming state, see the SQL file) and the ``rds_iam`` role, whose members log in with IAM
+    tokens only (:mod:`tandem.twin.endpoints`). Idempotent."""
+    conn = node.connect(timeout=10)
+    try:
+        conn.run(STATUS_SQL.read_text(encoding="utf-8"))
+        if not conn.run("SELECT 1 FROM pg_roles WHERE rolname = 'rds_iam'"):
+            conn.run("CREATE ROLE rds_iam NOLOGIN")
+    finally:
+        conn.close()

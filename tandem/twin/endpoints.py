@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from calendar import timegm
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -55,7 +56,7 @@ _SSL_REQUEST, _GSS_REQUEST, _CANCEL_REQUEST = 80877103, 80877104, 80877102
 
 
 def check_token(
-    token: str, *, user: str, region: str, hosts: set[str], port: int, now: float, keys: dict[str, str]
+    token: str, *, user: str, region: str, hosts: set[str], port: int, now: float, keys: Callable[[str], str | None]
 ) -> str | None:
     """Why RDS would refuse ``token`` for ``user`` on this cluster (None: it would accept it): a SigV4-presigned
     ``connect`` of service ``rds-db`` in the cluster's region, for this user and one of the cluster's endpoints,
@@ -78,7 +79,7 @@ def check_token(
         return f"token signed for {service} in {scope_region}"
     if not signed_at - CLOCK_SKEW_SECONDS <= now <= signed_at + min(expires, TOKEN_SECONDS):
         return "token expired"
-    secret = keys.get(key_id)
+    secret = keys(key_id)
     if secret is None:
         return "token signed by an unknown access key"
     unsigned = urlencode([(k, v) for k, v in pairs if k != "X-Amz-Signature"])
@@ -123,13 +124,23 @@ def _startup_user(message: bytes) -> str:
     return pairs.get(b"user", b"").decode()
 
 
-class Endpoints:
-    """The endpoint process's connection handling (one instance per process)."""
+#: (access key id, database user) -> why IAM would not allow ``rds-db:connect`` for it (None: allowed)
+Authorize = Callable[[str, str], str | None]
 
-    def __init__(self, port: int, flag: Path, region: str, cert: Path, key: Path) -> None:
+
+class Endpoints:
+    """The endpoints' connection handling: the process runs one; a test may run one in-process (:meth:`listen`)
+    with its own ``keys`` (access key id -> secret key) and ``authorize`` (the signer's IAM policy)."""
+
+    def __init__(
+        self, port: int, flag: Path, region: str, cert: Path, key: Path, *,
+        keys: Callable[[str], str | None] = TWIN_KEYS.get, authorize: Authorize | None = None,
+    ) -> None:  # fmt: skip
         self.port, self.flag, self.region, self._cert, self._key = port, flag, region, cert, key
+        self._keys, self._authorize = keys, authorize
         self._context: ssl.SSLContext | None = None
         self._lock = threading.Lock()
+        self._servers: list[socket.socket] = []
 
     @property
     def _tls(self) -> ssl.SSLContext:
@@ -142,14 +153,30 @@ class Endpoints:
             return self._context
 
     def serve(self) -> None:
+        self.listen()
+        threading.Event().wait()
+
+    def listen(self) -> None:
+        """Listen on both endpoints, each accepted on its own thread, until :meth:`close`."""
         for host in (READER_HOST, WRITER_HOST):
             server = socket.create_server((host, self.port))
             threading.Thread(target=self._accept, args=(server, host == WRITER_HOST), daemon=True).start()
-        threading.Event().wait()
+            self._servers.append(server)
+
+    def close(self) -> None:
+        """Stop listening (open sessions end with their clients)."""
+        servers, self._servers = self._servers, []
+        for server in servers:
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+            server.close()
 
     def _accept(self, server: socket.socket, writer: bool) -> None:
         while True:
-            client, _ = server.accept()
+            try:
+                client, _ = server.accept()
+            except OSError:  # closed: this endpoint is gone
+                return
             if writer and not self.flag.exists():  # an inactive writer endpoint
                 client.close()
                 continue
@@ -201,8 +228,12 @@ class Endpoints:
         token = message[5:].rstrip(b"\0").decode("utf-8", "replace") if message[:1] == b"p" else ""
         reason = check_token(
             token, user=user, region=self.region, hosts={WRITER_HOST, READER_HOST}, port=self.port,
-            now=time.time(), keys=TWIN_KEYS,
+            now=time.time(), keys=self._keys,
         )  # fmt: skip
+        if reason is None and self._authorize is not None:
+            reason = self._authorize(
+                dict(parse_qsl(urlsplit(f"https://{token}").query))["X-Amz-Credential"].split("/")[0], user
+            )
         if reason is None:
             return None
         print(f"IAM login of {user!r} refused: {reason}", file=sys.stderr, flush=True)

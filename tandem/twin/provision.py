@@ -130,7 +130,7 @@ def deploy_document(
             if kind in NOT_SERVED:
                 tpl.physical.setdefault(logical_id, Placeholder(Ref=deployment.name_for(logical_id)))
             else:
-                creator = known.get(kind)
+                creator = known.get(kind) or (known.get(CUSTOM_RESOURCE) if kind.startswith("Custom::") else None)
                 if creator is None:
                     raise TemplateError(
                         f"{logical_id}: the twin does not know how to provide {kind}; add it to provision.py"
@@ -602,6 +602,9 @@ def _record_set(d: Deployment, _logical: str, props: dict[str, Any]) -> dict[str
     )
     return {"Ref": str(props["Name"])}
 
+
+#: a custom resource's own type; ``Custom::<Name>`` types are served by its creator too
+CUSTOM_RESOURCE = "AWS::CloudFormation::CustomResource"
 
 #: Types the twin does not serve, with the reason (they get a placeholder physical id).
 NOT_SERVED: dict[str, str] = {

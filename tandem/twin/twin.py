@@ -30,6 +30,7 @@ from tandem.template import APP_TEMPLATE, GLOBAL_TEMPLATE
 from tandem.twin.aurora import AuroraGlobal
 from tandem.twin.border import Border
 from tandem.twin.clock import TwinClock
+from tandem.twin.custom_resources import CustomResources
 from tandem.twin.extensions import Ticking
 from tandem.twin.extensions.holds import DEFAULT_PACE, RegionHolds
 from tandem.twin.faults import Fault
@@ -111,6 +112,7 @@ class Twin:
             lambda r: self.endpoints[r].url,
             lambda region, line: self.logs.accept(region, line),
         )
+        self.custom_resources = CustomResources(self.invoke, self.lambdas.function_of)
 
     # ------------------------------------------------------------------ lifecycle
     def start_databases(self) -> None:
@@ -388,8 +390,9 @@ class Twin:
         return self._clients[key]
 
     def _creators(self, region: str) -> dict[str, Creator]:
-        """What serves the app's resources that live outside moto: functions (workers) and the ingress."""
-        return {**self.lambdas.creators(), **self.ingress[region].creators()}
+        """What serves the app's resources that live outside moto: functions (workers), the ingress, and the
+        custom resources (run by their functions)."""
+        return {**self.lambdas.creators(), **self.ingress[region].creators(), **self.custom_resources.creators()}
 
     def _region(self, region: str) -> Region:
         """A region as CloudFormation provisions into it: its API endpoint and the Aurora pair behind it."""

@@ -79,7 +79,7 @@ def test_the_processor_applies_batches_and_can_do_nothing_else(
     login: Callable[[str], LedgerConnector], owner: pg8000.native.Connection
 ) -> None:
     connector = login("processor")
-    ledger = Ledger(connector, auto_migrate=False)
+    ledger = Ledger(connector)
     applied = ledger.apply([transfer(1), transfer(2, amount="5.00")])
     assert applied.outcomes == {"m1": Outcome.COMMITTED, "m2": Outcome.COMMITTED}
     assert ledger.apply([transfer(1)]).outcomes == {"m1": Outcome.DUPLICATE}
@@ -135,7 +135,7 @@ def test_the_observer_writes_its_heartbeat_and_sees_no_ledger(
 def test_the_ledger_is_append_only_even_for_its_owner_unless_it_says_so(
     login: Callable[[str], LedgerConnector], owner: pg8000.native.Connection
 ) -> None:
-    Ledger(login("processor"), auto_migrate=False).apply([transfer(1), transfer(2, "acc-2", "acc-3")])
+    Ledger(login("processor")).apply([transfer(1), transfer(2, "acc-2", "acc-3")])
     first = str(uuid.UUID(int=1))
     for sql in (
         f"UPDATE ledger_transaction SET amount_minor = 1 WHERE transaction_id = '{first}'",
@@ -159,7 +159,7 @@ def test_the_ledger_is_append_only_even_for_its_owner_unless_it_says_so(
 def test_every_balance_is_explained_by_the_ledger_rows(
     login: Callable[[str], LedgerConnector], owner: pg8000.native.Connection
 ) -> None:
-    ledger = Ledger(login("processor"), auto_migrate=False)
+    ledger = Ledger(login("processor"))
     accounts = ["acc-1", "acc-2", "acc-3", "merchant"]
     for n in range(1, 41):
         a, b = accounts[n % 4], accounts[(n * 3 + 1) % 4]

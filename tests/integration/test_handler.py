@@ -18,7 +18,6 @@ from tandem.lambda_runtime import LambdaContext, load_handler
 from tandem.local import LocalRegion, function_environment, local_region
 from tandem_core.archive import REFUSED, Journal
 from tandem_core.models import InvalidMessage, parse_transaction
-from tandem_core.schema import migrate
 from tests.conftest import load_event, transfer
 
 FN = "transaction_processor"
@@ -283,8 +282,7 @@ def test_a_record_the_ledger_refuses_fails_alone_and_its_journal_line_is_marked(
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     whale = f"acc-{tag}-whale"
-    conn = ledger(region)
-    migrate(conn)
+    conn = ledger(region)  # migrated by the deploy's schema step
     conn.run("INSERT INTO account_balance VALUES (:a, 'USD', 9223372036854775000)", a=whale)
     bodies = [transfer(f"acc-{tag}-a", f"acc-{tag}-b") for _ in range(4)]
     refused = transfer(f"acc-{tag}-a", whale, amount="50.00")  # valid, but the balance would leave bigint

@@ -2,7 +2,9 @@
 
 The credentials carry the inline statements of TransactionProcessorFunction from template.yaml (resolved for
 this deployment), so a permission the code needs but the template lacks fails here - and every statement
-that names a resource is shown to be needed by dropping it. KMS statements are not exercised: moto does not
+that names a resource is shown to be needed by dropping it. The database login goes through the cluster
+endpoints (IAM database authentication), which ask moto's IAM whether the token's signer may rds-db:connect
+as the processor's role. KMS statements are not exercised: moto does not
 call KMS on behalf of DynamoDB, S3 or Secrets Manager.
 """
 
@@ -10,28 +12,43 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 from moto.core.authorization import enable_iam_authentication
+from moto.iam.access_control import IAMPolicy, PermissionResult
+from moto.iam.models import iam_backends
 
 from tandem.lambda_runtime import LambdaContext, load_handler
 from tandem.local import function_environment, ledger_table_keys
 from tandem.localpg import LocalPostgres
 from tandem.template import Template
+from tandem.twin.endpoints import WRITER_HOST, Endpoints
 from tandem.twin.extensions import iam_resources
+from tandem_core.schema import migrate
 from tests.conftest import load_event
 
 REGION = "us-east-1"
+ACCOUNT = "123456789012"
+CLUSTER = "cluster-LEDGERTEST0123456789"
 FN = "TransactionProcessorFunction"
 
 
 @pytest.fixture
-def deployment(pg_server: LocalPostgres, database: str) -> Iterator[dict[str, Any]]:
+def deployment(pg_server: LocalPostgres, database: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     iam_resources.install()
+    schema_step(pg_server, database)
+    writer = tmp_path / "writer"
+    writer.touch()  # this region holds the writer: its cluster endpoint is active
     with mock_aws():
+        endpoints = Endpoints(
+            pg_server.port, writer, REGION, pg_server.data_dir / "server.crt",
+            pg_server.data_dir / "server.key", keys=_moto_secret_key, authorize=_moto_allows_connect,
+        )  # fmt: skip
+        endpoints.listen()  # in this process: it reads moto's IAM users and their policies
         ddb = boto3.client("dynamodb", region_name=REGION)
         ddb.create_table(TableName="tandem-ledger", BillingMode="PAY_PER_REQUEST", **ledger_table_keys())
         boto3.client("s3", region_name=REGION).create_bucket(Bucket="tandem-archive-primary")
@@ -42,15 +59,15 @@ def deployment(pg_server: LocalPostgres, database: str) -> Iterator[dict[str, An
         tpl = Template.from_file(
             parameters={
                 "RegionRole": "primary", "LedgerTableName": "tandem-ledger",
-                "ArchiveBucketName": "tandem-archive-primary", "LedgerDbHost": "127.0.0.1",
+                "ArchiveBucketName": "tandem-archive-primary", "LedgerDbHost": WRITER_HOST,
                 "LedgerDbPort": str(pg_server.port), "LedgerDbName": database, "LedgerDbSecretArn": secret_arn,
-                "DataKeyArn": f"arn:aws:kms:{REGION}:123456789012:key/data", "PeerRegion": "us-west-2",
-                "LedgerDbRootCert": str(pg_server.ca_file),
+                "LedgerDbClusterResourceId": CLUSTER, "DataKeyArn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/data",
+                "PeerRegion": "us-west-2", "LedgerDbRootCert": str(pg_server.ca_file),
             },
             region=REGION,
             ssm=lambda name: name,  # the values above are what the SSM parameters would hold
         )  # fmt: skip
-        tpl.physical["AppKey"] = {"Ref": "app", "Arn": f"arn:aws:kms:{REGION}:123456789012:key/app"}
+        tpl.physical["AppKey"] = {"Ref": "app", "Arn": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/app"}
         statements = [
             tpl.resolve(st)
             for policy in tpl.properties(FN)["Policies"]
@@ -58,6 +75,38 @@ def deployment(pg_server: LocalPostgres, database: str) -> Iterator[dict[str, An
             for st in policy["Statement"]
         ]
         yield {"template": tpl, "statements": statements}
+        endpoints.close()
+
+
+def schema_step(pg_server: LocalPostgres, database: str) -> None:
+    """What the deploy does before the processor runs: Aurora's rds_iam role, then the migrations."""
+    conn = pg_server.connect(database)
+    try:
+        if not conn.run("SELECT 1 FROM pg_roles WHERE rolname = 'rds_iam'"):
+            conn.run("CREATE ROLE rds_iam NOLOGIN")
+        migrate(conn)
+    finally:
+        conn.close()
+
+
+def _moto_user(key_id: str) -> Any:
+    users = iam_backends[ACCOUNT]["global"].users.values()
+    return next((u for u in users if any(k.access_key_id == key_id for k in u.access_keys)), None)
+
+
+def _moto_secret_key(key_id: str) -> str | None:
+    user = _moto_user(key_id)
+    return None if user is None else next(k.secret_access_key for k in user.access_keys if k.access_key_id == key_id)
+
+
+def _moto_allows_connect(key_id: str, db_user: str) -> str | None:
+    """IAM's answer for rds-db:connect by the token's signer, from its policies in moto (moto's own evaluator)."""
+    resource = f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:{CLUSTER}/{db_user}"
+    user = _moto_user(key_id)
+    answers = [IAMPolicy(doc).is_action_permitted("rds-db:connect", resource) for doc in user.policies.values()]
+    if PermissionResult.DENIED in answers or PermissionResult.PERMITTED not in answers:
+        return f"{user.name} is not authorized to perform rds-db:connect on {resource}"
+    return None
 
 
 def as_moto_authorizes(statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -113,11 +162,11 @@ def test_status_writes_need_both_item_actions(deployment: dict[str, Any], action
         _run_with_policy(deployment, statements)
 
 
-@pytest.mark.parametrize("sid", ["LedgerTableStatus", "ArchiveJournal", "LedgerDbSecret"])
+@pytest.mark.parametrize("sid", ["LedgerTableStatus", "ArchiveJournal", "LedgerDbLogin"])
 def test_every_resource_statement_is_needed(deployment: dict[str, Any], sid: str) -> None:
     without = [st for st in deployment["statements"] if st.get("Sid") != sid]
     assert len(without) == len(deployment["statements"]) - 1
-    with pytest.raises(Exception, match=r"AccessDenied|403|Access Denied|not authorized"):
+    with pytest.raises(Exception, match=r"AccessDenied|403|Access Denied|not authorized|PAM authentication failed"):
         _run_with_policy(deployment, without)
 
 

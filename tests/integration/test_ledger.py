@@ -224,7 +224,7 @@ def test_ledger_reconnects_after_the_connection_is_killed(
     app_role: dict[str, Any], ledger_db: pg8000.native.Connection
 ) -> None:
     connector = LedgerConnector(app_role["settings"], SecretCredentials(app_role["sm"], app_role["arn"]))
-    ledger = Ledger(connector, auto_migrate=True)
+    ledger = Ledger(connector)
     assert ledger.apply([Entry(txn(1), "m1")]).outcomes == {"m1": Outcome.COMMITTED}
     ledger_db.run("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r", r=app_role["role"])
     assert ledger.apply([Entry(txn(2), "m2"), Entry(txn(1), "m1")]).outcomes == {
@@ -319,9 +319,7 @@ def test_what_is_prepared_ahead_runs_on_the_thread_and_a_failure_leaves_no_conne
 
 
 def test_a_ledger_opened_ahead_commits_its_first_batch(app_role: dict[str, Any]) -> None:
-    ledger = Ledger(
-        LedgerConnector(app_role["settings"], SecretCredentials(app_role["sm"], app_role["arn"])), auto_migrate=True
-    )
+    ledger = Ledger(LedgerConnector(app_role["settings"], SecretCredentials(app_role["sm"], app_role["arn"])))
     ledger.open_ahead()
     assert ledger.apply([Entry(txn(1), "m1")]).outcomes == {"m1": Outcome.COMMITTED}
 
@@ -336,7 +334,7 @@ def test_a_database_down_ahead_of_time_fails_the_caller_loudly(app_role: dict[st
 
 def test_a_database_that_is_down_fails_the_batch_loudly(app_role: dict[str, Any]) -> None:
     settings = app_role["settings"].model_copy(update={"port": 1, "timeout": 1.0})
-    ledger = Ledger(LedgerConnector(settings, SecretCredentials(app_role["sm"], app_role["arn"])), auto_migrate=True)
+    ledger = Ledger(LedgerConnector(settings, SecretCredentials(app_role["sm"], app_role["arn"])))
     with pytest.raises((OSError, pg8000.native.InterfaceError)):
         ledger.apply([Entry(txn(1), "m1")])
 
@@ -492,7 +490,7 @@ def test_the_ledger_isolates_refusals_and_keeps_the_connection(
     app_role: dict[str, Any], blocking_ledger: pg8000.native.Connection
 ) -> None:
     connector = LedgerConnector(app_role["settings"], SecretCredentials(app_role["sm"], app_role["arn"]))
-    ledger = Ledger(connector, auto_migrate=True)
+    ledger = Ledger(connector)
     conn = connector.connection()
     applied = ledger.apply([Entry(txn(1), "m1"), Entry(txn(2, a="acc-blocked"), "m2")])
     assert applied.outcomes == {"m1": Outcome.COMMITTED, "m2": Outcome.REJECTED_BY_LEDGER}
@@ -505,7 +503,7 @@ def test_a_client_side_error_mid_message_drops_the_connection(
 ) -> None:
     """pg8000 may have sent half a message when encoding fails; a connection out of step must not be reused."""
     connector = LedgerConnector(app_role["settings"], SecretCredentials(app_role["sm"], app_role["arn"]))
-    ledger = Ledger(connector, auto_migrate=True)
+    ledger = Ledger(connector)
     first = connector.connection()
     with pytest.raises(UnicodeEncodeError):
         ledger.apply([Entry(txn(1), "m\ud800")])  # no SQS message id looks like this; the handler refuses it

@@ -344,7 +344,7 @@ class Region:
             "LEDGER_TABLE_NAME": "tandem-ledger", "ARCHIVE_BUCKET_NAME": "tandem-archive-dr",
             "PEER_ARCHIVE_BUCKET_NAME": "tandem-archive-primary", "TRANSACTION_QUEUE_URL": queue,
             "LEDGER_DB_HOST": "127.0.0.1", "LEDGER_DB_PORT": str(pair[1].port), "LEDGER_DB_NAME": "ledger",
-            "LEDGER_DB_SECRET_ARN": secret_arn, "LEDGER_DB_SSLMODE": "require", "LEDGER_AUTO_MIGRATE": "false",
+            "LEDGER_DB_SECRET_ARN": secret_arn, "LEDGER_DB_SSLMODE": "require",
             "PEER_HEALTH_URL": ingress.url, "PROBE_INTERVAL_SECONDS": "0",
             "POWERTOOLS_SERVICE_NAME": "replication_monitor", "AWS_LAMBDA_FUNCTION_NAME": "tandem-replication-monitor",
         }  # fmt: skip

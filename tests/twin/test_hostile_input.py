@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from tandem_core.archive import REFUSED
-from tandem_core.schema import migrate
 from tests.conftest import eventually as shared_eventually
 from tests.conftest import transfer
 from tests.twin.conftest import aws, pg
@@ -127,7 +126,6 @@ def test_a_valid_message_the_ledger_refuses_fails_alone(twin: dict[str, Any], tw
     a, b, whale = f"acc-{tag}-a", f"acc-{tag}-b", f"acc-{tag}-whale"
     conn = pg(twin, PRIMARY)
     try:
-        migrate(conn)  # the function migrates on first use; this test may come first
         conn.run("INSERT INTO account_balance VALUES (:w, 'USD', 9223372036854775000)", w=whale)
     finally:
         conn.close()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tandem.template import APP_TEMPLATE, Template, TemplateError
+from tandem.twin.provision import Placeholder
 from tandem_core.settings import AwsSettings, LedgerDbSettings, ProcessorSettings
 
 PARAMS = {
@@ -19,6 +20,7 @@ PARAMS = {
     "LedgerDbHost": "db.example",
     "LedgerDbReaderHost": "db-ro.example",
     "LedgerDbSecretArn": "arn:aws:secretsmanager:us-west-2:111122223333:secret:x",
+    "LedgerDbClusterResourceId": "cluster-ABCDEFGHIJKLMNOP",
     "DataKeyArn": "arn:aws:kms:us-west-2:111122223333:key/abc",
     "PeerRegion": "us-east-1",
 }
@@ -255,10 +257,10 @@ def test_the_monitor_environment_is_what_its_settings_read_with_the_documented_d
     assert primary.peer_archive_bucket == "tandem-archive-dr-123456789012"
 
 
-def test_the_observer_environment_builds_the_ledger_settings_and_never_migrates() -> None:
+def test_the_observer_logs_in_as_its_own_role_with_an_iam_token() -> None:
     env = _monitor_template().function_environment(OBSERVER)
     db = LedgerDbSettings.from_env(env)
-    assert db.auto_migrate is False
+    assert (db.auth, db.user, db.secret_arn) == ("iam", "tandem_observer", None)
     assert (db.sslmode, db.sslrootcert) == ("verify-full", None)  # the RDS roots of its region
     assert db.timeout < float(_monitor_template().properties(OBSERVER)["Timeout"])
 
@@ -321,7 +323,7 @@ def test_monitor_iam_names_every_resource_and_writes_only_its_own_keys() -> None
         ("sqs:SendMessage", "arn:aws:sqs:us-east-1:123456789012:tandem-app-primary-transactions"),
     }
     observer = {st["Sid"] for st in _policy_statements(tpl, OBSERVER)}
-    assert observer == {"LedgerDbSecret", "DataKeyThroughSecretsManager", "AppKeyForEnvironment"}
+    assert observer == {"LedgerDbLogin", "AppKeyForEnvironment"}
 
 
 SWITCH_AND_REPLAY = ("ProcessingSwitchOfBothProcessors", "ReconcileReplaysThroughThisRegionsProcessor")
@@ -477,3 +479,42 @@ def test_the_handlers_witness_reads_only_the_peers_endpoint_check_and_only_when_
     )  # fmt: skip
     leading = statements["ThisRegionsReadinessAndThePeersWordOnItsLedger"]["Condition"]["ForAllValues:StringEquals"]
     assert leading["dynamodb:LeadingKeys"] == ["READINESS#us-west-2", "HEARTBEAT#us-east-1"]
+
+
+def test_functions_log_in_as_their_own_database_roles_and_only_the_schema_step_holds_the_master_secret(
+    tpl: Template,
+) -> None:
+    secret = PARAMS["LedgerDbSecretArn"]
+    for resource in tpl.doc["Resources"]:  # every other resource as a name: only the database's values matter here
+        tpl.physical.setdefault(resource, Placeholder(Ref=resource))
+    roles = {"TransactionProcessorFunction": "tandem_processor", "ReplicationMonitorAuroraFunction": "tandem_observer"}
+    for logical in tpl.resources_of_type("AWS::Serverless::Function"):
+        env = tpl.function_environment(logical)
+        statements = [tpl.resolve(st) for st in _policy_statements(tpl, logical)]
+        reads_secrets = [st for st in statements if "secretsmanager:GetSecretValue" in json.dumps(st["Action"])]
+        assert "LEDGER_AUTO_MIGRATE" not in env, logical  # functions never migrate: the deploy does
+        if logical == "LedgerSchemaFunction":
+            assert (env["LEDGER_DB_AUTH"], env["LEDGER_DB_SECRET_ARN"]) == ("secret", secret)
+            assert [st["Resource"] for st in reads_secrets] == [secret]
+            continue
+        assert secret not in env.values(), logical
+        assert reads_secrets == [], logical
+        logins = [st for st in statements if st["Action"] == "rds-db:connect"]
+        if logical in roles:
+            assert (env["LEDGER_DB_AUTH"], env["LEDGER_DB_USER"]) == ("iam", roles[logical])
+            assert [st["Resource"] for st in logins] == [
+                f"arn:aws:rds-db:us-west-2:123456789012:dbuser:cluster-ABCDEFGHIJKLMNOP/{roles[logical]}"
+            ]
+        else:
+            assert logins == [], logical
+            assert "LEDGER_DB_HOST" not in env, logical
+
+
+def test_the_schema_step_runs_before_the_code_that_needs_it(tpl: Template) -> None:
+    step = tpl.resource("LedgerSchema")
+    assert step["Type"] == "Custom::LedgerSchema"
+    assert step["Properties"]["ServiceToken"] == {"Fn::GetAtt": ["LedgerSchemaFunction", "Arn"]}
+    assert step["Properties"]["CodeVersion"] == {"Ref": "LedgerSchemaFunction.Version"}  # asked again per package
+    for logical in ("TransactionProcessorFunction", "ReplicationMonitorAuroraFunction"):
+        assert tpl.resource(logical)["DependsOn"] == "LedgerSchema", logical
+    assert tpl.properties("LedgerSchemaFunction")["Handler"] == "ledger_schema.app.lambda_handler"

@@ -5,7 +5,8 @@
 --   SECURITY DEFINER function: it has no INSERT, UPDATE or DELETE on any table of its own) and reads the
 --   ledger rows that statement reads back; reads schema_migration to check the schema is new enough.
 -- tandem_observer: the replication monitor's Aurora observer; reads and writes replication_heartbeat and
---   reads schema_migration; it cannot see the ledger or the balances.
+--   reads schema_migration; it cannot see the ledger or the balances. It is a member of pg_monitor (read-only
+--   statistics): without it aurora_global_db_status() shows it no replication lag.
 -- Neither may create anything: no CREATE on the schema, no temporary tables. In Aurora both log in with IAM
 -- database authentication (membership in rds_iam); a role without a password cannot log in otherwise.
 DO $roles$
@@ -81,6 +82,7 @@ GRANT EXECUTE ON FUNCTION ledger_apply TO tandem_processor;
 GRANT SELECT ON ledger_transaction, schema_migration TO tandem_processor;
 GRANT SELECT, INSERT, UPDATE ON replication_heartbeat TO tandem_observer;
 GRANT SELECT ON schema_migration TO tandem_observer;
+GRANT pg_monitor TO tandem_observer;
 
 -- The ledger is append-only: no role has UPDATE or DELETE on it but its owner, and the owner too is refused
 -- unless the transaction says, deliberately, SET LOCAL tandem.ledger_amend = 'on'.
