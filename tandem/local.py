@@ -146,7 +146,7 @@ def _no_workers(region: str, function: str, _event: dict[str, Any]) -> dict[str,
 @contextmanager
 def local_region(region: str = "us-east-1") -> Iterator[LocalRegion]:
     """Start PostgreSQL and the region's endpoint, deploy both stacks, yield; stop both on the way out."""
-    from tandem.twin.extensions import cloudformation, cloudwatch_alarms, event_routing
+    from tandem.twin.extensions import cloudformation, cloudwatch_alarms, event_routing, secrets_rotation
     from tandem.twin.ingress import Ingress
     from tandem.twin.lambdas import LambdaService
     from tandem.twin.provision import Region
@@ -162,6 +162,7 @@ def local_region(region: str = "us-east-1") -> Iterator[LocalRegion]:
         urllib.request.urlopen(f"{endpoint.url}/moto-api/reset", data=b"", timeout=10).close()  # noqa: S310
         event_routing.install()  # moto itself never consumes a queue for a mapping
         cloudwatch_alarms.install()  # PutCompositeAlarm, which moto lacks (the template has a composite alarm)
+        secrets_rotation.install()  # the master secret's hosted rotation (infra_global), run on RotateSecret
         server.start()
         clients: dict[str, Any] = {}
 

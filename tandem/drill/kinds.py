@@ -75,8 +75,10 @@ TWIN_PATH_REAL_SECONDS = 4.0
 class RegionLoss(Scenario):
     name = "region-loss"
     expected = ("one completed failover, nothing lost after reconciliation; with the durable ingress, what the "
-                "dead primary had accepted is applied before it returns")  # fmt: skip
+                "dead primary had accepted is applied before it returns; the master secret rotated mid-traffic "
+                "changes nothing of it")  # fmt: skip
     default_outage = 300.0
+    rotate_master_at = 0.5  # half-way through the traffic before the outage
 
     def settle(self, deadline: float) -> None:
         self.progress("waiting for the failover and the reconciliation after it")

@@ -23,6 +23,7 @@ from tandem.drill.figures import OUTAGE_START, Figures, first_ran, step_end
 from tandem.drill.observe import Clocks, TwinView
 from tandem.drill.producers import Producers, Resolver, Sent
 from tandem.drill.queues import take_dlq
+from tandem.drill.rotation import MasterRotation
 from tandem.drill.workload import Workload
 from tandem.twin.control import call
 
@@ -107,6 +108,8 @@ class Scenario:
     #: the disruption's request body (e.g. ``{"only": "database"}``: a grey failure) and the role it strikes
     cut_body: ClassVar[dict[str, Any] | None] = None
     struck_role: ClassVar[str] = "primary"
+    #: after this share of the traffic sent before the disruption, the master secret rotates (None: never)
+    rotate_master_at: ClassVar[float | None] = None
 
     def __init__(self, view: TwinView, options: ScenarioOptions, progress: Progress | None = None) -> None:
         self.view, self.options = view, options
@@ -120,6 +123,7 @@ class Scenario:
         self.sent = Sent()
         self.notes: list[str] = []
         self._disrupting = threading.Lock()
+        self.rotation = MasterRotation(view, self.primary, progress=self.progress)
 
     # ------------------------------------------------------------------------------------------ the run
     def run(self, wl: Workload, bodies: list[str], deadline: float) -> dict[str, Any]:
@@ -163,6 +167,9 @@ class Scenario:
         invariants["every_message_accepted"] = not sent.gave_up
         invariants.update(self.expectations(Findings(failovers, outcome["result"], active, failover)))
         invariants["nothing_lost_after_reconcile"] = lost == 0
+        if self.rotate_master_at is not None:
+            invariants["master_secret_rotated_mid_traffic"] = self.rotation.held(active, deadline)
+            self.notes.extend(self.rotation.notes)
         series = figures.series(wl, failover, active, step_end(first_ran(failovers), "promote_database"))
         producers = figures.producers(sent, self.options.producers, self.resolver.lookups if self.resolver else 0)
         return {**outcome, "failover": failover, "producers": producers, "series": series, "notes": self.notes}
@@ -256,7 +263,11 @@ class Scenario:
         self.resolver = Resolver(self.view.client(self.dr, "route53"), self.view.status["hosted_zone"], RECORD, hosts,
                                  ttl_seconds=60 / self.scale)  # fmt: skip
 
+        rotate_at = None if self.rotate_master_at is None else int(cut * self.rotate_master_at)
+
         def pace(n: int) -> None:
+            if rotate_at is not None and n >= rotate_at:
+                self.rotation.start_once()
             if n >= cut:
                 self._disrupt_once()
 

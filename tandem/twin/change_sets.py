@@ -29,6 +29,8 @@ NO_CHANGES = "The submitted information didn't contain changes. Submit different
 _IAM_TYPES = {"AWS::IAM::Role", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::User", "AWS::IAM::Group",
               "AWS::IAM::InstanceProfile", "AWS::IAM::AccessKey"}  # fmt: skip
 _NAMED_IAM = {"RoleName", "UserName", "GroupName", "ManagedPolicyName", "InstanceProfileName"}
+#: transforms that add resources of their own (a nested stack): CloudFormation wants CAPABILITY_AUTO_EXPAND
+EXPANDING_TRANSFORMS = ("AWS::SecretsManager-2020-07-23",)
 
 #: region -> the region as the provisioner needs it and the creators of what lives outside moto
 Provider = Callable[[str], tuple[Region, Mapping[str, Creator]]]
@@ -422,6 +424,9 @@ def _capabilities(processed: dict[str, Any]) -> set[str]:
             needed.add("CAPABILITY_NAMED_IAM" if named else "CAPABILITY_IAM")
     if "CAPABILITY_NAMED_IAM" in needed:
         needed.discard("CAPABILITY_IAM")
+    transform = processed.get("Transform")
+    if set(transform if isinstance(transform, list) else [transform]) & set(EXPANDING_TRANSFORMS):
+        needed.add("CAPABILITY_AUTO_EXPAND")
     return needed
 
 

@@ -25,6 +25,8 @@ from tandem.twin.provision import Region, Stack
 
 ARTIFACTS_BUCKET = "tandem-twin-artifacts-{region}"
 CAPABILITIES = ("CAPABILITY_IAM",)  # what samconfig.toml's envs pass
+#: the macro transforms a template may declare, for which CloudFormation wants CAPABILITY_AUTO_EXPAND
+EXPANDING = change_sets.EXPANDING_TRANSFORMS
 _POLL = 0.02  # seconds between DescribeChangeSet / DescribeStacks while waiting
 
 
@@ -60,7 +62,7 @@ def create_change_set(region: Region, name: str, template: Path, parameters: dic
     body = json.dumps(doc)
     existing = describe_stack(cfn, name)
     args: dict[str, Any] = {
-        "StackName": name, "ChangeSetName": f"tandem-{time.time_ns()}", "Capabilities": list(CAPABILITIES),
+        "StackName": name, "ChangeSetName": f"tandem-{time.time_ns()}", "Capabilities": _capabilities(doc),
         "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         "ChangeSetType": "CREATE" if existing is None or existing["StackStatus"] == "REVIEW_IN_PROGRESS" else "UPDATE",
         "Description": "Created by the Tandem twin's deploy",
@@ -73,6 +75,13 @@ def create_change_set(region: Region, name: str, template: Path, parameters: dic
         args["TemplateBody"] = body
     change_set_id = cfn.create_change_set(**args)["Id"]
     return _wait(lambda: cfn.describe_change_set(ChangeSetName=change_set_id), "Status")
+
+
+def _capabilities(doc: dict[str, Any]) -> list[str]:
+    """What samconfig.toml's env for this template acknowledges: CAPABILITY_AUTO_EXPAND where a transform expands."""
+    transform = doc.get("Transform")
+    expands = set(transform if isinstance(transform, list) else [transform]) & set(EXPANDING)
+    return [*CAPABILITIES, *(["CAPABILITY_AUTO_EXPAND"] if expands else [])]
 
 
 def deployed_stack(region: Region, name: str) -> Stack:

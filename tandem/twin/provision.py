@@ -15,6 +15,7 @@ new kind of resource in a template is a decision, never a silent gap.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import string
 from collections.abc import Callable, Mapping
@@ -415,6 +416,40 @@ def _secret_attachment(d: Deployment, _logical: str, props: dict[str, Any]) -> d
     return {"Ref": secret_id}
 
 
+def _rotation_schedule(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:
+    """A secret's rotation. A HostedRotationLambda (AWS's own function, deployed by the Secrets Manager transform)
+    is run by the twin itself on RotateSecret (:mod:`tandem.twin.extensions.secrets_rotation`); the twin knows
+    the PostgreSQL single-user kind only, and says so for any other."""
+    from tandem.twin.extensions import secrets_rotation
+
+    sm = d.client("secretsmanager")
+    secret_arn = str(sm.describe_secret(SecretId=str(props["SecretId"]))["ARN"])
+    hosted = props.get("HostedRotationLambda")
+    if not isinstance(hosted, dict) or hosted.get("RotationType") != "PostgreSQLSingleUser":
+        raise TemplateError(f"{logical}: the twin rotates with a HostedRotationLambda of RotationType "
+                            "PostgreSQLSingleUser only")  # fmt: skip
+    days = _rotation_days(props.get("RotationRules") or {})
+    name = str(hosted.get("RotationLambdaName") or d.name_for(logical))
+    function_arn = f"arn:aws:lambda:{d.region.name}:{d.region.account}:function:{name}"
+    secrets_rotation.register(
+        secret_arn, secrets_rotation.HostedRotation(function_arn, str(hosted.get("ExcludeCharacters", "")), days)
+    )
+    immediately = str(props.get("RotateImmediatelyOnUpdate", True)).lower() == "true"
+    sm.rotate_secret(SecretId=secret_arn, RotationRules={"AutomaticallyAfterDays": days}, RotateImmediately=immediately)
+    return {"Ref": secret_arn}
+
+
+def _rotation_days(rules: dict[str, Any]) -> int:
+    """RotationRules as days: AutomaticallyAfterDays, or a ScheduleExpression ``rate(N days)``."""
+    if "AutomaticallyAfterDays" in rules:
+        return int(rules["AutomaticallyAfterDays"])
+    expression = str(rules.get("ScheduleExpression", ""))
+    match = re.fullmatch(r"rate\((\d+) days?\)", expression)
+    if match is None:
+        raise TemplateError(f"RotationRules: the twin reads AutomaticallyAfterDays or rate(N days), not {expression!r}")
+    return int(match.group(1))
+
+
 def _global_cluster(d: Deployment, logical: str, props: dict[str, Any]) -> dict[str, str]:
     ident = str(props.get("GlobalClusterIdentifier") or d.name_for(logical))
     if logical not in d.template.physical:
@@ -643,6 +678,7 @@ CREATORS: dict[str, Creator] = {
     "AWS::SSM::Parameter": _ssm_parameter,
     "AWS::SecretsManager::Secret": _secret,
     "AWS::SecretsManager::SecretTargetAttachment": _secret_attachment,
+    "AWS::SecretsManager::RotationSchedule": _rotation_schedule,
     "AWS::RDS::GlobalCluster": _global_cluster,
     "AWS::RDS::DBCluster": _db_cluster,
     "AWS::DynamoDB::GlobalTable": _global_table,

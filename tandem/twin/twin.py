@@ -414,6 +414,7 @@ class Twin:
             rds_global,
             route53_health,
             s3_replication,
+            secrets_rotation,
         )
 
         assert self.aurora is not None
@@ -422,6 +423,7 @@ class Twin:
 
         self.promotions = Promotions(clock, lambda request: aurora.promote(request.to_region, request.mode))
         rds_global.install()
+        secrets_rotation.install()  # the master secret's hosted rotation, run on RotateSecret
         rds_global.set_promotion_handler(self.promotions)
         lambda_invoke.install()
         lambda_snapstart.install()

@@ -176,7 +176,10 @@ def test_the_audit_catches_a_double_application_and_a_lost_write(twin_dir: Path)
     assert not doubled["invariants"]["balances_equal_applied_transfers"]
     assert not doubled["invariants"]["balances_match_workload"]
 
+    conn.run("BEGIN")  # the ledger is append-only: losing a row takes the owner's deliberate amendment
+    conn.run("SET LOCAL tandem.ledger_amend = 'on'")
     conn.run("DELETE FROM ledger_transaction WHERE transaction_id = CAST(:id AS uuid)", id=victim)
+    conn.run("COMMIT")
     lost = audit(target, wl, before, dlq=dlq)
     assert lost["result"]["lost"] == 1
     assert not lost["invariants"]["nothing_lost"]

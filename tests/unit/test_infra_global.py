@@ -620,3 +620,22 @@ def test_every_checkov_skip_carries_a_reason() -> None:
         for skip in res.get("Metadata", {}).get("checkov", {}).get("skip", []):
             assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]), name
             assert len(skip.get("comment", "")) > 30, (name, skip)
+
+
+def test_the_master_secret_rotates_with_awss_hosted_postgresql_function_in_the_primary(
+    primary: Deployment, secondary: Deployment
+) -> None:
+    assert load(GLOBAL_TEMPLATE)["Transform"] == "AWS::SecretsManager-2020-07-23"  # the hosted function's stack
+    (schedule,) = primary.of_type("AWS::SecretsManager::RotationSchedule").values()
+    props = schedule["Properties"]
+    assert props["SecretId"] == {"Ref": "LedgerDbMasterSecret"}
+    hosted = props["HostedRotationLambda"]
+    assert hosted["RotationType"] == "PostgreSQLSingleUser"  # the master user rotates itself
+    assert hosted["KmsKeyArn"] == {"Fn::GetAtt": ["DataKey", "Arn"]}
+    assert hosted["VpcSecurityGroupIds"] == {"Ref": "ProcessorSecurityGroup"}  # the database and the endpoints
+    generated = primary.props("LedgerDbMasterSecret")["GenerateSecretString"]
+    assert hosted["ExcludeCharacters"] == generated["ExcludeCharacters"]  # a new password as safe as the first
+    assert props["RotationRules"] == {"ScheduleExpression": "rate(30 days)"}
+    assert props["RotateImmediatelyOnUpdate"] is False
+    assert schedule["DependsOn"] == "LedgerDbSecretAttachment"  # the function reads the cluster's host there
+    assert secondary.of_type("AWS::SecretsManager::RotationSchedule") == {}  # the replica rotates with it

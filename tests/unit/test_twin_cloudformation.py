@@ -172,3 +172,12 @@ def test_a_resource_that_fails_rolls_the_stack_back_with_its_reason(cfn: Any) ->
     assert failed["LogicalResourceId"] == "Odd"
     assert "does not know how to provide AWS::Odd::Thing" in failed["ResourceStatusReason"]
     assert cfn.describe_stacks(StackName="demo")["Stacks"][0]["StackStatus"] == "ROLLBACK_COMPLETE"
+
+
+def test_a_transform_that_adds_resources_of_its_own_needs_cloudformations_auto_expand(cfn: Any) -> None:
+    """The Secrets Manager transform (a hosted rotation function's nested stack) must be acknowledged."""
+    rotating = {**TEMPLATE, "Transform": "AWS::SecretsManager-2020-07-23"}
+    failed = _change_set(cfn, "CREATE", rotating, name="rotating", Capabilities=["CAPABILITY_IAM"])
+    assert (failed["Status"], failed["StatusReason"]) == ("FAILED", "Requires capabilities : [CAPABILITY_AUTO_EXPAND]")
+    acknowledged = _change_set(cfn, "CREATE", rotating, name="rotating2", Capabilities=["CAPABILITY_AUTO_EXPAND"])
+    assert acknowledged["Status"] == "CREATE_COMPLETE", acknowledged.get("StatusReason")
