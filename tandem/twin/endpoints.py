@@ -185,6 +185,7 @@ class Endpoints:
     def _session(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None
         try:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # the login's small messages, at once
             first = _untyped(client)
             code = struct.unpack("!i", first[4:8])[0]
             if code == _GSS_REQUEST:  # no GSSAPI encryption here: the client goes on to ask for TLS
