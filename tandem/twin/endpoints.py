@@ -27,7 +27,6 @@ import select
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -41,7 +40,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from tandem.localpg import ENDPOINT_SOURCE as FRONT_SOURCE
-from tandem.template import ROOT
+from tandem.twin.relay import FlaggedProcess
 
 WRITER_HOST = "127.0.0.2"  # the cluster (writer) endpoint's address
 READER_HOST = "127.0.0.3"  # the reader endpoint's address
@@ -252,41 +251,25 @@ def _relay(tls: ssl.SSLSocket, upstream: socket.socket) -> None:
             (upstream if sock is tls else tls).sendall(data)
 
 
-class ClusterEndpoints:
+class ClusterEndpoints(FlaggedProcess):
     """The endpoint process of one region's cluster; :meth:`open` activates or deactivates its writer endpoint."""
 
+    module = "tandem.twin.endpoints"
+
     def __init__(self, port: int, flag: Path, region: str, cert: Path, key: Path) -> None:
-        self.port, self.flag, self.region, self.cert, self.key = port, flag, region, cert, key
-        self._process: subprocess.Popen[bytes] | None = None
+        super().__init__(flag)
+        self.port, self.region, self.cert, self.key = port, region, cert, key
 
     def start(self) -> None:
-        args = [str(self.port), str(self.flag), self.region, str(self.cert), str(self.key)]
-        with self.flag.with_suffix(".log").open("ab") as log:  # refused logins, for a post-mortem
-            self._process = subprocess.Popen(  # our own module, on loopback
-                [sys.executable, "-m", "tandem.twin.endpoints", *args],
-                cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-            )  # fmt: skip
+        process = self._launch([str(self.port), str(self.flag), self.region, str(self.cert), str(self.key)])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # listening on both addresses before anyone is told about them
             with contextlib.suppress(OSError), socket.create_connection((READER_HOST, self.port), 0.2):
                 return
-            if self._process.poll() is not None:
+            if process.poll() is not None:
                 break
             time.sleep(0.02)
         raise RuntimeError(f"the cluster endpoints on port {self.port} did not start (see {self.flag}.log)")
-
-    def open(self, is_open: bool) -> None:
-        """The writer endpoint answers (open) or refuses (closed)."""
-        if is_open:
-            self.flag.touch()
-        else:
-            self.flag.unlink(missing_ok=True)
-
-    def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None:
-            process.kill()
-            process.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -18,31 +18,31 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 from tandem.template import ROOT
 
 
-class Relay:
-    """The relay process from ``listen`` to ``target``; ``cut``: closing it also cuts open connections."""
+class FlaggedProcess:
+    """One of our small processes on loopback (``python -m <module>``) that serves while its flag file exists;
+    what it meets goes to the flag's ``.log``."""
 
-    def __init__(self, listen: tuple[str, int], target: tuple[str, int], flag: Path, *, cut: bool = False) -> None:
-        self.listen, self.target, self.flag, self.cut = listen, target, flag, cut
+    module: ClassVar[str]
+
+    def __init__(self, flag: Path) -> None:
+        self.flag = flag
         self._process: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.listen[0]}:{self.listen[1]}"
-
-    def start(self) -> None:
-        args = [*map(str, (*self.listen, *self.target)), str(self.flag), *(["--cut"] if self.cut else [])]
+    def _launch(self, args: list[str]) -> subprocess.Popen[bytes]:
         with self.flag.with_suffix(".log").open("ab") as log:  # what it met, for a post-mortem
             self._process = subprocess.Popen(  # our own module, on loopback
-                [sys.executable, "-m", "tandem.twin.relay", *args],
+                [sys.executable, "-m", self.module, *args],
                 cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
             )  # fmt: skip
+        return self._process
 
     def open(self, is_open: bool) -> None:
-        """Relay (open) or refuse (closed)."""
+        """Serve (open) or refuse (closed)."""
         if is_open:
             self.flag.touch()
         else:
@@ -53,6 +53,23 @@ class Relay:
         if process is not None:
             process.kill()
             process.wait(timeout=10)
+
+
+class Relay(FlaggedProcess):
+    """The relay process from ``listen`` to ``target``; ``cut``: closing it also cuts open connections."""
+
+    module = "tandem.twin.relay"
+
+    def __init__(self, listen: tuple[str, int], target: tuple[str, int], flag: Path, *, cut: bool = False) -> None:
+        super().__init__(flag)
+        self.listen, self.target, self.cut = listen, target, cut
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.listen[0]}:{self.listen[1]}"
+
+    def start(self) -> None:
+        self._launch([*map(str, (*self.listen, *self.target)), str(self.flag), *(["--cut"] if self.cut else [])])
 
 
 def serve(listen: tuple[str, int], target: tuple[str, int], flag: Path, cut: bool = False) -> None:
