@@ -8,6 +8,7 @@ event's status reason - because without one it waits an hour for the resource.
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from typing import Any, Literal
 
@@ -38,6 +39,15 @@ class SchemaRequest(BaseModel):
     request_id: str = Field(alias="RequestId", min_length=1)
     logical_resource_id: str = Field(alias="LogicalResourceId", min_length=1)
     physical_resource_id: str | None = Field(default=None, alias="PhysicalResourceId")
+    resource_properties: dict[str, Any] = Field(default_factory=dict, alias="ResourceProperties")
+
+
+class SchemaProperties(BaseModel):
+    """The resource's properties: the master secret travels with the request, so no function's environment
+    names it (the step's IAM statement is the only grant to read it)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+    master_secret_arn: str = Field(alias="MasterSecretArn", pattern=r"^arn:aws[a-z-]*:secretsmanager:")
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
@@ -48,7 +58,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     physical = request.physical_resource_id or f"{request.logical_resource_id}-{request.stack_id.rsplit('/', 1)[-1]}"
     try:
         budget = min(REPLICATION_WAIT_SECONDS, context.get_remaining_time_in_millis() / 1000 - ANSWER_SECONDS)
-        data = {} if request.request_type == "Delete" else _run_step(max(0.0, budget))
+        data = {} if request.request_type == "Delete" else _run_step(request, max(0.0, budget))
         answer = {"Status": "SUCCESS", "Reason": "", "Data": data}
     except Exception as exc:  # every failure becomes the stack event's reason, and the update rolls back
         logger.exception("the schema step failed")
@@ -57,9 +67,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     return {"PhysicalResourceId": physical, **answer}
 
 
-def _run_step(wait_seconds: float) -> dict[str, str]:
+def _run_step(request: SchemaRequest, wait_seconds: float) -> dict[str, str]:
+    try:
+        secret = SchemaProperties.model_validate(request.resource_properties).master_secret_arn
+    except ValidationError as exc:
+        raise ValueError(f"LedgerSchema's properties: {describe(exc, 'ResourceProperties')}") from None
     aws = AwsSettings.from_env()
-    db = LedgerDbSettings.from_env()
+    db = LedgerDbSettings.from_env({**os.environ, "LEDGER_DB_AUTH": "secret", "LEDGER_DB_SECRET_ARN": secret})
     reader_db = db.model_copy(update={"host": db.reader_host or db.host})
     report = deploy_schema(
         LedgerConnector(reader_db, credentials_for(reader_db, aws)),

@@ -49,12 +49,11 @@ def master(pg_server: LocalPostgres, database: str, region: RegionEndpoint) -> d
     arn = sm.create_secret(Name=f"ledger-master-{database}", SecretString=value)["ARN"]
     env = {
         "LEDGER_DB_HOST": "127.0.0.1", "LEDGER_DB_PORT": str(pg_server.port), "LEDGER_DB_NAME": database,
-        "LEDGER_DB_AUTH": "secret", "LEDGER_DB_SECRET_ARN": arn, "LEDGER_DB_SSLMODE": "require",
-        "AWS_REGION": REGION, "AWS_ENDPOINT_URL": region.url, "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "POWERTOOLS_SERVICE_NAME": "ledger_schema",
+        "LEDGER_DB_SSLMODE": "require", "AWS_REGION": REGION, "AWS_ENDPOINT_URL": region.url,
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "POWERTOOLS_SERVICE_NAME": "ledger_schema",
     }  # fmt: skip
-    settings = LedgerDbSettings.from_env(env)
-    return {"env": env, "connector": lambda: LedgerConnector(settings, SecretCredentials(sm, arn))}
+    settings = LedgerDbSettings.from_env({**env, "LEDGER_DB_AUTH": "secret", "LEDGER_DB_SECRET_ARN": arn})
+    return {"env": env, "arn": arn, "connector": lambda: LedgerConnector(settings, SecretCredentials(sm, arn))}
 
 
 def test_the_step_migrates_the_writer_once_as_the_owner(master: dict[str, Any], db: pg8000.native.Connection) -> None:
@@ -79,13 +78,13 @@ def test_a_cold_start_against_an_older_schema_fails_loudly_and_changes_nothing(
     assert db.run("SELECT max(version) FROM schema_migration") == [[migrations[-2].version]]
 
 
-def _request(s3: Any, bucket: str, key: str) -> dict[str, Any]:
+def _request(s3: Any, bucket: str, key: str, properties: dict[str, str]) -> dict[str, Any]:
     url = s3.generate_presigned_url("put_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=600)
     return {
         "RequestType": "Create", "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:schema",
         "ResponseURL": url, "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/app/1",
         "RequestId": key, "ResourceType": "Custom::LedgerSchema", "LogicalResourceId": "LedgerSchema",
-        "ResourceProperties": {"CodeVersion": "1"},
+        "ResourceProperties": {"CodeVersion": "1", **properties},
     }  # fmt: skip
 
 
@@ -94,9 +93,10 @@ def test_cloudformation_gets_success_with_the_schema_version_or_failed_with_the_
 ) -> None:
     s3 = emulator_client("s3", REGION, region.url)
 
-    def step(env: dict[str, str], key: str) -> dict[str, Any]:
+    def step(env: dict[str, str], key: str, **properties: str) -> dict[str, Any]:
+        request = _request(s3, RESPONSES, key, {"MasterSecretArn": master["arn"], **properties})
         with function_environment(env):
-            load_handler("ledger_schema")(_request(s3, RESPONSES, key), LambdaContext("schema", REGION, timeout_s=180))
+            load_handler("ledger_schema")(request, LambdaContext("schema", REGION, timeout_s=180))
         return dict(json.loads(s3.get_object(Bucket=RESPONSES, Key=key)["Body"].read()))
 
     answer = step(master["env"], f"ok-{uuid.uuid4()}")
@@ -107,3 +107,6 @@ def test_cloudformation_gets_success_with_the_schema_version_or_failed_with_the_
     assert failed["Status"] == "FAILED"
     assert "Connection refused" in failed["Reason"], failed["Reason"]
     assert failed["PhysicalResourceId"] == answer["PhysicalResourceId"]  # the same resource, however it went
+    unnamed = step(master["env"], f"unnamed-{uuid.uuid4()}", MasterSecretArn="not-an-arn")
+    assert unnamed["Status"] == "FAILED"  # answered, never left for CloudFormation to wait an hour on
+    assert "MasterSecretArn" in unnamed["Reason"], unnamed["Reason"]

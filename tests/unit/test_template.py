@@ -493,11 +493,12 @@ def test_functions_log_in_as_their_own_database_roles_and_only_the_schema_step_h
         statements = [tpl.resolve(st) for st in _policy_statements(tpl, logical)]
         reads_secrets = [st for st in statements if "secretsmanager:GetSecretValue" in json.dumps(st["Action"])]
         assert "LEDGER_AUTO_MIGRATE" not in env, logical  # functions never migrate: the deploy does
-        if logical == "LedgerSchemaFunction":
-            assert (env["LEDGER_DB_AUTH"], env["LEDGER_DB_SECRET_ARN"]) == ("secret", secret)
+        assert secret not in env.values(), logical  # no function's environment names the master secret
+        assert "LEDGER_DB_SECRET_ARN" not in env, logical
+        if logical == "LedgerSchemaFunction":  # the deploy's step: the secret comes with its request
             assert [st["Resource"] for st in reads_secrets] == [secret]
+            assert tpl.resolve(tpl.properties("LedgerSchema")["MasterSecretArn"]) == secret
             continue
-        assert secret not in env.values(), logical
         assert reads_secrets == [], logical
         logins = [st for st in statements if st["Action"] == "rds-db:connect"]
         if logical in roles:
