@@ -269,6 +269,7 @@ class Scenario:
             if rotate_at is not None and n >= rotate_at:
                 self.rotation.start_once()
             if n >= cut:
+                self.rotation.finish_before(deadline)
                 self._disrupt_once()
 
         on_accept = getattr(self.progress, "accepted", None)  # the live display counts what was accepted
