@@ -47,7 +47,7 @@ def test_a_different_pinned_version_is_refused_rather_than_measured(tmp_path: Pa
 
 
 def test_calls_per_batch_is_the_median_batch_and_the_breakdown_the_mean_per_kind() -> None:
-    from bench.ledger import HandlerThroughput
+    from bench.pipeline import HandlerThroughput
 
     three = {"s3:PutObject": 1, "postgresql:statement": 1, "dynamodb:TransactWriteItems": 1}
     calls = [three] * 3 + [{**three, "dynamodb:GetItem": 1}]  # one batch refreshed the fence
