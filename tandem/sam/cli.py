@@ -18,6 +18,7 @@ from pathlib import Path
 from tandem.template import ROOT
 
 SAM = ROOT / ".tools" / "sam" / "bin" / "sam"
+TWIN_POLL_DELAY = "0.2"  # seconds between SAM CLI's DescribeChangeSet / DescribeStackEvents polls of the twin
 
 
 def sam(
@@ -34,6 +35,9 @@ def sam(
         env |= {"SAM_CLI_TELEMETRY": "0", "__SAM_CLI_APP_DIR": app_dir}
         if endpoint is not None:
             env |= {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+            # SAM CLI's own setting: it polls the change set and the stack's events every 5 s, spacing that
+            # spares CloudFormation's API limits in AWS; the twin's CloudFormation decides in well under a second
+            env["SAM_CLI_POLL_DELAY"] = TWIN_POLL_DELAY
         elif profile is not None:
             env["AWS_PROFILE"] = profile
         return subprocess.run(  # the pinned SAM CLI of the tool venv

@@ -28,6 +28,23 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.drill
 
 
+def test_make_drill_command_line_starts_its_own_twin_and_stops_it(tmp_path: Path) -> None:
+    """First in the module: before the module's twin starts, so two twins never share the cores."""
+    report, state_dir = tmp_path / "cli.json", tmp_path / "twin"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "TANDEM_TWIN_DIR": str(state_dir)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tandem.cli", "drill", "--scenario", "steady", "--transactions", "30", "--poison", "2",
+         "--duplicates", "5", "--seed", "11", "--report", str(report)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"drill report: {report}" in proc.stdout
+    assert "PASSED" in proc.stdout
+    assert json.loads(report.read_text())["twin"]["started_by_drill"] is True
+    assert not launcher.is_running(state_dir)
+    assert not (state_dir / "twin.json").exists()
+
+
 def test_drill_report_holds_every_invariant(twin_dir: Path, tmp_path: Path) -> None:
     options = DrillOptions(transactions=120, poison=10, duplicates=25, seed=3, report=tmp_path / "r.json")
     report, path = run(DrillOptions(**{**options.__dict__, "state_dir": twin_dir}))
@@ -186,26 +203,11 @@ def test_the_audit_catches_a_double_application_and_a_lost_write(twin_dir: Path)
     conn.close()
 
 
-def test_make_drill_command_line_starts_its_own_twin_and_stops_it(tmp_path: Path) -> None:
-    report, state_dir = tmp_path / "cli.json", tmp_path / "twin"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "TANDEM_TWIN_DIR": str(state_dir)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tandem.cli", "drill", "--scenario", "steady", "--transactions", "30", "--poison", "2",
-         "--duplicates", "5", "--seed", "11", "--report", str(report)],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"drill report: {report}" in proc.stdout
-    assert "PASSED" in proc.stdout
-    assert json.loads(report.read_text())["twin"]["started_by_drill"] is True
-    assert not launcher.is_running(state_dir)
-    assert not (state_dir / "twin.json").exists()
-
-
-def test_a_poison_only_drill_without_a_running_twin_passes(tmp_path: Path) -> None:
-    """Nothing valid means the processor never migrates the ledger; the audit must not trip over that."""
-    report, state_dir = tmp_path / "poison.json", tmp_path / "twin"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "TANDEM_TWIN_DIR": str(state_dir)}
+def test_a_poison_only_drill_passes(twin_dir: Path, tmp_path: Path) -> None:
+    """Nothing valid means nothing committed: the audit must not trip over an empty change (on the module's
+    twin: starting one is the test above's)."""
+    report = tmp_path / "poison.json"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "TANDEM_TWIN_DIR": str(twin_dir)}
     proc = subprocess.run(
         [sys.executable, "-m", "tandem.cli", "drill", "--scenario", "steady", "--transactions", "0", "--poison", "3",
          "--duplicates", "0", "--report", str(report)],
