@@ -22,8 +22,9 @@ tools: ## tool venvs for aws-sam-cli/cfn-lint and checkov (kept apart: they pin 
 drill: setup ## the main job: local DR drill (options: ARGS="--transactions N --poison P --duplicates D --seed S --report PATH")
 	@$(VENV)/bin/tandem drill $(ARGS)
 
-test: setup tools ## all tests: unit (moto in-process, no sockets), integration (real PostgreSQL + moto server), twin, drill
-	@$(PY) -m pytest $(ARGS)
+test: setup tools ## all tests: unit and integration on both cores, then twin and drill (one twin at a time); ARGS: one pytest run
+	@if [ -n "$(ARGS)" ]; then $(PY) -m pytest $(ARGS); else \
+	  $(PY) -m pytest -n 2 tests/unit tests/integration && $(PY) -m pytest tests/drill tests/twin; fi
 
 test-unit: setup tools
 	@$(PY) -m pytest tests/unit $(ARGS)

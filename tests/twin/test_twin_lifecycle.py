@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,6 @@ import pg8000.native
 import pytest
 from botocore.exceptions import EndpointConnectionError
 
-from tandem.twin import launcher
 from tandem.twin.control import call
 from tests.conftest import ROOT
 from tests.twin.conftest import aws, pg
@@ -106,32 +103,6 @@ def _cli(*args: str, env_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tandem.cli", "twin", *args], capture_output=True, text=True, env=env, timeout=120
     )
-
-
-def test_cli_without_a_twin_says_so_and_down_leaves_nothing_behind() -> None:
-    with tempfile.TemporaryDirectory(prefix="tandem-twin-cli-") as d:
-        state_dir = Path(d)
-        for args in (["status", "--json"], ["outage", PRIMARY], ["down"]):
-            proc = _cli(*args, env_dir=state_dir)
-            assert proc.returncode == 2
-            assert "the twin is not running" in proc.stderr
-            assert "Traceback" not in proc.stderr
-        up = _cli("up", "--detach", env_dir=state_dir)
-        assert up.returncode == 0, up.stderr
-        status = json.loads(_cli("status", "--json", env_dir=state_dir).stdout)
-        pg_dir = Path(json.loads((state_dir / "twin.json").read_text())["postgres_dir"])
-        assert pg_dir.exists()
-        bad = _cli("outage", "mars-north-1", env_dir=state_dir)
-        assert bad.returncode == 2
-        assert "unknown region" in bad.stderr
-        assert _cli("down", env_dir=state_dir).returncode == 0
-        assert not pg_dir.exists()
-        assert not (state_dir / "twin.json").exists()
-        assert not launcher.is_running(state_dir)
-        for info in status["regions"].values():
-            port = int(info["endpoint"].rsplit(":", 1)[1])
-            with pytest.raises(ConnectionRefusedError):
-                socket.create_connection(("127.0.0.1", port), timeout=1)
 
 
 def test_restore_or_outage_of_a_region_in_that_state_already_is_one_line(twin: dict[str, Any], twin_dir: Path) -> None:

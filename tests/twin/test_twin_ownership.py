@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,30 @@ def _daemon_pid(state_dir: Path) -> int:
 def _starting(state_dir: Path) -> bool:
     """Start-up is midway: PostgreSQL is up, the twin is not ready yet."""
     return any((tree / PRIMARY / "data" / "postmaster.pid").exists() for tree in _postgres_trees(state_dir))
+
+
+def test_cli_without_a_twin_says_so_and_down_leaves_nothing_behind(state_dir: Path) -> None:
+    for args in (["status", "--json"], ["outage", PRIMARY], ["down"]):
+        proc = _run(state_dir, "twin", *args)
+        assert proc.returncode == 2
+        assert "the twin is not running" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    up = _run(state_dir, "twin", "up", "--detach")
+    assert up.returncode == 0, up.stderr
+    status = json.loads(_run(state_dir, "twin", "status", "--json").stdout)
+    pg_dir = Path(json.loads((state_dir / "twin.json").read_text())["postgres_dir"])
+    assert pg_dir.exists()
+    bad = _run(state_dir, "twin", "outage", "mars-north-1")
+    assert bad.returncode == 2
+    assert "unknown region" in bad.stderr
+    assert _run(state_dir, "twin", "down").returncode == 0
+    assert not pg_dir.exists()
+    assert not (state_dir / "twin.json").exists()
+    assert not launcher.is_running(state_dir)
+    for info in status["regions"].values():
+        port = int(info["endpoint"].rsplit(":", 1)[1])
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=1)
 
 
 def test_stale_state_after_a_crash_never_signals_a_process_that_is_not_the_twin(state_dir: Path) -> None:
