@@ -82,6 +82,23 @@ def test_the_same_seeded_drill_twice_on_one_twin_passes_both_times(twin_dir: Pat
     assert runs[0]["run_id"] != runs[1]["run_id"]
 
 
+def test_a_poison_only_drill_passes(twin_dir: Path, tmp_path: Path) -> None:
+    """Nothing valid means nothing committed: the audit must not trip over an empty change (on the module's
+    twin: starting one is the first test's; before the tests that tamper with the ledger, whose drift the
+    audit of every later drill on this twin would rightly report)."""
+    report = tmp_path / "poison.json"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "TANDEM_TWIN_DIR": str(twin_dir)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tandem.cli", "drill", "--scenario", "steady", "--transactions", "0", "--poison", "3",
+         "--duplicates", "0", "--report", str(report)],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(report.read_text())
+    assert result["passed"] is True
+    assert (result["result"]["committed"], result["result"]["rejected"]) == (0, 3)
+
+
 def test_workload_is_reproducible_from_its_seed() -> None:
     a, b = generate(50, 5, 10, seed=9), generate(50, 5, 10, seed=9)
     assert a.valid == b.valid
@@ -201,22 +218,6 @@ def test_the_audit_catches_a_double_application_and_a_lost_write(twin_dir: Path)
     assert lost["result"]["lost"] == 1
     assert not lost["invariants"]["nothing_lost"]
     conn.close()
-
-
-def test_a_poison_only_drill_passes(twin_dir: Path, tmp_path: Path) -> None:
-    """Nothing valid means nothing committed: the audit must not trip over an empty change (on the module's
-    twin: starting one is the test above's)."""
-    report = tmp_path / "poison.json"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", "TANDEM_TWIN_DIR": str(twin_dir)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tandem.cli", "drill", "--scenario", "steady", "--transactions", "0", "--poison", "3",
-         "--duplicates", "0", "--report", str(report)],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    result = json.loads(report.read_text())
-    assert result["passed"] is True
-    assert (result["result"]["committed"], result["result"]["rejected"]) == (0, 3)
 
 
 def test_duplicates_are_counted_from_balance_drift_alone() -> None:
