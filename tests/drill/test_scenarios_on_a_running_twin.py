@@ -1,6 +1,7 @@
 """On a twin that is already running, a scenario runs there and leaves it running, to be audited from outside.
 
-A second switchover finds DR active since the first: the drill fails back first, as an operator would (once
+The first switchover writes its own report page and picture (a poison message reaching the DLQ in it). A
+second switchover finds DR active since the first: the drill fails back first, as an operator would (once
 the primary caught up), and says so. A blip is refused in one line on a clock too fast for an outage to be
 shorter than detection.
 """
@@ -21,6 +22,7 @@ from tandem.drill.kinds import SCALES
 from tandem.twin import launcher
 from tandem.twin.control import call
 from tests.conftest import ROOT
+from tests.drill.test_scenarios import PNG_SIGNATURE
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +46,19 @@ def _drill(state_dir: Path, report: Path, *args: str) -> tuple[subprocess.Comple
 
 
 def test_a_second_switchover_fails_back_first_and_the_twin_stays_up(running_twin: Path, tmp_path: Path) -> None:
-    workload = ("--scenario", "switchover", "--transactions", "10", "--poison", "0", "--duplicates", "1")
-    first, one = _drill(running_twin, tmp_path / "first.json", *workload)
+    workload = ("--scenario", "switchover", "--transactions", "10", "--duplicates", "1")
+    first, one = _drill(running_twin, tmp_path / "first.json", *workload, "--poison", "1")
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert first.stdout.rstrip().endswith("PASSED")
     assert one["twin"]["started_by_drill"] is False
     assert one["notes"] == []
-    second, two = _drill(running_twin, tmp_path / "second.json", *workload, "--seed", "2")
+    assert one["result"]["rejected"] == 1  # the poison message reached the DLQ
+    assert one["invariants"]["rejected_equals_poison"] is True
+    page = Path(one["artifacts"]["markdown"]).read_text(encoding="utf-8")  # a single scenario's own page
+    assert "PASSED" in page
+    assert "one_completed_switchover" in page
+    assert Path(one["artifacts"]["timeline_png"]).read_bytes()[:8] == PNG_SIGNATURE
+    second, two = _drill(running_twin, tmp_path / "second.json", *workload, "--poison", "0", "--seed", "2")
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
     (note,) = two["notes"]
     assert note.startswith("failed back to us-east-1 before the scenario")
