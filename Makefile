@@ -24,7 +24,7 @@ drill: setup ## the main job: local DR drill (options: ARGS="--transactions N --
 
 test: setup tools ## all tests: unit and integration on both cores, then twin and drill (one twin at a time); ARGS: one pytest run
 	@if [ -n "$(ARGS)" ]; then $(PY) -m pytest $(ARGS); else \
-	  $(PY) -m pytest -n 2 tests/unit tests/integration && $(PY) -m pytest tests/drill tests/twin; fi
+	  $(PY) -m pytest -n 2 --dist loadfile tests/unit tests/integration && $(PY) -m pytest tests/drill tests/twin; fi
 
 test-unit: setup tools
 	@$(PY) -m pytest tests/unit $(ARGS)
