@@ -34,7 +34,7 @@ class DrillRun:
 
 
 def measure(scenario: str = "region-loss") -> DrillRun:
-    """One default drill (``all``: the four scenarios in turn, each on a twin of its own), as `make drill` runs it."""
+    """One default drill (``all``: the ten scenarios in turn, each on a twin of its own), as `make drill` runs it."""
     from tandem.drill import DrillOptions, run
 
     with tempfile.TemporaryDirectory(prefix="tandem-bench-drill-") as d:

@@ -2,9 +2,8 @@
 
 ``tandem drill`` (``make drill``) runs one scenario, or ``all`` of them in turn (:mod:`tandem.drill.kinds`;
 ``steady`` is the processing path alone, :mod:`tandem.drill.steady`). It starts a twin at the scenario's
-clock when none is running - for ``all``, one per clock scale, shared by the scenarios at that scale, which
-heal between them (each cleans up what it did; the next fails back to the primary first) - and stops what it
-started. On a twin that is already running, every scenario runs there and the twin stays up
+clock when none is running - one per scenario for ``all``, so no scenario inherits another's state - and
+stops what it started. On a twin that is already running, every scenario runs there and the twin stays up
 to be audited from outside; the audit compares before/after snapshots, so earlier work does not count, and
 every run's transaction ids are its own (the seed fixes the workload's shape, a per-run salt keeps runs apart).
 
@@ -99,9 +98,9 @@ def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[s
         if options.scenario != "all":
             report = _run_one(options, state_dir, run_id, progress)
         else:
-            reports, shared = _run_all(options, state_dir, run_id, progress)
+            reports = {name: _run_one(replace(options, scenario=name), state_dir, run_id, progress) for name in KINDS}
             report = {"drill": "twin, two regions", "scenario": "all", "run_id": run_id, "scenarios": reports,
-                      "passed": all(r["passed"] for r in reports.values()), **shared}  # fmt: skip
+                      "passed": all(r["passed"] for r in reports.values())}  # fmt: skip
     finally:
         drill_lock.close()
     report["wall_seconds"] = round(time.monotonic() - started, 3)
@@ -119,47 +118,10 @@ def run(options: DrillOptions, progress: Progress | None = None) -> tuple[dict[s
     return report, report_path
 
 
-#: what the twin ``all`` starts is deployed with: one scenario follows another within seconds, and each one's own
-#: failover must not be refused for the previous one's (the minimum delay passes in real seconds on the twin;
-#: its own behaviour is the failover tests' business)
-ALL_PARAMETER_OVERRIDES = {"FailoverMinDelaySeconds": "5"}
-
-
-def _run_all(
-    options: DrillOptions, state_dir: Path, run_id: str, progress: Progress | None
-) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """Every scenario, in KINDS' order in the report. On a running twin, all there; else one twin per clock
-    scale, started for the scenarios at that scale and stopped after them. They heal between them: each
-    cleans up what it did, and the next one's preflight fails back to the primary first when DR is active."""
-    if launcher.is_running(state_dir):
-        return {name: _run_one(replace(options, scenario=name), state_dir, run_id, progress) for name in KINDS}, {}
-    by_scale: dict[float, list[str]] = {}
-    for name in KINDS:
-        by_scale.setdefault(SCALES[name], []).append(name)
-    reports: dict[str, dict[str, Any]] = {}
-    for scale, names in by_scale.items():
-        if progress is not None:
-            progress(f"starting a twin at x{scale:g} for {', '.join(names)}")
-        try:
-            with launcher.ensure_running(state_dir, scale=scale, parameter_overrides=ALL_PARAMETER_OVERRIDES):
-                for name in names:
-                    reports[name] = _run_one(replace(options, scenario=name), state_dir, run_id, progress, shared=True)
-        except RUN_ERRORS:  # the shared twin did not start: each scenario tries its own and reports what it met
-            for name in names:
-                if name not in reports:
-                    reports[name] = _run_one(replace(options, scenario=name), state_dir, run_id, progress)
-    shared = {"twins": {f"x{scale:g}": names for scale, names in by_scale.items()},
-              "parameter_overrides": ALL_PARAMETER_OVERRIDES}  # fmt: skip
-    return {name: reports[name] for name in KINDS}, shared
-
-
-def _run_one(
-    options: DrillOptions, state_dir: Path, run_id: str, progress: Progress | None, *, shared: bool = False
-) -> dict[str, Any]:
-    """One scenario's report; a scenario that could not run says where it stopped (``completed`` false).
-    ``shared``: on a twin ``all`` started for the scenarios at its scale."""
+def _run_one(options: DrillOptions, state_dir: Path, run_id: str, progress: Progress | None) -> dict[str, Any]:
+    """One scenario's report; a scenario that could not run says where it stopped (``completed`` false)."""
     started = time.monotonic()
-    # the scenarios of one `all` share its run id, and maybe a twin: each one's transaction ids are its own
+    # the scenarios of one `all` share its run id (and, on a running twin, the twin): each one's ids are its own
     salt = uuid.uuid5(uuid.UUID(run_id), options.scenario).int
     wl = generate(options.transactions, options.poison, options.duplicates, options.seed, salt=salt)
     bodies = wl.messages(random.Random(options.seed + 1))
@@ -183,7 +145,7 @@ def _run_one(
             target = Target.primary_of(status)
             scale = float(status["clock"]["scale"])
             report["twin"] = {
-                "region": target.region, "started_by_drill": started_twin or shared, "clock_scale": scale,
+                "region": target.region, "started_by_drill": started_twin, "clock_scale": scale,
                 "state_dir": str(state_dir), "startup_seconds": status.get("startup_seconds"),
             }  # fmt: skip
             deadline = time.monotonic() + options.timeout

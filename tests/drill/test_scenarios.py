@@ -1,4 +1,4 @@
-"""`make drill ARGS="--scenario all"`, as a user runs it (smaller workload): the scenarios on one twin per clock scale,
+"""`make drill ARGS="--scenario all"`, as a user runs it (smaller workload): each scenario on a twin of its own,
 nobody calls the failover handler except the switchover's operator, and the report says what happened from
 the data - the JSON, report.md and one timeline.png per scenario.
 
@@ -56,11 +56,6 @@ def test_every_scenario_does_what_it_promises_and_loses_nothing_it_accepted(tmp_
         "region-loss", "switchover", "blip", "dr-not-ready", "backlog", "partition", "retry-storm", "stuck-promotion",
         "grey-database", "dr-fault",
     ]  # fmt: skip
-    assert report["twins"] == {  # one twin per clock scale, its scenarios one after another on it
-        "x60": ["region-loss", "switchover", "dr-not-ready", "backlog", "partition", "retry-storm", "stuck-promotion",
-                "dr-fault"],
-        "x30": ["blip", "grey-database"],
-    }  # fmt: skip
     for name, sub in scenarios.items():
         assert sub["completed"], (name, sub.get("error"))
         assert sub["passed"], (name, sub["invariants"])
